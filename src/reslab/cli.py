@@ -1,0 +1,247 @@
+"""Command line: argument parsing only; the work is done by the library's functions.
+
+torch is imported inside the commands, so `reslab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reslab.errors import UserError
+
+EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} must be positive")
+    return v
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' must be comma-separated whole numbers, like 20,56") from None
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        default="cifar10",
+        help="cifar10, cifar100, mnist, fashion-mnist, digits, synthetic or imagefolder:PATH (default %(default)s)",
+    )
+    p.add_argument(
+        "--data-dir", help="where datasets are found or downloaded (default ~/.cache/reslab/data, or $RESLAB_DATA)"
+    )
+    p.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download; fail with a message if the data is missing",
+    )
+    p.add_argument("--subset", type=positive_int, help="train on a class-balanced subset of N training images")
+    p.add_argument(
+        "--val-split",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold out N training images for validation (the paper used 5000); default 0",
+    )
+
+
+def add_schedule_options(p: argparse.ArgumentParser) -> None:
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=positive_int, help="length of the run (default: the paper's 64000)")
+    length.add_argument("--epochs", type=float, help="length of the run in epochs")
+    length.add_argument("--scale", type=float, help="fraction of the paper's 64k iterations")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument(
+        "--warmup",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="lr 0.01 until training error < 80%%, then 0.1 (auto: on for depth >= 110, as in the paper)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="pad-crop-flip (auto: on for natural images, off for digits)",
+    )
+    p.add_argument("--eval-every", type=positive_int, help="iterations between evaluations (default: one epoch)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the hardware runs it natively (CUDA, AVX-512 BF16), else fp32",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_model_options(p: argparse.ArgumentParser, depth_default=20) -> None:
+    p.add_argument("--arch", default="resnet", help="plain, resnet, preact or preact-bottleneck (default resnet)")
+    p.add_argument("--depth", type=int, default=depth_default, help="6n+2 (9n+2 for preact-bottleneck)")
+    p.add_argument(
+        "--shortcut",
+        choices=["A", "B", "C"],
+        help="A: zero-padding identity (default), B: projection where the shape changes, C: always",
+    )
+    p.add_argument("--width", type=positive_int, default=16, help="filters in the first stage (default 16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reslab",
+        description="A laboratory for residual networks "
+        "(He et al. 2016): the degradation problem and its cure, measured.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one network into a run directory")
+    add_model_options(p)
+    add_data_options(p)
+    add_schedule_options(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
+    p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
+
+    p = sub.add_parser("eval", help="test loss and error of a run's final weights")
+    p.add_argument("run_dir")
+    p.add_argument("--dataset", help="evaluate on another dataset (default: the run's own)")
+    p.add_argument("--data-dir")
+    p.add_argument("--no-download", dest="download", action="store_false")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("models", help="table of architectures with depth, parameters and MACs")
+    p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56, 110])
+    p.add_argument("--input", default="3x32x32", help="CxHxW of the input (default 3x32x32)")
+    p.add_argument("--classes", type=positive_int, default=10)
+
+    p = sub.add_parser("datasets", help="which datasets are available offline, and where")
+    p.add_argument("--data-dir")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from reslab import __version__
+
+        print(f"reslab {__version__}")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"reslab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reslab: interrupted.", file=sys.stderr)
+        return 130
+
+
+def cmd_train(args) -> int:
+    from reslab.train import Diverged, Interrupted, TrainConfig, train
+
+    cfg = TrainConfig(
+        arch=args.arch,
+        depth=args.depth,
+        shortcut=args.shortcut,
+        width=args.width,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        subset=args.subset,
+        val_split=args.val_split,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        iterations=args.iterations,
+        epochs=args.epochs,
+        scale=args.scale,
+        warmup=args.warmup,
+        augment=args.augment,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+    )
+    try:
+        row = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
+    except Interrupted as e:
+        print(f"reslab: {e}", file=sys.stderr)
+        return 130
+    except Diverged as e:
+        print(f"reslab: {e}", file=sys.stderr)
+        return 1
+    if row:
+        print(
+            f"{args.out}: training error {row['train_error']:.2%}, test error {row['test_error']:.2%} "
+            f"after {int(row['iteration'])} iterations"
+        )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from reslab.evaluate import evaluate_run
+
+    result = evaluate_run(
+        Path(args.run_dir), dataset=args.dataset, data_dir=args.data_dir, download=args.download, device=args.device
+    )
+    print(
+        f"{args.run_dir} on {result['dataset']} test set ({result['images']} images): "
+        f"loss {result['loss']:.4f}, error {result['error']:.2%}, accuracy {1 - result['error']:.2%}"
+    )
+    return 0
+
+
+def cmd_models(args) -> int:
+    from reslab.models import ModelConfig, build_model, count_macs, count_parameters
+
+    try:
+        shape = tuple(int(v) for v in args.input.lower().split("x"))
+        assert len(shape) == 3 and min(shape) > 0
+    except (ValueError, AssertionError):
+        raise UserError(f"--input '{args.input}' must look like 3x32x32 (channels x height x width).") from None
+    print(f"{'architecture':<24}{'depth':>6}{'parameters':>13}{'MACs (M)':>11}")
+    for arch, shortcut in (("plain", "A"), ("resnet", "A"), ("resnet", "B"), ("preact", "A")):
+        for depth in args.depths:
+            m = build_model(ModelConfig(arch, depth, shortcut, num_classes=args.classes, in_channels=shape[0]))
+            name = arch if arch == "plain" else f"{arch} (option {shortcut})"
+            print(f"{name:<24}{depth:>6}{count_parameters(m):>13,}{count_macs(m, shape) / 1e6:>11.2f}")
+    m = build_model(ModelConfig("preact-bottleneck", 164, "B", num_classes=args.classes, in_channels=shape[0]))
+    print(f"{'preact-bottleneck (B)':<24}{164:>6}{count_parameters(m):>13,}{count_macs(m, shape) / 1e6:>11.2f}")
+    print("plain and resnet (option A) have the same parameters and MACs: the identity shortcuts are free.")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from reslab.data import describe_datasets
+
+    for name, where in describe_datasets(args.data_dir):
+        print(f"{name:<16}{where}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "datasets": cmd_datasets}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

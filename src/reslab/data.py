@@ -1,0 +1,593 @@
+"""Dataset sources. Each returns uint8 images [N, C, H, W] and int64 labels, held in memory.
+
+Sources (the `--dataset` names): cifar10, cifar100 (python-pickle folders, downloaded and
+checksum-verified on first use), imagefolder:PATH (decoded once, cached beside the folder),
+mnist and fashion-mnist (IDX files, gzipped or not), digits (scikit-learn's embedded 8x8
+digits, no download) and synthetic (generated, for tests).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reslab.errors import UserError
+from reslab.runs import atomic_write_bytes
+
+DATASETS = ("cifar10", "cifar100", "imagefolder:PATH", "mnist", "fashion-mnist", "digits", "synthetic")
+DEFAULT_DATA_DIR = Path(os.environ.get("RESLAB_DATA", Path.home() / ".cache" / "reslab" / "data"))
+
+CIFAR = {
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "label_key": b"labels",
+        "meta": ("batches.meta", b"label_names"),
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "train": ["train"],
+        "test": ["test"],
+        "label_key": b"fine_labels",
+        "meta": ("meta", b"fine_label_names"),
+    },
+}
+
+IDX = {
+    "mnist": {
+        "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "system": None,
+        "classes": [str(i) for i in range(10)],
+    },
+    "fashion-mnist": {
+        "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "system": Path("/usr/share/datasets/fashion-mnist"),
+        "classes": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
+    },
+}
+IDX_FILES = {  # name -> md5 of the official gzipped file, per dataset
+    "mnist": {
+        "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83fd310",
+    },
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@dataclass
+class Dataset:
+    """A dataset in memory: uint8 images [N, C, H, W] and int64 labels per split."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    # The paper's crop-and-flip suits natural images; digits must not be mirrored.
+    augment: bool = True
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split, in [0, 1] units."""
+        x = self.train_x.double().div_(255)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        return mean.tolist(), std.tolist()
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, where: str) -> None:
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise UserError(f"{where}: expected uint8 images of shape [N, C, H, W], got {images.dtype} {images.shape}.")
+    if len(images) != len(labels):
+        raise UserError(f"{where}: {len(images)} images but {len(labels)} labels; the file is damaged.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"{where}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}; "
+            "the file is damaged or belongs to another dataset."
+        )
+
+
+def make_dataset(name, train_x, train_y, test_x, test_y, classes, augment=True, info=None) -> Dataset:
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        check_arrays(x, y, len(classes), f"{name} ({split} split)")
+    return Dataset(
+        name=name,
+        train_x=torch.from_numpy(np.ascontiguousarray(train_x)),
+        train_y=torch.from_numpy(np.asarray(train_y, dtype=np.int64)),
+        test_x=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_y=torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
+        classes=list(classes),
+        augment=augment,
+        info=info or {},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# downloads
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str) -> Path:
+    """Fetch `url` to `dest` through a temporary file; keep it only if its md5 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+            except OSError as e:
+                raise UserError(
+                    f"could not download {url} ({e}). If this machine is offline, download the file "
+                    f"elsewhere and put it at {dest} (or its unpacked contents beside it), then run again."
+                ) from None
+        got = md5_of(Path(tmp))
+        if got != md5:
+            raise UserError(
+                f"the download of {url} is damaged: md5 {got}, expected {md5}. Nothing was kept; try again."
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 (python pickle batches)
+
+
+def read_pickle_batch(path: Path) -> dict:
+    """One CIFAR pickle batch. Only plain dicts of lists/arrays are accepted (see find_class)."""
+    if not path.exists():
+        raise UserError(f"{path} is missing: the CIFAR folder is incomplete; delete it and download again.")
+    try:
+        with open(path, "rb") as f:
+            return SafeNumpyUnpickler(f, encoding="bytes").load()
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}); replace the file.") from None
+
+
+class SafeNumpyUnpickler(pickle.Unpickler):
+    """CIFAR batches hold numpy arrays; allow exactly what rebuilds them and nothing else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise UserError(f"refusing to load {module}.{name} from a data file: it is not CIFAR data.")
+
+
+def cifar_batch_arrays(batch: dict, label_key: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} lacks the CIFAR fields data/labels ({e}); replace the file.") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError(f"{path}: expected rows of 3072 bytes (3x32x32), got shape {data.shape}; replace the file.")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def find_cifar_folder(name: str, data_dir: Path, download_ok: bool) -> Path:
+    spec = CIFAR[name]
+    for candidate in (data_dir / spec["folder"], data_dir):
+        if (candidate / spec["test"][0]).exists():
+            return candidate
+    archive = data_dir / Path(spec["url"]).name
+    if not archive.exists():
+        if not download_ok:
+            raise UserError(
+                f"{name} is not in {data_dir}. Put the folder '{spec['folder']}' there (unpacked from "
+                f"{spec['url']}), or run without --no-download to fetch it."
+            )
+        print(f"downloading {spec['url']} to {archive} ...")
+        download(spec["url"], archive, spec["md5"])
+    elif md5_of(archive) != spec["md5"]:
+        raise UserError(f"{archive} has the wrong checksum (expected md5 {spec['md5']}); delete it and run again.")
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".unpack-") as tmp:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(Path(tmp) / spec["folder"], data_dir / spec["folder"])
+    return data_dir / spec["folder"]
+
+
+def load_cifar(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
+    spec = CIFAR[name]
+    folder = find_cifar_folder(name, data_dir, download_ok)
+    splits = {}
+    for split in ("train", "test"):
+        parts = [cifar_batch_arrays(read_pickle_batch(folder / f), spec["label_key"], folder / f) for f in spec[split]]
+        splits[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    meta_file, key = spec["meta"]
+    meta = read_pickle_batch(folder / meta_file) if (folder / meta_file).exists() else {}
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(key, [])]
+    if not classes:
+        classes = [str(i) for i in range(100 if name == "cifar100" else 10)]
+    return make_dataset(name, *splits["train"], *splits["test"], classes, info={"source": str(folder)})
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST (IDX)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or not) as a uint8 numpy array of its declared shape."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError(f"{path} cannot be read ({e}); the file is damaged, replace it.") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number); replace it.")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path} is truncated inside its header; replace it.")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise UserError(
+            f"{path} is truncated or padded: its header declares {expected} bytes of data, "
+            f"it holds {len(raw) - header}; replace it."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def find_idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def load_idx(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
+    spec = IDX[name]
+    candidates = [data_dir / name, data_dir] + ([spec["system"]] if spec["system"] else [])
+    folder = next((c for c in candidates if find_idx_file(c, "t10k-labels-idx1-ubyte")), None)
+    if folder is None:
+        folder = data_dir / name
+        if not download_ok:
+            raise UserError(
+                f"{name} is not in {data_dir / name}. Put its four IDX files there "
+                f"(from {spec['url']}), or run without --no-download to fetch them."
+            )
+        for stem, md5 in IDX_FILES[name].items():
+            print(f"downloading {spec['url']}{stem}.gz ...")
+            download(f"{spec['url']}{stem}.gz", folder / f"{stem}.gz", md5)
+    arrays = {}
+    for stem in IDX_FILES[name]:
+        path = find_idx_file(folder, stem)
+        if path is None:
+            raise UserError(f"{folder} lacks {stem}(.gz): the {name} folder is incomplete.")
+        arrays[stem] = read_idx(path)
+    train_x, test_x = arrays["train-images-idx3-ubyte"], arrays["t10k-images-idx3-ubyte"]
+    for what, x in (("train", train_x), ("test", test_x)):
+        if x.ndim != 3:
+            raise UserError(f"{name} {what} images in {folder} have shape {x.shape}, expected [N, H, W].")
+    return make_dataset(
+        name,
+        train_x[:, None],
+        arrays["train-labels-idx1-ubyte"],
+        test_x[:, None],
+        arrays["t10k-labels-idx1-ubyte"],
+        spec["classes"],
+        augment=False,
+        info={"source": str(folder)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# image folders (PATH/train/<class>/*.png, PATH/test/<class>/*.jpg), decoded once and cached
+
+
+def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
+    train_dir = root / "train"
+    if not train_dir.is_dir() or not (root / "test").is_dir():
+        raise UserError(f"{root} must hold train/<class>/ and test/<class>/ folders of images.")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise UserError(f"{train_dir} has no class folders.")
+    files = {}
+    for split in ("train", "test"):
+        items = []
+        for label, cls in enumerate(classes):
+            folder = root / split / cls
+            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+            if not found:
+                raise UserError(f"{folder} holds no images (.png/.jpg): every class needs images in both splits.")
+            items += [(p, label) for p in found]
+        files[split] = items
+    extra = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes)
+    if extra:
+        raise UserError(f"{root / 'test'} has class folders that train/ lacks: {', '.join(extra)}.")
+    return files, classes
+
+
+def decode_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    images, shape = [], None
+    for path, _ in items:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB" if im.mode not in ("L", "I;16", "I", "1") else "L")
+                a = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            raise UserError(f"{path} is not a readable image ({e}); fix or remove it.") from None
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            raise UserError(
+                f"{path} has shape {a.shape} (channels, height, width), the others {shape}: "
+                "all images must have one size."
+            )
+        images.append(a)
+    return np.stack(images), np.array([label for _, label in items], dtype=np.int64)
+
+
+def image_folder_cache_path(root: Path) -> Path:
+    """Beside the folder when writable, else in the user cache (keyed by the folder's path)."""
+    beside = root.parent / f".{root.name}.reslab-cache.npz"
+    if os.access(root.parent, os.W_OK):
+        return beside
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return DEFAULT_DATA_DIR / "imagefolder-cache" / f"{root.name}-{key}.npz"
+
+
+def load_image_folder(root: Path) -> Dataset:
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist.")
+    files, classes = scan_image_folder(root)
+    listing = "\n".join(
+        f"{s} {p.relative_to(root)} {p.stat().st_size} {label}" for s in files for p, label in files[s]
+    ).encode()
+    fingerprint = hashlib.sha256(listing).hexdigest()
+    cache = image_folder_cache_path(root)
+    arrays = None
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fingerprint:
+                    arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+        except Exception:
+            arrays = None  # a damaged or stale cache is rebuilt, never trusted
+    if arrays is None:
+        print(f"decoding {sum(len(v) for v in files.values())} images in {root} (cached afterwards) ...")
+        (train_x, train_y), (test_x, test_y) = decode_images(files["train"]), decode_images(files["test"])
+        if train_x.shape[1:] != test_x.shape[1:]:
+            raise UserError(f"{root}: train images are {train_x.shape[1:]}, test images {test_x.shape[1:]}.")
+        arrays = dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+        save_npz_atomic(cache, fingerprint=np.array(fingerprint), **arrays)
+    return make_dataset(
+        f"imagefolder:{root}",
+        arrays["train_x"],
+        arrays["train_y"],
+        arrays["test_x"],
+        arrays["test_y"],
+        classes,
+        info={"source": str(root)},
+    )
+
+
+def save_npz_atomic(path: Path, **arrays) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:
+        print(f"note: could not write the cache {path} ({e.strerror}); images will be decoded again next time.")
+
+
+# ---------------------------------------------------------------------------------------------
+# embedded and generated data
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, split 1,437 / 360 (stratified, fixed)."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    d = sk_digits()
+    images = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]
+    labels = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        test[rng.permutation(idx)[: round(0.2 * len(idx))]] = True
+    return make_dataset(
+        "digits",
+        images[~test],
+        labels[~test],
+        images[test],
+        labels[test],
+        [str(i) for i in range(10)],
+        augment=False,
+        info={"source": "sklearn.datasets.load_digits"},
+    )
+
+
+def make_synthetic(
+    n_train: int = 1000, n_test: int = 500, shape=(3, 32, 32), num_classes: int = 10, seed: int = 0
+) -> Dataset:
+    """Learnable generated images: a smooth random template per class plus noise."""
+    g = np.random.default_rng(seed)
+    c, h, w = shape
+    coarse = g.normal(size=(num_classes, c, max(2, h // 4), max(2, w // 4)))
+    templates = np.kron(coarse, np.ones((1, 1, -(-h // coarse.shape[2]), -(-w // coarse.shape[3]))))[:, :, :h, :w]
+
+    def draw(n):
+        y = np.arange(n) % num_classes
+        g.shuffle(y)
+        x = templates[y] + 0.8 * g.normal(size=(n, c, h, w))
+        return np.clip(128 + 40 * x, 0, 255).astype(np.uint8), y
+
+    (tx, ty), (vx, vy) = draw(n_train), draw(n_test)
+    return make_dataset(
+        "synthetic",
+        tx,
+        ty,
+        vx,
+        vy,
+        [f"class{i}" for i in range(num_classes)],
+        augment=False,
+        info={"source": f"generated (seed {seed})"},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# selection, splits
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download_ok: bool = True) -> Dataset:
+    data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+    if name in CIFAR:
+        return load_cifar(name, data_dir, download_ok)
+    if name in IDX:
+        return load_idx(name, data_dir, download_ok)
+    if name.startswith("imagefolder:"):
+        return load_image_folder(Path(name.split(":", 1)[1]).expanduser())
+    if name == "digits":
+        return load_digits()
+    if name == "synthetic":
+        return make_synthetic()
+    raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+
+
+def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n indices with the classes as equally represented as the data allows, in random order."""
+    classes = labels.unique()
+    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
+    per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
+    chosen, k = [], 0
+    # Round-robin over classes so that any n is as balanced as possible.
+    while len(chosen) < n:
+        for idx in per_class:
+            if k < len(idx) and len(chosen) < n:
+                chosen.append(idx[k])
+        k += 1
+    out = torch.stack(chosen)
+    return out[torch.randperm(len(out), generator=generator)]
+
+
+def prepare(ds: Dataset, subset: int | None = None, val_split: int = 0, seed: int = 0) -> Dataset:
+    """Hold out `val_split` training images for validation (class-balanced), then subsample."""
+    n = len(ds.train_y)
+    g = torch.Generator().manual_seed(seed)
+    if val_split:
+        if not 0 < val_split < n:
+            raise UserError(f"--val-split {val_split} must be between 1 and {n - 1} for {ds.name}.")
+        val = balanced_indices(ds.train_y, val_split, g)
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[val] = False
+        ds.val_x, ds.val_y = ds.train_x[val], ds.train_y[val]
+        ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
+    if subset:
+        n = len(ds.train_y)
+        if not 0 < subset <= n:
+            raise UserError(f"--subset {subset} must be between 1 and {n} for {ds.name}.")
+        idx = balanced_indices(ds.train_y, subset, g).sort().values
+        ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
+    return ds
+
+
+def describe_datasets(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """(name, where it is or how it would be obtained) for every source."""
+    data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+    out = []
+    for name, spec in CIFAR.items():
+        found = next((c for c in (data_dir / spec["folder"], data_dir) if (c / spec["test"][0]).exists()), None)
+        out.append(
+            (
+                name,
+                f"available in {found}"
+                if found
+                else f"not downloaded (first use fetches {spec['url']} into {data_dir})",
+            )
+        )
+    for name, spec in IDX.items():
+        cands = [data_dir / name, data_dir] + ([spec["system"]] if spec["system"] else [])
+        found = next((c for c in cands if find_idx_file(c, "t10k-labels-idx1-ubyte")), None)
+        out.append(
+            (
+                name,
+                f"available in {found}" if found else f"not downloaded (first use fetches it into {data_dir / name})",
+            )
+        )
+    try:
+        import sklearn  # noqa: F401
+
+        out.append(("digits", "available (embedded in scikit-learn, 1,797 8x8 images, no download)"))
+    except ImportError:
+        out.append(("digits", "needs scikit-learn (pip install scikit-learn)"))
+    out.append(("synthetic", "available (generated on the fly, for tests)"))
+    out.append(("imagefolder:PATH", "PATH/train/<class>/*.png|jpg and PATH/test/<class>/..., cached after decoding"))
+    return out

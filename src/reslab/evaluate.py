@@ -1,0 +1,74 @@
+"""Loading a run's network and scoring it: what `reslab eval` and the analyses build on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reslab import runs
+from reslab.errors import UserError
+from reslab.models import ModelConfig, build_model
+
+
+def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """The network of a run directory with its final weights (or its last checkpoint's)."""
+    run_dir = Path(run_dir)
+    if not runs.is_run_dir(run_dir):
+        raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
+    config = runs.read_json(run_dir / "config.json")
+    try:
+        model = build_model(ModelConfig(**config["model"]))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{run_dir / 'config.json'} does not describe a model ({e}).") from None
+    weights = run_dir / "model.safetensors"
+    if weights.exists():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{weights} is damaged ({e}); re-run or re-import the run.") from None
+    elif (run_dir / "checkpoint.pt").exists():
+        from reslab.train import load_checkpoint
+
+        state = load_checkpoint(run_dir / "checkpoint.pt")["model"]
+    else:
+        raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"the weights in {run_dir} do not fit its configured model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
+    model.eval()
+    return model, config
+
+
+def evaluate_run(
+    run_dir: Path, dataset: str | None = None, data_dir: str | None = None, download: bool = True, device: str = "auto"
+) -> dict:
+    """Test loss and error of a run's weights, normalised as the run was trained."""
+    from reslab.data import load_dataset
+    from reslab.train import evaluate, resolve_device
+
+    model, config = load_run_model(run_dir)
+    name = dataset or config["data"]["name"]
+    data = load_dataset(name, data_dir or config["train"].get("data_dir"), download)
+    if (
+        list(data.image_shape[:1]) != [config["model"]["in_channels"]]
+        or data.num_classes > config["model"]["num_classes"]
+    ):
+        raise UserError(
+            f"{name} ({data.image_shape[0]} channels, {data.num_classes} classes) does not fit the "
+            f"network of {run_dir} ({config['model']['in_channels']} channels, "
+            f"{config['model']['num_classes']} classes)."
+        )
+    dev = resolve_device(device)
+    norm = config["resolved"]["normalization"]
+    mean = torch.tensor(norm["mean"], device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], device=dev).view(1, -1, 1, 1)
+    model.to(dev, memory_format=torch.channels_last)
+    loss, error = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, dev, "fp32")
+    return {"dataset": name, "images": len(data.test_y), "loss": loss, "error": error}

@@ -1,0 +1,250 @@
+"""The paper's CIFAR networks: plain and residual, post- and pre-activation, and counting.
+
+He et al. 2016, section 4.2: a 3x3 conv stem with 16 filters, three stages of n blocks of two
+3x3 convs at 16/32/64 filters on 32/16/8 maps, downsampling by stride-2 convs, global average
+pooling and a fully connected classifier; depth 6n+2. BN follows every conv. `plain` and
+`resnet` build the very same layers and differ only in the shortcut.
+
+Module names follow the widely used PyTorch CIFAR ResNet code (conv1, bn1, layer1..3, linear),
+so its checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from reslab.errors import UserError
+
+ARCHS = ("plain", "resnet", "preact", "preact-bottleneck")
+SHORTCUTS = ("A", "B", "C")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet"
+    depth: int = 20
+    shortcut: str = "A"  # A: zero-pad identity, B: projection where the shape changes, C: always
+    width: int = 16  # filters of the first stage; stages use width, 2*width, 4*width
+    num_classes: int = 10
+    in_channels: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def blocks_per_stage(arch: str, depth: int) -> int:
+    """n for depth 6n+2 (two-layer blocks) or 9n+2 (three-layer bottlenecks)."""
+    layers = 9 if arch == "preact-bottleneck" else 6
+    if depth < layers + 2 or (depth - 2) % layers:
+        lower = max(layers + 2, (depth - 2) // layers * layers + 2)
+        near = sorted({lower, lower + layers})
+        raise UserError(
+            f"depth {depth} is not valid for '{arch}': it must be {layers}n+2 "
+            f"(the nearest valid depths are {' and '.join(map(str, near))})."
+        )
+    return (depth - 2) // layers
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Option A: identity, or subsample by `stride` and zero-pad the new channels.
+
+    The zeros go equally on both sides of the channel axis, as in the common PyTorch code (the
+    paper does not say where); a module rather than a lambda so that models pickle.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.before = (cout - cin) // 2
+        self.after = cout - cin - self.before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.before or self.after:
+            x = F.pad(x, (0, 0, 0, 0, self.before, self.after))
+        return x
+
+
+def make_shortcut(option: str, cin: int, cout: int, stride: int, with_bn: bool = True) -> nn.Module:
+    """The shortcut of one residual block under option A, B or C."""
+    reshapes = stride != 1 or cin != cout
+    if option == "C" or (option == "B" and reshapes):
+        layers = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False)]
+        if with_bn:
+            layers.append(nn.BatchNorm2d(cout))
+        return nn.Sequential(*layers)
+    return PadShortcut(cin, cout, stride)
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN, then (+ shortcut) and ReLU; with shortcut=None it is a plain block.
+
+    The ReLU comes after the addition (paper, Fig. 2), so H(x) = relu(F(x) + x).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, shortcut: str | None):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = conv3x3(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride) if shortcut else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class PreActBlock(nn.Module):
+    """Follow-up paper's unit: BN-ReLU-conv-BN-ReLU-conv added to an untouched identity path."""
+
+    def __init__(self, cin: int, cout: int, stride: int, shortcut: str):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = conv3x3(cin, cout, stride)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = conv3x3(cout, cout)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride, with_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + self.shortcut(x)
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck: 1x1 reduce, 3x3, 1x1 expand (x4), identity path untouched."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, shortcut: str):
+        super().__init__()
+        cout = planes * self.expansion
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride, with_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + self.shortcut(x)
+
+
+class CifarNet(nn.Module):
+    """Stem, three stages of blocks, global average pooling, linear classifier."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.arch not in ARCHS:
+            raise UserError(f"unknown architecture '{config.arch}': choose one of {', '.join(ARCHS)}.")
+        if config.shortcut not in SHORTCUTS:
+            raise UserError(f"unknown shortcut option '{config.shortcut}': choose A, B or C.")
+        self.config = config
+        n = blocks_per_stage(config.arch, config.depth)
+        w = config.width
+        self.preact = config.arch.startswith("preact")
+        self.conv1 = conv3x3(config.in_channels, w)
+        # Post-activation nets normalise the stem here; pre-activation units normalise their
+        # own input, so their net ends with a final BN-ReLU instead.
+        self.bn1 = nn.BatchNorm2d(w) if not self.preact else nn.Identity()
+        if config.arch == "preact-bottleneck":
+            block, expansion = PreActBottleneck, PreActBottleneck.expansion
+        else:
+            block, expansion = (PreActBlock if self.preact else BasicBlock), 1
+        shortcut = None if config.arch == "plain" else config.shortcut
+        cin = w
+        stages = []
+        for i, planes in enumerate((w, 2 * w, 4 * w)):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(cin, planes, stride, shortcut))
+                cin = planes * expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.bn_final = nn.BatchNorm2d(cin) if self.preact else nn.Identity()
+        self.linear = nn.Linear(cin, config.num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # He et al. 2015 initialisation, fan-out mode with the ReLU gain (the usual reading).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv1(x))
+        if not self.preact:
+            out = F.relu(out)
+        out = self.layer3(self.layer2(self.layer1(out)))
+        if self.preact:
+            out = F.relu(self.bn_final(out))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+    def blocks(self) -> list[nn.Module]:
+        """All blocks in order, across the three stages."""
+        return [*self.layer1, *self.layer2, *self.layer3]
+
+
+def build_model(config: ModelConfig) -> CifarNet:
+    return CifarNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Forward multiply-accumulates of convs and linear layers for one image, measured with hooks.
+
+    BN, ReLU, pooling and the shortcut additions are not counted (as in the paper's FLOP
+    figures): they cost O(activations), not O(activations x kernel).
+    """
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total

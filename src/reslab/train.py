@@ -1,0 +1,563 @@
+"""The training loop: the paper's recipe, metrics, atomic checkpoints and exact resume.
+
+Recipe (paper, section 4.2): SGD with momentum 0.9, weight decay 1e-4, mini-batch 128, lr 0.1
+divided by 10 at 32k and 48k iterations, stop at 64k. Shorter runs keep the drops at 50% and
+75% of the run. Deep nets (>= 110 layers) warm up at lr 0.01 until the training error is below
+80%, then go back to 0.1.
+
+Training error is the running error of the mini-batches since the previous evaluation (train
+mode, augmented), the quantity the paper's thin dashed curves show; test and validation errors
+are measured in eval mode on the whole split.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reslab import __version__, runs
+from reslab.augment import default_pad, pad_crop_flip
+from reslab.data import Dataset, load_dataset, prepare
+from reslab.errors import UserError
+from reslab.models import ARCHS, ModelConfig, blocks_per_stage, build_model, count_macs, count_parameters
+
+PAPER_ITERATIONS = 64_000
+WARMUP_WINDOW = 20  # iterations over which the warm-up's training error is measured
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet"
+    depth: int = 20
+    shortcut: str | None = None  # None: A (the paper's CIFAR choice); B for preact-bottleneck
+    width: int = 16
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = True
+    subset: int | None = None
+    val_split: int = 0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    iterations: int | None = None  # at most one of iterations / epochs / scale; default 64k
+    epochs: float | None = None
+    scale: float | None = None
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
+    warmup_lr: float = 0.01
+    warmup_error: float = 0.8
+    augment: str = "auto"  # auto: crop+flip on natural images, none on digits; on; off
+    eval_every: int | None = None  # iterations between evaluations; default one epoch
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast where the hardware runs it natively; fp32; bf16
+    device: str = "auto"
+    channels_last: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UserError(f"unknown configuration keys: {', '.join(sorted(unknown))}.")
+        return cls(**d)
+
+    def model_config(self, num_classes: int, in_channels: int) -> ModelConfig:
+        shortcut = self.shortcut or ("B" if self.arch == "preact-bottleneck" else "A")
+        return ModelConfig(self.arch, self.depth, shortcut, self.width, num_classes, in_channels)
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)}.")
+        blocks_per_stage(self.arch, self.depth)
+        if sum(v is not None for v in (self.iterations, self.epochs, self.scale)) > 1:
+            raise UserError("give at most one of --iterations, --epochs and --scale.")
+        for name in ("iterations", "epochs", "scale", "batch_size", "lr"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}.")
+        if self.warmup not in ("auto", "on", "off") or self.augment not in ("auto", "on", "off"):
+            raise UserError("--warmup and --augment take auto, on or off.")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"unknown precision '{self.precision}': choose auto, fp32 or bf16.")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}': use auto, cpu or cuda[:N].") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this PyTorch sees no GPU; use --device cpu.")
+    return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # bf16 autocast only pays on CPUs with native bf16 dot products (AVX-512 BF16, AMX).
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def total_iterations(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    if cfg.iterations is not None:
+        return int(cfg.iterations)
+    if cfg.epochs is not None:
+        return max(1, round(cfg.epochs * steps_per_epoch))
+    return max(1, round(PAPER_ITERATIONS * (cfg.scale if cfg.scale is not None else 1.0)))
+
+
+def lr_at(iteration: int, base_lr: float, milestones: list[int]) -> float:
+    """Step schedule: base lr divided by 10 at each milestone passed."""
+    return base_lr * 0.1 ** sum(iteration >= m for m in milestones)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x.float().div_(255) - mean) / std
+
+
+@torch.inference_mode()
+def evaluate(model, x, y, mean, std, device, precision="fp32", batch_size=1000, channels_last=True):
+    """Mean cross-entropy and error fraction of `model` (eval mode) on uint8 images x."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    wrong = torch.zeros((), device=device, dtype=torch.int64)
+    for i in range(0, len(y), batch_size):
+        xb = normalize(x[i : i + batch_size].to(device, non_blocking=True), mean, std)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        with autocast(device, precision):
+            out = model(xb)
+        loss_sum += F.cross_entropy(out.float(), yb, reduction="sum")
+        wrong += (out.argmax(1) != yb).sum()
+    model.train(was_training)
+    n = max(1, len(y))
+    return loss_sum.item() / n, wrong.item() / n
+
+
+def environment(device: torch.device) -> dict:
+    import numpy
+
+    env = {
+        "reslab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is never taken
+    in the middle of an optimizer update. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Run:
+    """What the loop needs besides the config: data on the device, the model, the plan."""
+
+    cfg: TrainConfig
+    out: Path
+    data: Dataset
+    model: torch.nn.Module
+    device: torch.device
+    precision: str
+    mean: torch.Tensor
+    std: torch.Tensor
+    steps_per_epoch: int
+    batch_size: int
+    total: int
+    milestones: list[int]
+    warmup: bool
+    augment: bool
+    eval_every: int
+
+
+def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run, dict]:
+    """Load data, build the model and resolve every choice; returns the run and its config.json."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    data = prepare(data, cfg.subset, cfg.val_split, cfg.seed)
+    n = len(data.train_y)
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // batch_size)  # the last incomplete batch of an epoch is dropped
+    total = total_iterations(cfg, steps_per_epoch)
+    mean, std = data.normalization()
+    torch.manual_seed(cfg.seed)
+    model_cfg = cfg.model_config(data.num_classes, data.image_shape[0])
+    model = build_model(model_cfg)
+    precision = resolve_precision(cfg.precision, device)
+    warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
+    augment = cfg.augment == "on" or (cfg.augment == "auto" and data.augment)
+    run = Run(
+        cfg=cfg,
+        out=out,
+        data=data,
+        model=model,
+        device=device,
+        precision=precision,
+        mean=torch.tensor(mean, device=device).view(1, -1, 1, 1),
+        std=torch.tensor(std, device=device).view(1, -1, 1, 1),
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        total=total,
+        milestones=[round(f * total) for f in cfg.milestones],
+        warmup=warmup,
+        augment=augment,
+        eval_every=cfg.eval_every or steps_per_epoch,
+    )
+    c, h, w = data.image_shape
+    config = {
+        "train": asdict(cfg),
+        "model": model_cfg.to_dict(),
+        "resolved": {
+            "iterations": total,
+            "milestones": run.milestones,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": round(total / steps_per_epoch, 2),
+            "warmup": warmup,
+            "augment": augment,
+            "augment_pad": default_pad(h) if augment else 0,
+            "precision": precision,
+            "eval_every": run.eval_every,
+            "normalization": {"mean": mean, "std": std},
+            "parameters": count_parameters(model),
+            "macs": count_macs(model, (c, h, w)),
+        },
+        "data": {
+            "name": data.name,
+            "classes": data.classes,
+            "image_shape": [c, h, w],
+            "train_size": n,
+            "val_size": 0 if data.val_y is None else len(data.val_y),
+            "test_size": len(data.test_y),
+            **data.info,
+        },
+        "environment": environment(device),
+    }
+    return run, config
+
+
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two config.json describe the same training (device and paths may differ)."""
+    ignore = {"device", "data_dir", "download"}
+    strip = lambda c: {k: v for k, v in c.get("train", {}).items() if k not in ignore}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    data: Dataset | None = None,
+    progress: bool | None = None,
+    log=print,
+) -> dict:
+    """Train one network into the run directory `out`; returns its final metrics row."""
+    out = Path(out)
+    run, config = setup(cfg, out, data)
+    config_path = out / "config.json"
+    if config_path.exists():
+        old = runs.read_json(config_path)
+        if not same_run(old, config):
+            raise UserError(
+                f"{out} holds a different run ({old.get('model', {}).get('arch')}-"
+                f"{old.get('model', {}).get('depth')} on {old.get('train', {}).get('dataset')}); "
+                "choose another --out or delete that directory."
+            )
+        if not resume:
+            raise UserError(f"{out} already holds this run; add --resume to continue it, or choose another --out.")
+    elif resume and (out / "checkpoint.pt").exists():
+        raise UserError(f"{out} has a checkpoint but no config.json; it is damaged, delete it to start over.")
+    status = runs.read_status(out)
+    if resume and status["state"] == "finished":
+        log(f"{out} is already finished; nothing to do.")
+        rows = runs.read_metrics(out)
+        return rows[-1] if rows else {}
+    runs.write_json(config_path, config)
+    return loop(run, resume, progress, log)
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    runs.atomic_write_bytes(out / "checkpoint.pt", buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, loaded without unpickling anything but tensors and plain containers."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(
+            f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). It is "
+            "truncated, damaged, or holds objects other than tensors; delete it to restart the run."
+        ) from None
+
+
+class Interrupted(Exception):
+    """Training stopped on request after saving a checkpoint."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class LoopState:
+    """Everything that changes during training besides model and optimizer; all of it goes into
+    the checkpoint, so a resumed run continues bit for bit."""
+
+    iteration: int = 0
+    rows: list = field(default_factory=list)
+    warmup_until: int | None = None  # iteration at which the warm-up ended (0: no warm-up)
+    loss_sum: torch.Tensor | None = None  # since the last evaluation, on the device
+    wrong: torch.Tensor | None = None
+    window_wrong: torch.Tensor | None = None  # warm-up window
+    seen: int = 0
+    seconds: float = 0.0  # wall time of the run up to the last evaluation
+
+
+def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
+    cfg, model, dev, out = run.cfg, run.model, run.device, run.out
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(dev, memory_format=fmt)
+    train_x, train_y = run.data.train_x.to(dev), run.data.train_y.to(dev)
+    test_x, test_y = run.data.test_x.to(dev), run.data.test_y.to(dev)
+    val = None if run.data.val_y is None else (run.data.val_x.to(dev), run.data.val_y.to(dev))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    order_gen = torch.Generator().manual_seed(cfg.seed + 1)  # data order, drawn on the CPU
+    aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 2)
+    pad = default_pad(run.data.image_shape[1])
+    n = len(train_y)
+    zero = lambda dtype: torch.zeros((), device=dev, dtype=dtype)  # noqa: E731
+    st = LoopState(
+        warmup_until=None if run.warmup else 0,
+        loss_sum=zero(torch.float64),
+        wrong=zero(torch.int64),
+        window_wrong=zero(torch.int64),
+    )
+
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        saved = load_checkpoint(ckpt_path)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        order_gen.set_state(saved["order_rng"])
+        aug_gen.set_state(saved["augment_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        st = LoopState(**saved["loop"])
+        for name in ("loss_sum", "wrong", "window_wrong"):
+            setattr(st, name, getattr(st, name).to(dev))
+        log(f"resuming {out} at iteration {st.iteration} of {run.total}")
+    runs.write_metrics(out, st.rows)  # drops rows a killed process wrote after its last checkpoint
+
+    # The data order of an epoch is drawn at its first step; a checkpoint keeps the generator
+    # state from before that draw, so a run resumed mid-epoch redraws the same order.
+    epoch_order_state = order_gen.get_state()
+    perm = torch.randperm(n, generator=order_gen).to(dev) if st.iteration % run.steps_per_epoch else None
+
+    def checkpoint() -> None:
+        at_boundary = st.iteration % run.steps_per_epoch == 0
+        loop_state = {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in asdict(st).items()}
+        save_checkpoint(
+            out,
+            {
+                "format": "reslab-checkpoint-1",
+                "iteration": st.iteration,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "order_rng": order_gen.get_state() if at_boundary else epoch_order_state,
+                "augment_rng": aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "loop": loop_state,
+            },
+        )
+
+    bar = make_progress(run, st.iteration, progress)
+    runs.write_status(out, "running", iteration=st.iteration)
+    period_start = time.perf_counter()
+    with StopRequest() as stop:
+        while st.iteration < run.total:
+            pos = st.iteration % run.steps_per_epoch
+            if pos == 0:
+                epoch_order_state = order_gen.get_state()
+                perm = torch.randperm(n, generator=order_gen).to(dev)
+            idx = perm[pos * run.batch_size : (pos + 1) * run.batch_size]
+            xb = train_x[idx]
+            if run.augment:
+                xb = pad_crop_flip(xb, pad, aug_gen)
+            xb = normalize(xb, run.mean, run.std).contiguous(memory_format=fmt)
+            yb = train_y[idx]
+            warming = st.warmup_until is None
+            lr = cfg.warmup_lr if warming else lr_at(st.iteration, cfg.lr, run.milestones)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(dev, run.precision):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Metrics stay on the device: no host synchronisation per step.
+            wrong = (logits.argmax(1) != yb).sum()
+            st.loss_sum += loss.detach() * len(yb)
+            st.wrong += wrong
+            st.seen += len(yb)
+            st.iteration += 1
+            if warming:
+                st.window_wrong += wrong
+                if st.iteration % WARMUP_WINDOW == 0:
+                    end_warmup(st, run, log)
+            if bar is not None:
+                bar.update(1)
+            if st.iteration % run.eval_every == 0 or st.iteration == run.total:
+                train_loss = st.loss_sum.item() / st.seen
+                if not math.isfinite(train_loss):
+                    return diverged(run, st, bar)
+                ips = st.seen / max(1e-9, time.perf_counter() - period_start)
+                row = {
+                    "epoch": round(st.iteration / run.steps_per_epoch, 3),
+                    "iteration": st.iteration,
+                    "lr": lr,
+                    "train_loss": round(train_loss, 6),
+                    "train_error": round(st.wrong.item() / st.seen, 6),
+                }
+                if val is not None:
+                    row["val_loss"], row["val_error"] = evaluate(
+                        model, *val, run.mean, run.std, dev, run.precision, channels_last=cfg.channels_last
+                    )
+                row["test_loss"], row["test_error"] = evaluate(
+                    model, test_x, test_y, run.mean, run.std, dev, run.precision, channels_last=cfg.channels_last
+                )
+                st.seconds += time.perf_counter() - period_start
+                row.update(seconds=round(st.seconds, 3), images_per_second=round(ips, 1))
+                st.rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+                st.loss_sum.zero_()
+                st.wrong.zero_()
+                st.seen = 0
+                checkpoint()
+                runs.write_metrics(out, st.rows)
+                report_progress(bar, st.rows[-1], run, log)
+                period_start = time.perf_counter()
+            if stop.signal is not None and st.iteration < run.total:
+                if bar is not None:
+                    bar.close()
+                st.seconds += time.perf_counter() - period_start
+                checkpoint()
+                msg = (
+                    f"interrupted at iteration {st.iteration} of {run.total}; checkpoint saved. "
+                    f"Resume with the same command and --resume (reslab train ... --out {out} --resume)."
+                )
+                runs.write_status(out, "interrupted", msg, iteration=st.iteration)
+                raise Interrupted(msg)
+    if bar is not None:
+        bar.close()
+    save_weights(model, out / "model.safetensors")
+    runs.write_status(out, "finished", f"finished {run.total} iterations", iteration=st.iteration)
+    return st.rows[-1]
+
+
+def end_warmup(st: LoopState, run: Run, log) -> None:
+    """End the warm-up once the training error over the last window is below the threshold, and
+    at the latest at the first lr drop, so that it can never hold the lr at 0.01 for good."""
+    err = st.window_wrong.item() / (WARMUP_WINDOW * run.batch_size)
+    st.window_wrong.zero_()
+    if err < run.cfg.warmup_error or st.iteration >= min(run.milestones, default=run.total):
+        st.warmup_until = st.iteration
+        log(
+            f"warm-up ended at iteration {st.iteration} (training error {err:.1%} over the last "
+            f"{WARMUP_WINDOW} iterations); lr back to {run.cfg.lr:g}"
+        )
+
+
+def diverged(run: Run, st: LoopState, bar) -> dict:
+    if bar is not None:
+        bar.close()
+    last = int(st.rows[-1]["iteration"]) if st.rows else 0
+    msg = (
+        f"training diverged: the loss became NaN or infinite between iterations {last} and {st.iteration}. "
+        f"The last good checkpoint (iteration {last}) is kept; lower --lr or turn on --warmup."
+    )
+    runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
+    raise Diverged(msg)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    runs.atomic_write_bytes(path, save(tensors))
+
+
+def make_progress(run: Run, start: int, progress: bool | None):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    name = f"{run.cfg.arch}-{run.cfg.depth}"
+    return tqdm(total=run.total, initial=start, desc=name, unit="it", dynamic_ncols=True, leave=False)
+
+
+def report_progress(bar, row: dict, run: Run, log) -> None:
+    text = (
+        f"train err {row['train_error']:.2%} loss {row['train_loss']:.3f} | test err {row['test_error']:.2%}"
+        f" | lr {row['lr']:g} | {row['images_per_second']:.0f} img/s"
+    )
+    if bar is not None:
+        bar.set_postfix_str(text)
+    elif log is not None:
+        log(f"{run.cfg.arch}-{run.cfg.depth} epoch {row['epoch']:g} it {row['iteration']:.0f}/{run.total}: {text}")
