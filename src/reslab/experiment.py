@@ -1,0 +1,291 @@
+"""Experiments: a grid of run configurations, run by a backend, then summarised.
+
+An experiment directory is a folder of ordinary run directories (one per cell, named
+ARCH-DEPTH-seedS) plus experiment.json (what was asked), summary.csv and report.html. Running
+the same grid again skips finished cells and resumes interrupted ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fcntl
+import io
+import math
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+
+from reslab import runs
+from reslab.errors import UserError
+from reslab.train import TrainConfig
+
+SUMMARY_FIELDS = [
+    "arch",
+    "depth",
+    "parameters",
+    "macs",
+    "runs",
+    "train_error_mean",
+    "train_error_std",
+    "val_error_mean",
+    "val_error_std",
+    "test_error_mean",
+    "test_error_std",
+    "reach_threshold",
+    "iterations_to_reach",
+    "status",
+]
+REACH_CANDIDATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+def cell_name(cfg: TrainConfig) -> str:
+    return f"{cfg.arch}-{cfg.depth}-seed{cfg.seed}"
+
+
+def grid(base: TrainConfig, archs: list[str], depths: list[int], seeds: list[int]) -> list[TrainConfig]:
+    """Every (arch, depth, seed) combination of `base`; each is validated before anything runs."""
+    cells = []
+    for arch in archs:
+        for depth in depths:
+            for seed in seeds:
+                cfg = dataclasses.replace(base, arch=arch, depth=depth, seed=seed)
+                cfg.validate()
+                cells.append(cfg)
+    return cells
+
+
+@contextmanager
+def experiment_lock(exp_dir: Path):
+    """One reslab process per experiment directory; a second one is refused with a message."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    with open(exp_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another reslab process is running the experiment in {exp_dir}; wait for it to "
+                "finish (or stop it) before starting this one."
+            ) from None
+        yield
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path, threads: int | None = None) -> dict:
+    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome."""
+    import torch
+
+    from reslab.train import Diverged, Interrupted, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        resume = runs.is_run_dir(run_dir)
+        row = train(cfg, run_dir, resume=resume, progress=False, log=lambda *_: None)
+        return {"name": run_dir.name, "state": "finished", "row": row, "seconds": time.perf_counter() - t0}
+    except (Diverged, Interrupted, UserError) as e:
+        state = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(e), "failed")
+        if state == "failed":
+            runs.write_status(run_dir, "failed", str(e)) if run_dir.exists() else None
+        return {"name": run_dir.name, "state": state, "message": str(e), "seconds": time.perf_counter() - t0}
+    except Exception as e:  # a bug in one cell must not stop the others; its status says what happened
+        msg = f"{type(e).__name__}: {e}"
+        if run_dir.exists():
+            runs.write_status(run_dir, "failed", msg)
+        return {"name": run_dir.name, "state": "failed", "message": msg, "seconds": time.perf_counter() - t0}
+
+
+def default_jobs(n_cells: int) -> tuple[int, int]:
+    """(processes, threads per process): one per GPU with GPUs; on CPU, one process per core,
+    since these small convolutions scale better across processes than across threads."""
+    import torch
+
+    if torch.cuda.is_available():
+        return max(1, min(n_cells, torch.cuda.device_count())), 0
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(n_cells, cores))
+    return jobs, max(1, cores // jobs)
+
+
+def run_experiment(
+    exp_dir: Path, cells: list[TrainConfig], jobs: int | None = None, log=print, spec: dict | None = None
+) -> list[dict]:
+    """Run every cell not yet finished; returns one outcome per cell, in grid order."""
+    exp_dir = Path(exp_dir)
+    with experiment_lock(exp_dir):
+        runs.write_json(exp_dir / "experiment.json", {**(spec or {}), "cells": [cell_name(c) for c in cells]})
+        todo, outcomes = [], {}
+        for cfg in cells:
+            run_dir = exp_dir / cell_name(cfg)
+            if runs.read_status(run_dir)["state"] == "finished":
+                outcomes[run_dir.name] = {"name": run_dir.name, "state": "finished", "skipped": True}
+            else:
+                todo.append(cfg)
+        if outcomes:
+            log(f"{len(outcomes)} of {len(cells)} runs already finished; {len(todo)} to run")
+        # Deepest first: the longest runs start early, so parallel workers finish together.
+        todo.sort(key=lambda c: -c.depth)
+        jobs_auto, threads = default_jobs(len(todo))
+        jobs = min(jobs or jobs_auto, max(1, len(todo)))
+        if jobs > 1 and not threads:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+        t0 = time.perf_counter()
+        done = 0
+
+        def finished(outcome: dict) -> None:
+            nonlocal done
+            done += 1
+            outcomes[outcome["name"]] = outcome
+            log(describe_outcome(outcome, done, len(todo), time.perf_counter() - t0))
+
+        if jobs <= 1:
+            for cfg in todo:
+                finished(run_cell(cfg, exp_dir / cell_name(cfg)))
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+                pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg), threads) for cfg in todo}
+                while pending:
+                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in complete:
+                        finished(fut.result())
+        write_summary(exp_dir)
+    return [outcomes[cell_name(c)] for c in cells]
+
+
+def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:
+    head = f"[{done}/{total}] {o['name']}"
+    if o["state"] == "finished":
+        r = o["row"]
+        return (
+            f"{head}: training error {r['train_error']:.1%}, test error {r['test_error']:.1%} "
+            f"({o['seconds']:.0f} s; {elapsed:.0f} s so far)"
+        )
+    return f"{head}: {o['state']}: {o.get('message', '')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# summaries
+
+
+def load_runs(exp_dir: Path) -> list[dict]:
+    """Every run directory of an experiment with its config, metrics and status."""
+    out = []
+    for d in runs.find_runs(exp_dir):
+        config = runs.read_json(d / "config.json")
+        out.append(
+            {"dir": d, "name": d.name, "config": config, "metrics": runs.read_metrics(d), "status": runs.read_status(d)}
+        )
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def iterations_to_reach(metrics: list[dict], threshold: float) -> float | None:
+    """First evaluated iteration at which the training error is at or below `threshold`."""
+    return next((r["iteration"] for r in metrics if r["train_error"] <= threshold), None)
+
+
+def choose_threshold(all_runs: list[dict]) -> float:
+    """The lowest round training error that every run of the shallowest depth reached, so the
+    convergence column compares like with like (a deeper net may never get there)."""
+    finished = [r for r in all_runs if r["metrics"]]
+    if not finished:
+        return 0.5
+    shallow = min(r["config"]["model"]["depth"] for r in finished)
+    best = [min(m["train_error"] for m in r["metrics"]) for r in finished if r["config"]["model"]["depth"] == shallow]
+    worst = max(best)
+    return next((t for t in REACH_CANDIDATES if t >= worst), 1.0)
+
+
+def summarize(exp_dir: Path, threshold: float | None = None) -> list[dict]:
+    """Table-6-style rows, one per (arch, depth): errors as mean and std over seeds."""
+    all_runs = load_runs(exp_dir)
+    threshold = threshold if threshold is not None else choose_threshold(all_runs)
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in all_runs:
+        groups.setdefault((r["config"]["model"]["arch"], r["config"]["model"]["depth"]), []).append(r)
+    rows = []
+    for (arch, depth), members in sorted(groups.items(), key=lambda kv: (arch_order(kv[0][0]), kv[0][1])):
+        done = [m for m in members if m["status"]["state"] == "finished" and m["metrics"]]
+        finals = [m["metrics"][-1] for m in done]
+        row = {
+            "arch": arch,
+            "depth": depth,
+            "parameters": members[0]["config"]["resolved"]["parameters"],
+            "macs": members[0]["config"]["resolved"]["macs"],
+            "runs": len(done),
+        }
+        for split in ("train", "val", "test"):
+            vals = [f[f"{split}_error"] for f in finals if f.get(f"{split}_error") is not None]
+            row[f"{split}_error_mean"], row[f"{split}_error_std"] = mean_std(vals)
+        reach = [iterations_to_reach(m["metrics"], threshold) for m in done]
+        row["reach_threshold"] = threshold
+        row["iterations_to_reach"] = (sum(reach) / len(reach)) if reach and None not in reach else None
+        states = sorted({m["status"]["state"] for m in members} - {"finished"})
+        row["status"] = "finished" if not states else ", ".join(states)
+        rows.append(row)
+    return rows
+
+
+def arch_order(arch: str) -> int:
+    return (
+        ["plain", "resnet", "preact", "preact-bottleneck"].index(arch)
+        if arch in ("plain", "resnet", "preact", "preact-bottleneck")
+        else 9
+    )
+
+
+def write_summary(exp_dir: Path) -> list[dict]:
+    rows = summarize(exp_dir)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in SUMMARY_FIELDS})
+    runs.atomic_write_text(Path(exp_dir) / "summary.csv", buf.getvalue())
+    return rows
+
+
+def pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f} ± {100 * std:.1f}" if std else f"{100 * v:.1f}"
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The summary as aligned text for the terminal."""
+    has_val = any(r["val_error_mean"] is not None for r in rows)
+    threshold = rows[0]["reach_threshold"] if rows else 0
+    head = (
+        ["network", "params", "MACs (M)", "runs", "train err %"]
+        + (["val err %"] if has_val else [])
+        + ["test err %", f"iters to {100 * threshold:g}% train err"]
+    )
+    lines = [head]
+    for r in rows:
+        reach = "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:.0f}"
+        line = [
+            f"{r['arch']}-{r['depth']}",
+            f"{r['parameters']:,}",
+            f"{r['macs'] / 1e6:.2f}",
+            str(r["runs"]),
+            pct(r["train_error_mean"], r["train_error_std"]),
+        ]
+        if has_val:
+            line.append(pct(r["val_error_mean"], r["val_error_std"]))
+        line += [pct(r["test_error_mean"], r["test_error_std"]), reach]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
+    )

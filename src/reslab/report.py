@@ -1,0 +1,183 @@
+"""The self-contained HTML report of a demo or experiment directory.
+
+One file, figures embedded as data URIs, no scripts or network: it opens from a file:// URL.
+Everything shown comes from the run directories; every string from them is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from html import escape
+from pathlib import Path
+
+from reslab import runs
+from reslab.errors import UserError
+from reslab.experiment import load_runs, pct, summarize
+from reslab.verdicts import degradation_verdicts, display
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+main{max-width:1100px;margin:0 auto;padding:28px 36px 60px}
+h1{font-size:30px;margin:0 0 4px}
+h2{font-size:22px;margin:36px 0 12px;border-bottom:2px solid #dde2ea;padding-bottom:6px}
+.sub{color:#5b6475;margin:0 0 18px}
+.card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 22px;margin:14px 0}
+.verdict{display:flex;gap:14px;align-items:flex-start;padding:12px 16px;margin:10px 0;border-radius:8px;background:#fff;
+ border-left:6px solid #9aa3b2;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+.verdict.yes{border-color:#2e9d57}.verdict.no{border-color:#d64541}
+.mark{font-size:22px;font-weight:700;min-width:26px}.yes .mark{color:#2e9d57}.no .mark{color:#d64541}
+.verdict b{display:block;font-size:16px;margin-bottom:2px}
+table{border-collapse:collapse;width:100%;font-size:15px;background:#fff}
+th,td{padding:7px 10px;border-bottom:1px solid #e6e9ef;text-align:right}th{background:#eef1f6}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;display:block;margin:0 auto}
+.kv{display:grid;grid-template-columns:220px 1fr;gap:4px 16px;font-size:14px}.kv div:nth-child(odd){color:#5b6475}
+.note{color:#5b6475;font-size:14px}code{background:#eef1f6;padding:1px 5px;border-radius:4px}
+.state-finished{color:#2e9d57}.state-failed,.state-diverged{color:#d64541}.state-running,.state-interrupted{color:#c27c0e}
+"""
+
+# Analyses add sections: callables (experiment directory) -> HTML string or None.
+SECTIONS: list = []
+
+
+def embed_png(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def verdict_html(v) -> str:
+    cls, mark = {True: ("yes", "✓"), False: ("no", "✗"), None: ("", "?")}[v.holds]
+    return (
+        f'<div class="verdict {cls}"><span class="mark">{mark}</span><div><b>{escape(v.claim)}</b>'
+        f"{escape(v.text)}</div></div>"
+    )
+
+
+def common_config(all_runs: list[dict]) -> dict:
+    """Training settings shared by every run (the grid's varying keys left out)."""
+    configs = [r["config"]["train"] for r in all_runs]
+    keys = [k for k in configs[0] if all(c.get(k) == configs[0][k] for c in configs)]
+    return {k: configs[0][k] for k in keys if k not in ("arch", "depth", "seed")}
+
+
+def build_report(exp_dir: Path) -> str:
+    from reslab.plots import error_curves
+
+    exp_dir = Path(exp_dir)
+    all_runs = load_runs(exp_dir)
+    if not all_runs:
+        raise UserError(f"{exp_dir} holds no run directories (folders with a config.json); nothing to report.")
+    summary = summarize(exp_dir)
+    verdicts = degradation_verdicts(summary, all_runs)
+    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves")[0]
+    first = all_runs[0]["config"]
+    data, resolved, env = first["data"], first["resolved"], first["environment"]
+    title = "Deep residual learning: the degradation problem, measured"
+    wall = sum((r["metrics"][-1]["seconds"] if r["metrics"] else 0) for r in all_runs)
+    parts = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="sub">{escape(str(exp_dir.resolve().name))} · {len(all_runs)} runs on '
+        f"<b>{escape(data['name'])}</b> · {escape(env.get('device', '?'))} · "
+        f"{wall / 60:.1f} min of training in all · report made "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+    ]
+    if verdicts:
+        parts.append("<h2>What the measurements say</h2>" + "".join(verdict_html(v) for v in verdicts))
+    parts.append(
+        '<h2>Error during training (paper, Fig. 1 and 6)</h2><div class="card">'
+        + embed_png(figure, "training and test error against iterations")
+        + "</div>"
+    )
+    has_val = any(r["val_error_mean"] is not None for r in summary)
+    threshold = summary[0]["reach_threshold"] if summary else 0
+    head = (
+        ["network", "runs", "train error %"]
+        + (["val error %"] if has_val else [])
+        + ["test error %", f"iterations to {100 * threshold:g}% train error", "status"]
+    )
+    rows = []
+    for r in summary:
+        reach = "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:,.0f}"
+        rows.append(
+            [escape(display(r["arch"], r["depth"])), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
+            + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])
+            + [pct(r["test_error_mean"], r["test_error_std"]), reach, escape(r["status"])]
+        )
+    parts.append(
+        "<h2>Summary (paper, Table 6)</h2>"
+        + table(head, rows)
+        + '<p class="note">Errors are final values, mean ± standard deviation over seeds. Training error is '
+        "the running error of the mini-batches since the previous evaluation (train mode, augmented when "
+        "augmentation is on), as in the paper's dashed curves.</p>"
+    )
+    cost_rows = [
+        [escape(display(r["arch"], r["depth"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary
+    ]
+    shape = "x".join(map(str, data["image_shape"]))
+    parts.append(
+        "<h2>What the shortcuts cost</h2>"
+        + table(["network", "parameters", f"MACs per {shape} image (M)"], cost_rows)
+        + '<p class="note">Counted from the built models (convolutions and the classifier; BN, ReLU and '
+        "the element-wise additions are not counted).</p>"
+    )
+    for section in SECTIONS:
+        html = section(exp_dir)
+        if html:
+            parts.append(html)
+    run_rows = []
+    for r in all_runs:
+        last = r["metrics"][-1] if r["metrics"] else {}
+        state = r["status"]["state"]
+        run_rows.append(
+            [
+                escape(r["name"]),
+                f'<span class="state-{escape(state)}">{escape(state)}</span>',
+                f"{last.get('iteration', 0):,.0f}",
+                pct(last.get("train_error")),
+                pct(last.get("test_error")),
+                f"{last.get('seconds', 0):.0f}",
+                escape(r["status"].get("message", "")),
+            ]
+        )
+    parts.append(
+        "<h2>Runs</h2>"
+        + table(["run", "status", "iterations", "train error %", "test error %", "seconds", "message"], run_rows)
+    )
+    cfg = common_config(all_runs)
+    kv = {
+        **{k: v for k, v in cfg.items() if v is not None},
+        "iterations": resolved["iterations"],
+        "lr drops at": resolved["milestones"],
+        "precision": resolved["precision"],
+        "augmentation": resolved["augment"],
+        "training images": data["train_size"],
+        "validation images": data["val_size"],
+        "test images": data["test_size"],
+        "classes": len(data["classes"]),
+    }
+    parts.append("<h2>Configuration</h2>" + kv_html(kv))
+    parts.append("<h2>Environment</h2>" + kv_html(env))
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        f"<body><main>{body}</main></body></html>\n"
+    )
+
+
+def kv_html(d: dict) -> str:
+    cells = "".join(f"<div>{escape(str(k))}</div><div>{escape(str(v))}</div>" for k, v in d.items())
+    return f'<div class="card kv">{cells}</div>'
+
+
+def write_report(exp_dir: Path) -> Path:
+    path = Path(exp_dir) / "report.html"
+    runs.atomic_write_text(path, build_report(exp_dir))
+    return path

@@ -1,0 +1,139 @@
+"""The paper's degradation claims, checked against an experiment's measurements.
+
+Each verdict is a sentence built from the numbers in the run directories, plus whether the
+claim holds. A difference in training error counts only when it exceeds MARGIN (one percentage
+point), so noise between two near-zero errors is not called degradation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MARGIN = 0.01
+NAMES = {"plain": "plain", "resnet": "ResNet", "preact": "PreAct-ResNet", "preact-bottleneck": "PreAct-ResNet"}
+
+
+@dataclass
+class Verdict:
+    claim: str
+    holds: bool | None  # None: this experiment cannot tell
+    text: str
+
+
+def display(arch: str, depth: int) -> str:
+    return f"{NAMES.get(arch, arch)}-{depth}"
+
+
+def pc(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def finals_by_seed(all_runs: list[dict], arch: str, depth: int) -> dict[int, dict]:
+    return {
+        r["config"]["train"]["seed"]: r["metrics"][-1]
+        for r in all_runs
+        if r["config"]["model"]["arch"] == arch
+        and r["config"]["model"]["depth"] == depth
+        and r["status"]["state"] == "finished"
+        and r["metrics"]
+    }
+
+
+def seeds_where(all_runs, arch, deep, shallow, better_deep: bool) -> tuple[int, int]:
+    """(seeds where the deep net's training error is worse by > MARGIN (or not, if
+    better_deep), seeds compared)."""
+    a, b = finals_by_seed(all_runs, arch, deep), finals_by_seed(all_runs, arch, shallow)
+    common = sorted(set(a) & set(b))
+    if better_deep:
+        hits = sum(a[s]["train_error"] <= b[s]["train_error"] + MARGIN for s in common)
+    else:
+        hits = sum(a[s]["train_error"] > b[s]["train_error"] + MARGIN for s in common)
+    return hits, len(common)
+
+
+def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verdict]:
+    rows = {(r["arch"], r["depth"]): r for r in summary if r["runs"]}
+    out = []
+    for arch, wants_degradation in (("plain", True), ("resnet", False), ("preact", False)):
+        depths = sorted(d for a, d in rows if a == arch)
+        if len(depths) < 2:
+            continue
+        lo, hi = rows[(arch, depths[0])], rows[(arch, depths[-1])]
+        worse = hi["train_error_mean"] - lo["train_error_mean"] > MARGIN
+        deep, shallow = display(arch, depths[-1]), display(arch, depths[0])
+        numbers = (
+            f"{deep} ends at {pc(hi['train_error_mean'])} training error against "
+            f"{pc(lo['train_error_mean'])} for {shallow} (test error {pc(hi['test_error_mean'])} against "
+            f"{pc(lo['test_error_mean'])})"
+        )
+        if wants_degradation:
+            hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=False)
+            test_worse = hi["test_error_mean"] > lo["test_error_mean"]
+            if worse:
+                text = (
+                    f"{numbers}: degradation observed on {hits} of {n} seeds. The deeper plain net is worse on "
+                    "the training set itself, so this is not overfitting."
+                )
+                if not test_worse:
+                    text += " (Its test error is not higher here.)"
+            else:
+                text = f"{numbers}: no degradation at this budget."
+            out.append(Verdict(f"Deeper plain nets degrade ({shallow} vs {deep})", worse, text))
+        else:
+            hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
+            better_test = hi["test_error_mean"] < lo["test_error_mean"]
+            if not worse:
+                text = f"{numbers}: no degradation (on {hits} of {n} seeds)"
+                text += "; the deeper net is also better on the test set." if better_test else "."
+            else:
+                text = f"{numbers}: the deeper residual net is worse here too."
+            out.append(Verdict(f"Deeper residual nets do not degrade ({shallow} vs {deep})", not worse, text))
+
+    common = sorted(d for a, d in rows if a == "plain" and ("resnet", d) in rows)
+    if common:
+        d = common[-1]
+        p, r = rows[("plain", d)], rows[("resnet", d)]
+        holds = r["train_error_mean"] + MARGIN < p["train_error_mean"]
+        text = (
+            f"At depth {d} the residual net ends at {pc(r['train_error_mean'])} training error and "
+            f"{pc(r['test_error_mean'])} test error, the plain net at {pc(p['train_error_mean'])} and "
+            f"{pc(p['test_error_mean'])}."
+        )
+        text += " Residual learning removes the degradation." if holds else " No clear advantage at this budget."
+        out.append(Verdict(f"Shortcuts cure it at depth {d}", holds, text))
+        pr, rr, t = p["iterations_to_reach"], r["iterations_to_reach"], p["reach_threshold"]
+        if rr is not None:
+            if pr is None:
+                text = (
+                    f"{display('resnet', d)} reaches {100 * t:g}% training error after {rr:.0f} iterations; "
+                    f"{display('plain', d)} never does."
+                )
+                faster = True
+            else:
+                faster = rr < pr
+                text = (
+                    f"{display('resnet', d)} reaches {100 * t:g}% training error after {rr:.0f} iterations, "
+                    f"{display('plain', d)} after {pr:.0f}."
+                )
+            out.append(Verdict(f"Residual nets converge faster (depth {d})", faster, text))
+        out.append(cost_verdict(rows, common))
+    return out
+
+
+def cost_verdict(rows: dict, depths: list[int]) -> Verdict:
+    extra_params = {d: rows[("resnet", d)]["parameters"] - rows[("plain", d)]["parameters"] for d in depths}
+    extra_macs = {d: rows[("resnet", d)]["macs"] - rows[("plain", d)]["macs"] for d in depths}
+    free = not any(extra_params.values()) and not any(extra_macs.values())
+    d = depths[-1]
+    if free:
+        text = (
+            f"The identity shortcuts add 0 parameters and 0 multiply-accumulates at every depth compared: "
+            f"{display('plain', d)} and {display('resnet', d)} both have {rows[('plain', d)]['parameters']:,} "
+            f"parameters and {rows[('plain', d)]['macs'] / 1e6:.2f} M MACs per image."
+        )
+    else:
+        text = (
+            f"The shortcuts here add {extra_params[d]:,} parameters and {extra_macs[d] / 1e6:.2f} M MACs at "
+            f"depth {d} (projection shortcuts)."
+        )
+    return Verdict("Identity shortcuts are free", free, text)
