@@ -138,9 +138,9 @@ def make_dataset(name, train_x, train_y, test_x, test_y, classes, augment=True, 
         check_arrays(x, y, len(classes), f"{name} ({split} split)")
     return Dataset(
         name=name,
-        train_x=torch.from_numpy(np.ascontiguousarray(train_x)),
+        train_x=torch.from_numpy(np.require(train_x, requirements=["C", "W"])),
         train_y=torch.from_numpy(np.asarray(train_y, dtype=np.int64)),
-        test_x=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_x=torch.from_numpy(np.require(test_x, requirements=["C", "W"])),
         test_y=torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
         classes=list(classes),
         augment=augment,

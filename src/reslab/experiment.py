@@ -129,6 +129,12 @@ def run_experiment(
         todo.sort(key=lambda c: -c.depth)
         jobs_auto, threads = default_jobs(len(todo))
         jobs = min(jobs or jobs_auto, max(1, len(todo)))
+        if jobs > 1:
+            # Download or decode the data once here, so that workers do not race to do it.
+            from reslab.data import load_dataset
+
+            for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in todo}, key=str):
+                load_dataset(name, data_dir, download)
         if jobs > 1 and not threads:
             threads = max(1, (os.cpu_count() or 1) // jobs)
         t0 = time.perf_counter()

@@ -1,0 +1,106 @@
+"""The degradation comparison on real CIFAR-10 images at a CPU-sized budget.
+
+Uses the JPEG CIFAR-10 in ../shared/data/cifar10-jpeg.tar.gz (image-folder layout), trains
+plain-20, plain-56, ResNet-20 and ResNet-56 on a class-balanced subset for a few epochs, and
+writes the numbers, verdicts and wall time to benchmarks/results/.
+
+    python benchmarks/degradation_cifar10.py                       # defaults below
+    python benchmarks/degradation_cifar10.py --subset 10000 --epochs 20 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
+from reslab.report import write_report
+from reslab.train import TrainConfig
+from reslab.verdicts import degradation_verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def extract(tarball: Path, dest: Path) -> Path:
+    if not (dest / "train").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tarball", type=Path, default=TARBALL)
+    p.add_argument("--extract-to", type=Path, default=Path("/tmp/cifar10-jpeg"))
+    p.add_argument("--subset", type=int, default=5000)
+    p.add_argument("--epochs", type=float, default=15)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--depths", default="20,56")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-degradation-cifar10"))
+    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "degradation_cifar10_jpeg")
+    args = p.parse_args()
+    if not args.tarball.exists():
+        print(f"{args.tarball} not found: this benchmark needs the shared CIFAR-10 JPEG tarball.", file=sys.stderr)
+        return 2
+    folder = extract(args.tarball, args.extract_to)
+    depths = [int(d) for d in args.depths.split(",")]
+    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs)
+    cells = grid(base, ["plain", "resnet"], depths, list(range(args.seeds)))
+    t0 = time.perf_counter()
+    run_experiment(args.out, cells)
+    wall = time.perf_counter() - t0
+    summary = summarize(args.out)
+    verdicts = degradation_verdicts(summary, load_runs(args.out))
+    write_report(args.out)
+    table = summary_table(summary)
+    command = "python " + " ".join(
+        [str(Path(sys.argv[0]).relative_to(ROOT) if Path(sys.argv[0]).is_absolute() else sys.argv[0]), *sys.argv[1:]]
+    )
+    lines = [
+        "# Degradation on real CIFAR-10 (JPEG copy), CPU budget",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Data: {folder} (from {args.tarball.name}), class-balanced subset of {args.subset} training images, "
+        f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip.",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}. Wall time for the whole grid: {wall:.0f} s.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+        *[f"- [{'yes' if v.holds else 'NO'}] **{v.claim}**: {v.text}" for v in verdicts],
+        "",
+        f"Per-run curves and the report: `{args.out}/` (not committed).",
+        "",
+    ]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.with_suffix(".md").write_text("\n".join(lines))
+    args.results.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "wall_seconds": round(wall, 1),
+                "summary": summary,
+                "verdicts": [v.__dict__ for v in verdicts],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

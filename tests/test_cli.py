@@ -1,0 +1,101 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reslab import runs
+
+QUICK = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32", "--no-progress"]
+
+
+def assert_user_error(result, *phrases):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for p in phrases:
+        assert p in result.stderr, result.stderr
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, reslab.cli; reslab.cli.build_parser(); print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "False"
+    assert time.perf_counter() - t0 < 5
+
+
+def test_models_table(cli):
+    r = cli("models")
+    assert r.returncode == 0
+    assert "269,722" in r.stdout and "853,018" in r.stdout and "125.49" in r.stdout
+
+
+def test_train_then_eval(cli, tmp_path):
+    r = cli("train", "--arch", "plain", "--depth", "8", *QUICK, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert "test error" in r.stdout
+    r = cli("eval", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    err = runs.read_metrics(tmp_path / "run")[-1]["test_error"]
+    # eval runs in fp32 while training evaluated in the default precision: allow a few images
+    shown = float(r.stdout.split("error ")[1].split("%")[0]) / 100
+    assert abs(shown - err) < 0.02
+
+
+def test_datasets_lists_sources(cli, tmp_path):
+    r = cli("datasets", "--data-dir", tmp_path)
+    assert r.returncode == 0 and "digits" in r.stdout and "not downloaded" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,phrases",
+    [
+        (["train", "--depth", "18", *QUICK], ["6n+2", "14 and 20"]),
+        (["train", "--arch", "vgg", "--depth", "8", *QUICK], ["unknown architecture 'vgg'"]),
+        (["train", "--depth", "8", "--dataset", "imagenet", "--iterations", "2"], ["unknown dataset 'imagenet'"]),
+    ],
+)
+def test_bad_input_gets_a_sentence_and_status_2(cli, tmp_path, args, phrases):
+    assert_user_error(cli(*args, "--out", tmp_path / "r"), *phrases)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_file(cli, tmp_path):
+    r = cli(
+        "train",
+        "--depth",
+        "8",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path,
+        "--no-download",
+        "--out",
+        tmp_path / "r",
+    )
+    assert_user_error(r, "cifar-10-batches-py")
+
+
+def test_truncated_checkpoint(cli, tmp_path):
+    out = tmp_path / "r"
+    assert cli("train", "--depth", "8", *QUICK, "--out", out).returncode == 0
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    runs.write_status(out, "interrupted")
+    assert_user_error(cli("train", "--depth", "8", *QUICK, "--out", out, "--resume"), "checkpoint.pt", "delete it")
+
+
+def test_output_directory_with_a_different_run(cli, tmp_path):
+    out = tmp_path / "r"
+    assert cli("train", "--depth", "8", *QUICK, "--out", out).returncode == 0
+    before = (out / "config.json").read_text()
+    assert_user_error(cli("train", "--depth", "14", *QUICK, "--out", out), "different run")
+    assert (out / "config.json").read_text() == before  # nothing was overwritten
+
+
+def test_report_of_a_missing_directory(cli, tmp_path):
+    assert_user_error(cli("report", tmp_path / "nope"), "not a directory")
+    assert_user_error(cli("report", tmp_path), "holds no run directories")

@@ -1,0 +1,210 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from reslab import data
+from reslab.data import load_dataset, prepare
+from reslab.errors import UserError
+
+
+def write_cifar10(root, n_per_batch=20, seed=0):
+    """A miniature cifar-10-batches-py folder in the official pickle format."""
+    g = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    expected = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = g.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        y = list(g.integers(0, 10, n_per_batch))
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": x, b"labels": y, b"batch_label": name.encode()}, f)
+        expected[name] = (x, y)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    return folder, expected
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    _, expected = write_cifar10(tmp_path)
+    ds = load_dataset("cifar10", tmp_path, download_ok=False)
+    assert ds.train_x.shape == (100, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (20, 3, 32, 32)
+    x, y = expected["data_batch_1"]
+    assert np.array_equal(ds.train_x[0].numpy(), x[0].reshape(3, 32, 32))  # channel-major rows
+    assert ds.train_y[:20].tolist() == y
+    assert ds.classes[3] == "c3"
+
+
+def test_cifar100_pickle(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    g = np.random.default_rng(1)
+    for name, n in (("train", 30), ("test", 10)):
+        with open(folder / name, "wb") as f:
+            pickle.dump(
+                {b"data": g.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": list(g.integers(0, 100, n))}, f
+            )
+    ds = load_dataset("cifar100", tmp_path, download_ok=False)
+    assert ds.num_classes == 100 and len(ds.train_y) == 30
+
+
+def test_missing_data_offline_says_where_to_put_it(tmp_path):
+    with pytest.raises(UserError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path, download_ok=False)
+
+
+def test_truncated_pickle_batch_is_named(tmp_path):
+    folder, _ = write_cifar10(tmp_path)
+    raw = (folder / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(UserError, match="data_batch_3"):
+        load_dataset("cifar10", tmp_path, download_ok=False)
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    folder, _ = write_cifar10(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(UserError, match="refusing"):
+        load_dataset("cifar10", tmp_path, download_ok=False)
+
+
+def test_labels_out_of_range(tmp_path):
+    folder, _ = write_cifar10(tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, f)
+    with pytest.raises(UserError, match="labels must lie in 0..9"):
+        load_dataset("cifar10", tmp_path, download_ok=False)
+
+
+def write_idx(path, array, gz=False):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_files(tmp_path, gz):
+    g = np.random.default_rng(0)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    arrays = {
+        "train-images-idx3-ubyte": g.integers(0, 256, (12, 28, 28)),
+        "train-labels-idx1-ubyte": g.integers(0, 10, 12),
+        "t10k-images-idx3-ubyte": g.integers(0, 256, (5, 28, 28)),
+        "t10k-labels-idx1-ubyte": g.integers(0, 10, 5),
+    }
+    for stem, a in arrays.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), a, gz)
+    ds = load_dataset("mnist", tmp_path, download_ok=False)
+    assert ds.train_x.shape == (12, 1, 28, 28)
+    assert np.array_equal(ds.train_x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    assert ds.test_y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert not ds.augment  # digits and clothes are not mirrored
+
+
+def test_truncated_idx_is_refused(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    write_idx(p, np.zeros((4, 28, 28)))
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(UserError, match="truncated"):
+        data.read_idx(p)
+    p.write_bytes(b"\x00\x00\x09\x03")
+    with pytest.raises(UserError, match="magic"):
+        data.read_idx(p)
+
+
+def write_image_folder(root, n=3, size=(10, 12), fmt="png"):
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(g.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.{fmt}")
+
+
+def test_image_folder_is_decoded_and_cached(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    write_image_folder(root)
+    ds = load_dataset(f"imagefolder:{root}")
+    assert ds.train_x.shape == (6, 3, 10, 12) and ds.classes == ["cat", "dog"]
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    from PIL import Image
+
+    assert np.array_equal(ds.train_x[4].numpy().transpose(1, 2, 0), np.asarray(Image.open(root / "train/dog/1.png")))
+    assert "decoding" in capsys.readouterr().out
+    cache = tmp_path / ".imgs.reslab-cache.npz"
+    assert cache.exists()
+    again = load_dataset(f"imagefolder:{root}")
+    assert "decoding" not in capsys.readouterr().out  # served from the cache
+    assert torch.equal(again.train_x, ds.train_x)
+    cache.write_bytes(b"garbage")  # a damaged cache is rebuilt, not trusted
+    assert torch.equal(load_dataset(f"imagefolder:{root}").train_x, ds.train_x)
+
+
+def test_image_folder_errors(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root)
+    for f in (root / "test" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match="test/dog holds no images"):
+        load_dataset(f"imagefolder:{root}")
+    (root / "test" / "dog" / "0.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="0.png is not a readable image"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_digits_is_embedded_and_split():
+    ds = load_dataset("digits")
+    assert ds.train_x.shape[1:] == (1, 8, 8)
+    assert len(ds.train_y) + len(ds.test_y) == 1797
+    assert ds.train_x.max() == 255
+
+
+def test_normalisation_uses_training_split():
+    ds = data.make_synthetic(200, 50, (3, 8, 8))
+    mean, std = ds.normalization()
+    x = ds.train_x.double() / 255
+    assert np.allclose(mean, x.mean(dim=(0, 2, 3)).tolist())
+    assert np.allclose(std, x.std(dim=(0, 2, 3)).tolist())
+
+
+def test_val_split_and_balanced_subset():
+    ds = prepare(data.make_synthetic(1000, 50, (3, 8, 8)), subset=200, val_split=100, seed=0)
+    assert len(ds.val_y) == 100 and len(ds.train_y) == 200
+    assert torch.bincount(ds.val_y).tolist() == [10] * 10
+    assert torch.bincount(ds.train_y).tolist() == [20] * 10
+    with pytest.raises(UserError, match="--subset"):
+        prepare(data.make_synthetic(100, 10, (3, 8, 8)), subset=500)
+
+
+def test_unknown_dataset():
+    with pytest.raises(UserError, match="unknown dataset 'imagenet'"):
+        load_dataset("imagenet")
+
+
+def test_download_checks_md5_and_leaves_nothing_on_mismatch(tmp_path):
+    src = tmp_path / "file.bin"
+    src.write_bytes(b"hello")
+    dest = tmp_path / "out" / "file.bin"
+    with pytest.raises(UserError, match="damaged"):
+        data.download(src.as_uri(), dest, "0" * 32)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    data.download(src.as_uri(), dest, data.md5_of(src))
+    assert dest.read_bytes() == b"hello"
+
+
+def test_download_failure_says_where_to_put_the_file(tmp_path):
+    with pytest.raises(UserError, match="put it at"):
+        data.download((tmp_path / "missing").as_uri(), tmp_path / "x.tar.gz", "0" * 32)

@@ -1,0 +1,138 @@
+import csv
+
+import pytest
+
+from reslab import runs
+from reslab.experiment import grid, run_experiment, summarize
+from reslab.report import build_report
+from reslab.train import TrainConfig
+from reslab.verdicts import degradation_verdicts
+
+
+def base():
+    return TrainConfig(dataset="digits", iterations=12, batch_size=64, eval_every=6, precision="fp32", device="cpu")
+
+
+def test_grid_runs_skips_finished_and_summarises(tmp_path):
+    cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
+    outcomes = run_experiment(tmp_path, cells, jobs=1, log=lambda *_: None)
+    assert [o["state"] for o in outcomes] == ["finished"] * 4
+    assert sorted(p.name for p in runs.find_runs(tmp_path)) == [
+        "plain-8-seed0",
+        "plain-8-seed1",
+        "resnet-8-seed0",
+        "resnet-8-seed1",
+    ]
+    stamp = (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns
+    again = run_experiment(tmp_path, cells, jobs=1, log=lambda *_: None)
+    assert all(o.get("skipped") for o in again)
+    assert (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns == stamp
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["arch"], r["depth"], r["runs"]) for r in rows] == [("plain", "8", "2"), ("resnet", "8", "2")]
+    finals = [runs.read_metrics(tmp_path / f"plain-8-seed{s}")[-1]["train_error"] for s in (0, 1)]
+    assert float(rows[0]["train_error_mean"]) == pytest.approx(sum(finals) / 2)
+
+
+def test_parallel_processes_give_the_same_numbers(tmp_path):
+    cells = grid(base(), ["resnet"], [8], [0, 1])
+    run_experiment(tmp_path / "seq", cells, jobs=1, log=lambda *_: None)
+    run_experiment(tmp_path / "par", cells, jobs=2, log=lambda *_: None)
+    for s in (0, 1):
+        a = runs.read_metrics(tmp_path / "seq" / f"resnet-8-seed{s}")
+        b = runs.read_metrics(tmp_path / "par" / f"resnet-8-seed{s}")
+        assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_interrupted_cell_is_resumed(tmp_path):
+    cells = grid(base(), ["resnet"], [8], [0])
+    run_experiment(tmp_path, cells, jobs=1, log=lambda *_: None)
+    d = tmp_path / "resnet-8-seed0"
+    runs.write_status(d, "interrupted")  # as if killed after its last checkpoint
+    (d / "model.safetensors").unlink()
+    out = run_experiment(tmp_path, cells, jobs=1, log=lambda *_: None)
+    assert out[0]["state"] == "finished" and (d / "model.safetensors").exists()
+
+
+def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000):
+    """A run directory with given curves, for checking verdicts and the report."""
+    d = root / f"{arch}-{depth}-seed{seed}"
+    cfg = TrainConfig(arch=arch, depth=depth, seed=seed, dataset="digits")
+    runs.write_json(
+        d / "config.json",
+        {
+            "train": cfg.__dict__,
+            "model": {"arch": arch, "depth": depth},
+            "resolved": {
+                "parameters": params * depth,
+                "macs": 10 * depth,
+                "iterations": 100,
+                "milestones": [50, 75],
+                "precision": "fp32",
+                "augment": False,
+            },
+            "data": {
+                "name": "digits",
+                "classes": ["<b>zero</b>"],
+                "image_shape": [1, 8, 8],
+                "train_size": 10,
+                "val_size": 0,
+                "test_size": 5,
+            },
+            "environment": {"device": "cpu", "torch": "x"},
+        },
+    )
+    rows = [
+        {
+            "epoch": i,
+            "iteration": 10 * (i + 1),
+            "lr": 0.1,
+            "train_loss": 1.0,
+            "train_error": e,
+            "test_loss": 1.0,
+            "test_error": test_error,
+            "seconds": i,
+            "images_per_second": 1,
+        }
+        for i, e in enumerate(train_errors)
+    ]
+    runs.write_metrics(d, rows)
+    runs.write_status(d, "finished")
+    return d
+
+
+def test_verdicts_follow_the_numbers(tmp_path):
+    for s in (0, 1):
+        fake_run(tmp_path, "plain", 20, s, [0.5, 0.1, 0.0], 0.05)
+        fake_run(tmp_path, "plain", 56, s, [0.8, 0.6, 0.4 + 0.02 * s], 0.45)
+        fake_run(tmp_path, "resnet", 20, s, [0.4, 0.05, 0.0], 0.04)
+        fake_run(tmp_path, "resnet", 56, s, [0.3, 0.005, 0.0], 0.03)
+    from reslab.experiment import load_runs
+
+    v = {x.claim.split(" (")[0]: x for x in degradation_verdicts(summarize(tmp_path), load_runs(tmp_path))}
+    assert v["Deeper plain nets degrade"].holds and "41.0%" in v["Deeper plain nets degrade"].text
+    assert "2 of 2 seeds" in v["Deeper plain nets degrade"].text
+    assert v["Deeper residual nets do not degrade"].holds
+    assert v["Shortcuts cure it at depth 56"].holds
+    assert v["Residual nets converge faster"].holds and "never does" in v["Residual nets converge faster"].text
+    assert v["Identity shortcuts are free"].holds
+
+
+def test_verdicts_say_no_when_there_is_no_degradation(tmp_path):
+    fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
+    fake_run(tmp_path, "plain", 56, 0, [0.5, 0.105], 0.05)
+    from reslab.experiment import load_runs
+
+    (v,) = degradation_verdicts(summarize(tmp_path), load_runs(tmp_path))
+    assert v.holds is False and "no degradation" in v.text
+
+
+def test_report_is_self_contained_and_escapes_names(tmp_path):
+    fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
+    d = fake_run(tmp_path, "plain", 56, 0, [0.6, 0.5], 0.5)
+    runs.write_status(d, "failed", "<script>alert(1)</script>")
+    html = build_report(tmp_path)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # nothing to fetch
+    assert (tmp_path / "figures" / "error_curves.png").exists() and (tmp_path / "figures" / "error_curves.svg").exists()

@@ -1,0 +1,179 @@
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from reslab import runs
+from reslab.data import make_synthetic
+from reslab.errors import UserError
+from reslab.train import TrainConfig, load_checkpoint, lr_at, setup, total_iterations, train
+
+
+def small(**kw):
+    base = dict(
+        arch="resnet",
+        depth=8,
+        dataset="synthetic",
+        iterations=24,
+        batch_size=32,
+        eval_every=6,
+        precision="fp32",
+        device="cpu",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def tiny_data():
+    return make_synthetic(256, 64, (3, 8, 8))
+
+
+def test_paper_schedule_in_iterations():
+    cfg = TrainConfig()
+    assert total_iterations(cfg, 390) == 64_000
+    assert [lr_at(i, 0.1, [32_000, 48_000]) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+
+
+def test_short_runs_move_the_drops_proportionally(tmp_path):
+    run, config = setup(small(iterations=None, epochs=10), tmp_path, tiny_data())
+    assert run.steps_per_epoch == 8 and run.total == 80
+    assert config["resolved"]["milestones"] == [40, 60]
+    run, _ = setup(small(iterations=None, scale=0.5), tmp_path, tiny_data())
+    assert run.total == 32_000 and run.milestones == [16_000, 24_000]
+
+
+def test_warmup_is_on_by_default_from_depth_110_only(tmp_path):
+    assert setup(small(depth=110), tmp_path, tiny_data())[0].warmup
+    assert not setup(small(depth=56), tmp_path, tiny_data())[0].warmup
+
+
+def test_run_directory_contents(tmp_path):
+    row = train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    d = tmp_path / "r"
+    assert {p.name for p in d.iterdir()} >= {
+        "config.json",
+        "metrics.csv",
+        "checkpoint.pt",
+        "model.safetensors",
+        "status.json",
+    }
+    assert runs.read_status(d)["state"] == "finished"
+    rows = runs.read_metrics(d)
+    assert [r["iteration"] for r in rows] == [6, 12, 18, 24]
+    assert all(0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1 for r in rows)
+    assert rows[-1]["test_error"] == row["test_error"]
+    config = runs.read_json(d / "config.json")
+    assert config["resolved"]["parameters"] > 0 and config["environment"]["torch"] == torch.__version__
+    ckpt = load_checkpoint(d / "checkpoint.pt")  # weights_only=True
+    assert ckpt["iteration"] == 24
+
+
+def test_training_learns(tmp_path):
+    row = train(small(iterations=60), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    assert row["train_error"] < 0.5 and row["test_error"] < 0.5  # chance is 0.9
+
+
+def test_warmup_ends_and_returns_to_base_lr(tmp_path):
+    logs = []
+    train(
+        small(warmup="on", iterations=60, eval_every=10),
+        tmp_path / "r",
+        data=tiny_data(),
+        progress=False,
+        log=logs.append,
+    )
+    ended = [m for m in logs if "warm-up ended" in m]
+    assert len(ended) == 1
+    lrs = [r["lr"] for r in runs.read_metrics(tmp_path / "r")]
+    assert lrs[0] == pytest.approx(0.01)  # warming up
+    assert pytest.approx(0.1) in lrs  # back to 0.1 once the training error is below 80%
+    assert lrs[-1] == pytest.approx(0.001)  # and the usual drops after that
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train(small(), tmp_path / "a", data=tiny_data(), progress=False, log=None)
+    b = train(small(), tmp_path / "b", data=tiny_data(), progress=False, log=None)
+    assert a["train_loss"] == b["train_loss"] and a["test_error"] == b["test_error"]
+
+
+def test_output_directory_holding_another_run_is_refused(tmp_path):
+    train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    with pytest.raises(UserError, match="different run"):
+        train(small(depth=14), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    with pytest.raises(UserError, match="--resume"):
+        train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]
+
+
+def weights(d):
+    from safetensors.torch import load_file
+
+    return load_file(d / "model.safetensors")
+
+
+TRAIN = [
+    "train",
+    "--arch",
+    "resnet",
+    "--depth",
+    "8",
+    "--dataset",
+    "digits",
+    "--iterations",
+    "60",
+    "--eval-every",
+    "7",
+    "--batch-size",
+    "64",
+    "--precision",
+    "fp32",
+    "--no-progress",
+    "--augment",
+    "on",
+]
+
+
+def start(out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "reslab", *TRAIN, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(out, proc, after=0):
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None:
+        if (out / "checkpoint.pt").exists() and len(runs.read_metrics(out)) > after:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_interrupted_run_resumes_exactly(tmp_path, cli, how):
+    ref = cli(*TRAIN, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "cut"
+    proc = start(out)
+    assert wait_for_checkpoint(out, proc, after=1)
+    proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    if how == "sigint":
+        assert proc.returncode == 130 and "--resume" in err
+        assert runs.read_status(out)["state"] == "interrupted"
+    resumed = cli(*TRAIN, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(runs.read_metrics(out)) == comparable(runs.read_metrics(tmp_path / "ref"))
+    a, b = weights(out), weights(tmp_path / "ref")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
