@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--subset", type=int, default=5000)
     p.add_argument("--epochs", type=float, default=15)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=117, help="iterations between evaluations (3 epochs of 5000)")
     p.add_argument("--depths", default="20,56")
     p.add_argument("--out", type=Path, default=Path("runs/bench-degradation-cifar10"))
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "degradation_cifar10_jpeg")
@@ -53,7 +54,9 @@ def main() -> int:
         return 2
     folder = extract(args.tarball, args.extract_to)
     depths = [int(d) for d in args.depths.split(",")]
-    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs)
+    # Warm-up on for every net, as in `reslab demo`: short runs on a subset start more safely.
+    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs, warmup="on",
+                       eval_every=args.eval_every)
     cells = grid(base, ["plain", "resnet"], depths, list(range(args.seeds)))
     t0 = time.perf_counter()
     run_experiment(args.out, cells)
@@ -71,7 +74,8 @@ def main() -> int:
         f"Command: `{command}`",
         "",
         f"Data: {folder} (from {args.tarball.name}), class-balanced subset of {args.subset} training images, "
-        f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip.",
+        f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip, "
+        "warm-up (lr 0.01 until training error < 80%) for every net.",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}. Wall time for the whole grid: {wall:.0f} s.",
         "",

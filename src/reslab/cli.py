@@ -31,6 +31,13 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"'{text}' must be comma-separated whole numbers, like 20,56") from None
 
 
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' must be comma-separated numbers, like 0.5,0.5,0.5") from None
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
@@ -116,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
+    )
 
     p = sub.add_parser(
         "demo",
@@ -170,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", dest="download", action="store_false")
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser(
+        "import",
+        help="turn a pretrained CIFAR ResNet checkpoint into a run directory",
+        description="Read a checkpoint in the common PyTorch CIFAR ResNet layout ({'state_dict': ...} "
+        "with module. prefixes, option-A shortcuts) safely (weights_only) and write a "
+        "run directory that every analysis and `reslab eval` can use.",
+    )
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument(
+        "--mean",
+        type=float_list,
+        help="input normalisation the checkpoint was trained with (default: ImageNet's 0.485,0.456,0.406)",
+    )
+    p.add_argument("--std", type=float_list, help="default: ImageNet's 0.229,0.224,0.225")
+    p.add_argument("--dataset", default="cifar10", help="the dataset it was trained on (default %(default)s)")
+
     p = sub.add_parser("models", help="table of architectures with depth, parameters and MACs")
     p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56, 110])
     p.add_argument("--input", default="3x32x32", help="CxHxW of the input (default 3x32x32)")
@@ -202,33 +231,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def cmd_train(args) -> int:
-    from reslab.train import Diverged, Interrupted, TrainConfig, train
+def config_from_args(args, **overrides):
+    """A TrainConfig from the parsed options that share its field names."""
+    from dataclasses import fields
 
-    cfg = TrainConfig(
-        arch=args.arch,
-        depth=args.depth,
-        shortcut=args.shortcut,
-        width=args.width,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        subset=args.subset,
-        val_split=args.val_split,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        iterations=args.iterations,
-        epochs=args.epochs,
-        scale=args.scale,
-        warmup=args.warmup,
-        augment=args.augment,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        precision=args.precision,
-        device=args.device,
-    )
+    from reslab.train import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**{**given, **overrides})
+
+
+def cmd_train(args) -> int:
+    from reslab.train import Diverged, Interrupted, train
+
+    cfg = config_from_args(args)
     try:
         row = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     except Interrupted as e:
@@ -288,7 +304,7 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> int:
 def cmd_demo(args) -> int:
     import time
 
-    from reslab.train import TrainConfig, resolve_device
+    from reslab.train import resolve_device
 
     on_cpu = resolve_device(args.device).type == "cpu"
     digits = args.dataset == "digits"
@@ -297,15 +313,7 @@ def cmd_demo(args) -> int:
     # The paper's warm-up (lr 0.01 until training error < 80%) for every net, plain and residual
     # alike: a demo run has few iterations per epoch, and a 56-layer net started at lr 0.1 can
     # blow up in its first steps on some seeds.
-    base = TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        subset=subset,
-        epochs=epochs,
-        warmup="on",
-        device=args.device,
-    )
+    base = config_from_args(args, subset=subset, epochs=epochs, warmup="on")
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": args.dataset, "epochs": epochs, "subset": subset}
     code = run_grid(Path(args.out), base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec)
@@ -314,28 +322,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from reslab.train import TrainConfig
-
-    base = TrainConfig(
-        shortcut=args.shortcut,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        subset=args.subset,
-        val_split=args.val_split,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        iterations=args.iterations,
-        epochs=args.epochs,
-        scale=args.scale,
-        warmup=args.warmup,
-        augment=args.augment,
-        eval_every=args.eval_every,
-        precision=args.precision,
-        device=args.device,
-    )
+    base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
     return run_grid(Path(args.out), base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec)
 
@@ -360,6 +347,20 @@ def cmd_eval(args) -> int:
         f"{args.run_dir} on {result['dataset']} test set ({result['images']} images): "
         f"loss {result['loss']:.4f}, error {result['error']:.2%}, accuracy {1 - result['error']:.2%}"
     )
+    return 0
+
+
+def cmd_import(args) -> int:
+    from reslab.pretrained import import_checkpoint
+
+    config = import_checkpoint(Path(args.file), Path(args.out), args.mean, args.std, args.dataset)
+    m = config["model"]
+    extra = config["imported"].get("best_prec1")
+    print(
+        f"imported ResNet-{m['depth']} ({config['resolved']['parameters']:,} parameters) into {args.out}"
+        + (f"; the file reports a best test accuracy of {extra:.2f}%" if isinstance(extra, float) else "")
+    )
+    print(f"score it with: reslab eval {args.out} --dataset {args.dataset}")
     return 0
 
 
@@ -396,6 +397,7 @@ COMMANDS = {
     "experiment": cmd_experiment,
     "report": cmd_report,
     "train": cmd_train,
+    "import": cmd_import,
     "eval": cmd_eval,
     "models": cmd_models,
     "datasets": cmd_datasets,

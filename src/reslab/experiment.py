@@ -72,14 +72,20 @@ def experiment_lock(exp_dir: Path):
         yield
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path, threads: int | None = None) -> dict:
-    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome."""
-    import torch
+def init_worker(threads: int, gpus) -> None:
+    """Pin a worker process to its share of the machine: some CPU threads, or one GPU."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before CUDA is first touched
+    if threads:
+        import torch
 
+        torch.set_num_threads(threads)
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome."""
     from reslab.train import Diverged, Interrupted, train
 
-    if threads:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         resume = runs.is_run_dir(run_dir)
@@ -97,16 +103,13 @@ def run_cell(cfg: TrainConfig, run_dir: Path, threads: int | None = None) -> dic
         return {"name": run_dir.name, "state": "failed", "message": msg, "seconds": time.perf_counter() - t0}
 
 
-def default_jobs(n_cells: int) -> tuple[int, int]:
-    """(processes, threads per process): one per GPU with GPUs; on CPU, one process per core,
-    since these small convolutions scale better across processes than across threads."""
+def default_jobs(n_cells: int) -> int:
+    """One process per GPU with GPUs; on CPU one per core, since these small convolutions
+    scale better across processes than across the threads of one process."""
     import torch
 
-    if torch.cuda.is_available():
-        return max(1, min(n_cells, torch.cuda.device_count())), 0
-    cores = os.cpu_count() or 1
-    jobs = max(1, min(n_cells, cores))
-    return jobs, max(1, cores // jobs)
+    slots = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+    return max(1, min(n_cells, slots))
 
 
 def run_experiment(
@@ -127,16 +130,14 @@ def run_experiment(
             log(f"{len(outcomes)} of {len(cells)} runs already finished; {len(todo)} to run")
         # Deepest first: the longest runs start early, so parallel workers finish together.
         todo.sort(key=lambda c: -c.depth)
-        jobs_auto, threads = default_jobs(len(todo))
-        jobs = min(jobs or jobs_auto, max(1, len(todo)))
+        jobs = min(jobs or default_jobs(len(todo)), max(1, len(todo)))
+        threads = max(1, (os.cpu_count() or 1) // jobs)
         if jobs > 1:
             # Download or decode the data once here, so that workers do not race to do it.
             from reslab.data import load_dataset
 
             for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in todo}, key=str):
                 load_dataset(name, data_dir, download)
-        if jobs > 1 and not threads:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
         t0 = time.perf_counter()
         done = 0
 
@@ -152,8 +153,18 @@ def run_experiment(
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-                pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg), threads) for cfg in todo}
+            import torch
+
+            ctx = mp.get_context("spawn")
+            gpus = None
+            if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
+                gpus = ctx.Queue()
+                for i in range(jobs):
+                    gpus.put(i % torch.cuda.device_count())
+            with ProcessPoolExecutor(
+                max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
+            ) as pool:
+                pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
                 while pending:
                     complete, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in complete:

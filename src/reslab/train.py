@@ -61,6 +61,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast where the hardware runs it natively; fp32; bf16
     device: str = "auto"
     channels_last: bool = True
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -289,7 +290,7 @@ def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run
 
 def same_run(a: dict, b: dict) -> bool:
     """Whether two config.json describe the same training (device and paths may differ)."""
-    ignore = {"device", "data_dir", "download"}
+    ignore = {"device", "data_dir", "download", "tensorboard"}
     strip = lambda c: {k: v for k, v in c.get("train", {}).items() if k not in ignore}  # noqa: E731
     return strip(a) == strip(b)
 
@@ -426,6 +427,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         )
 
     bar = make_progress(run, st.iteration, progress)
+    board = tensorboard_writer(out) if cfg.tensorboard else None
     runs.write_status(out, "running", iteration=st.iteration)
     period_start = time.perf_counter()
     with StopRequest() as stop:
@@ -490,6 +492,11 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
                 checkpoint()
                 runs.write_metrics(out, st.rows)
                 report_progress(bar, st.rows[-1], run, log)
+                if board is not None:
+                    for key, value in st.rows[-1].items():
+                        if key not in ("epoch", "iteration") and value is not None:
+                            board.add_scalar(key, value, st.iteration)
+                    board.flush()
                 period_start = time.perf_counter()
             if stop.signal is not None and st.iteration < run.total:
                 if bar is not None:
@@ -539,6 +546,14 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     runs.atomic_write_bytes(path, save(tensors))
+
+
+def tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def make_progress(run: Run, start: int, progress: bool | None):

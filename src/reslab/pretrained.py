@@ -1,0 +1,132 @@
+"""Importing the widely used PyTorch CIFAR ResNet checkpoints as run directories.
+
+Those files hold {'state_dict': ..., 'best_prec1': ...} with `module.` prefixes (saved from
+DataParallel), option-A shortcuts that pad planes//4 zero channels on each side (what
+reslab's PadShortcut does), and were trained on inputs normalised with the ImageNet mean and
+std, which the imported run records so that `reslab eval` scores it as it was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from reslab import runs
+from reslab.errors import UserError
+from reslab.models import ModelConfig, build_model, count_macs, count_parameters
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def read_state_dict(path: Path) -> tuple[dict, dict]:
+    """(state dict without DataParallel prefixes, other entries of the file); loads safely."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist.") from None
+    except Exception as e:
+        raise UserError(
+            f"{path} cannot be loaded safely as a PyTorch checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); only tensors and plain containers are accepted."
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        state, extra = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
+    elif isinstance(obj, dict) and all(torch.is_tensor(v) for v in obj.values()):
+        state, extra = obj, {}
+    else:
+        raise UserError(f"{path} holds neither a state dict nor {{'state_dict': ...}}.")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, extra
+
+
+def infer_config(state: dict, path: Path) -> ModelConfig:
+    """The reslab model a state dict in the common CIFAR ResNet layout describes."""
+    try:
+        stem, classifier = state["conv1.weight"], state["linear.weight"]
+    except KeyError as e:
+        raise UserError(f"{path} is not a CIFAR ResNet in the common layout (no {e} tensor).") from None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer1\.(\d+)\.", k))}
+    if not blocks:
+        raise UserError(f"{path} has no layer1 blocks; it is not a CIFAR ResNet in the common layout.")
+    n = max(blocks) + 1
+    return ModelConfig("resnet", 6 * n + 2, "A", stem.shape[0], classifier.shape[0], stem.shape[1])
+
+
+def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str = "cifar10") -> dict:
+    """Write a run directory for the checkpoint at `path`; returns its config.json."""
+    path, out = Path(path), Path(out)
+    if runs.is_run_dir(out):
+        raise UserError(f"{out} already holds a run; choose another --out or delete it.")
+    state, extra = read_state_dict(path)
+    cfg = infer_config(state, path)
+    model = build_model(cfg)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
+    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if unexpected or missing or wrong:
+        detail = "; ".join(
+            s
+            for s in (
+                f"unexpected tensors {unexpected[:4]}" if unexpected else "",
+                f"missing tensors {missing[:4]}" if missing else "",
+                "wrong shapes " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4])
+                if wrong
+                else "",
+            )
+            if s
+        )
+        raise UserError(
+            f"{path} does not match reslab's ResNet-{cfg.depth} with option-A shortcuts: {detail}. "
+            "Only the common CIFAR ResNet layout (conv1, bn1, layer1..3, linear) can be imported."
+        )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+    from reslab.train import TrainConfig, environment, save_weights
+
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    if len(mean) != cfg.in_channels or len(std) != cfg.in_channels:
+        raise UserError(f"--mean and --std need {cfg.in_channels} values each.")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    config = {
+        "train": asdict(TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset)),
+        "model": cfg.to_dict(),
+        "resolved": {
+            "normalization": {"mean": list(mean), "std": list(std)},
+            "parameters": count_parameters(model),
+            "macs": count_macs(model, (cfg.in_channels, 32, 32)),
+            "precision": "fp32",
+            "augment": True,
+            "iterations": None,
+            "milestones": [],
+        },
+        "data": {
+            "name": dataset,
+            "classes": CIFAR10_CLASSES if cfg.num_classes == 10 else [str(i) for i in range(cfg.num_classes)],
+            "image_shape": [cfg.in_channels, 32, 32],
+            "train_size": None,
+            "val_size": 0,
+            "test_size": None,
+        },
+        "imported": {
+            "file": str(path.resolve()),
+            "sha256": digest,
+            **{
+                k: (v.item() if torch.is_tensor(v) else v)
+                for k, v in extra.items()
+                if isinstance(v, (int, float, str)) or (torch.is_tensor(v) and v.numel() == 1)
+            },
+        },
+        "environment": environment(torch.device("cpu")),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors")
+    runs.write_metrics(out, [])
+    runs.write_json(out / "config.json", config)
+    runs.write_status(out, "finished", f"imported from {path.name} (sha256 {digest[:12]})")
+    return config
