@@ -73,13 +73,25 @@ def experiment_lock(exp_dir: Path):
 
 
 def init_worker(threads: int, gpus) -> None:
-    """Pin a worker process to its share of the machine: some CPU threads, or one GPU."""
+    """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
+    it stop (saving a checkpoint) when the driver dies, instead of training on as an orphan."""
+    die_with_parent()
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before CUDA is first touched
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def die_with_parent() -> None:
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:

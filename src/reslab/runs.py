@@ -13,10 +13,12 @@ kill at any moment leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from reslab.errors import UserError
@@ -122,3 +124,16 @@ def find_runs(root: Path) -> list[Path]:
     if is_run_dir(root):
         return [root]
     return sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p)) if root.is_dir() else []
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Only one process trains a run directory at a time; a second one is refused."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another process is training {run_dir} right now; wait for it to stop.") from None
+        yield

@@ -306,6 +306,11 @@ def train(
     """Train one network into the run directory `out`; returns its final metrics row."""
     out = Path(out)
     run, config = setup(cfg, out, data)
+    with runs.run_lock(out):
+        return train_locked(run, config, out, resume, progress, log)
+
+
+def train_locked(run: Run, config: dict, out: Path, resume: bool, progress, log) -> dict:
     config_path = out / "config.json"
     if config_path.exists():
         old = runs.read_json(config_path)
