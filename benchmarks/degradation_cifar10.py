@@ -42,9 +42,11 @@ def main() -> int:
     p.add_argument("--tarball", type=Path, default=TARBALL)
     p.add_argument("--extract-to", type=Path, default=Path("/tmp/cifar10-jpeg"))
     p.add_argument("--subset", type=int, default=5000)
-    p.add_argument("--epochs", type=float, default=15)
+    p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--eval-every", type=int, default=117, help="iterations between evaluations (3 epochs of 5000)")
+    p.add_argument("--eval-every", type=int, default=195, help="iterations between evaluations (5 epochs of 5000)")
+    p.add_argument("--warmup", choices=["auto", "on", "off"], default="auto",
+                   help="the paper's warm-up; auto: only for depth >= 110, as in the paper")
     p.add_argument("--depths", default="20,56")
     p.add_argument("--out", type=Path, default=Path("runs/bench-degradation-cifar10"))
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "degradation_cifar10_jpeg")
@@ -54,8 +56,7 @@ def main() -> int:
         return 2
     folder = extract(args.tarball, args.extract_to)
     depths = [int(d) for d in args.depths.split(",")]
-    # Warm-up on for every net, as in `reslab demo`: short runs on a subset start more safely.
-    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs, warmup="on",
+    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs, warmup=args.warmup,
                        eval_every=args.eval_every)
     cells = grid(base, ["plain", "resnet"], depths, list(range(args.seeds)))
     t0 = time.perf_counter()
@@ -75,7 +76,7 @@ def main() -> int:
         "",
         f"Data: {folder} (from {args.tarball.name}), class-balanced subset of {args.subset} training images, "
         f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip, "
-        "warm-up (lr 0.01 until training error < 80%) for every net.",
+        f"warm-up {args.warmup} (lr 0.01 until training error < 80%; auto: depth >= 110 only).",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}. Wall time for the whole grid: {wall:.0f} s.",
         "",

@@ -99,3 +99,36 @@ def test_output_directory_with_a_different_run(cli, tmp_path):
 def test_report_of_a_missing_directory(cli, tmp_path):
     assert_user_error(cli("report", tmp_path / "nope"), "not a directory")
     assert_user_error(cli("report", tmp_path), "holds no run directories")
+
+
+def test_demo_writes_an_experiment_directory_with_report(cli, tmp_path):
+    out = tmp_path / "demo"
+    r = cli("demo", "--depths", "8,14", "--epochs", "2", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "Deeper plain nets" in r.stdout and "Identity shortcuts are free" in r.stdout
+    assert "constructed plain-14 from plain-8: outputs equal to 0.0e+00" in r.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert {
+        "plain-8-seed0",
+        "plain-14-seed0",
+        "resnet-8-seed0",
+        "resnet-14-seed0",
+        "summary.csv",
+        "report.html",
+        "experiment.json",
+        "analyses",
+        "figures",
+    } <= set(names)
+    html = (out / "report.html").read_text()
+    for section in ("What the measurements say", "Layer responses", "The constructed solution", "What the shortcuts"):
+        assert section in html
+    again = cli("demo", "--depths", "8,14", "--epochs", "2", "--out", out)  # finished runs are reused
+    assert again.returncode == 0 and "4 of 4 runs already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_demo_shows_degradation_on_every_seed(cli, tmp_path):
+    r = cli("demo", "--seeds", "3", "--out", tmp_path / "demo", timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "degradation observed on 3 of 3 seeds" in r.stdout
+    assert "[yes] Deeper residual nets do not degrade" in r.stdout

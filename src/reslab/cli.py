@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
     p.add_argument(
+        "--init-from",
+        help="start from these weights (a model.safetensors, for example of a constructed net) instead of He init",
+    )
+    p.add_argument(
         "--tensorboard",
         action="store_true",
         help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
@@ -182,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", dest="download", action="store_false")
     p.add_argument("--device", default="auto")
 
+    add_analyze_parsers(sub)
+
     p = sub.add_parser(
         "import",
         help="turn a pretrained CIFAR ResNet checkpoint into a run directory",
@@ -208,6 +214,129 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
 
     return parser
+
+
+ANALYZE_HELP = {
+    "responses": "layer responses (Fig. 7): std of each 3x3 layer's output after BN, before ReLU/addition, over "
+    "the test set in eval mode, pooled over images, channels and positions; the mean per-channel std and |gamma| "
+    "are reported beside it",
+    "construct": "build a deeper net from a trained shallower one plus identity layers (Dirac convs with "
+    "pass-through BN for plain nets, zeroed residual branches for residual nets); check it computes the same "
+    "function, and compare its training error with SGD's from scratch",
+    "identity": "train k plain conv-BN-ReLU layers and k residual blocks to reproduce their (non-negative) input; "
+    "the relative error left against k",
+    "lesion": "delete each residual block in turn at test time (keeping its shortcut), then k random blocks "
+    "(Veit et al. 2016); in plain nets a deleted block passes its input on, where the shape allows",
+    "gradients": "per-layer gradient norms at initialisation and after training (train-mode BN, one batch), and "
+    "the correlation of input gradients at neighbouring inputs against depth (shattered gradients, at init)",
+    "landscape": "loss along filter-normalised random directions (Li et al. 2018), 1D and 2D, BN in eval mode, "
+    "on a fixed subset of the training images",
+}
+
+
+def add_analyze_parsers(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="why residual learning works: responses, construct, identity, lesion, gradients, landscape"
+    )
+    asub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    for name, text in ANALYZE_HELP.items():
+        a = asub.add_parser(name, help=text.split(":")[0].split(";")[0], description=text + ".")
+        if name == "construct":
+            a.add_argument("--from", dest="source", required=True, help="the trained shallower run directory")
+            a.add_argument("--depth", type=int, required=True, help="depth of the constructed network")
+            a.add_argument(
+                "--compare",
+                help="run trained from scratch at --depth (default: a sibling ARCH-DEPTH-seedS run next to --from)",
+            )
+        elif name != "identity":
+            a.add_argument("runs", nargs="+", help="run directories")
+        if name == "identity":
+            a.add_argument("--max-layers", type=positive_int, default=10, help="largest k (default %(default)s)")
+            a.add_argument("--steps", type=positive_int, default=400, help="training steps per stack")
+            a.add_argument("--out", required=True, help="directory to write analyses/ and figures/ into")
+            continue
+        a.add_argument("--dataset", help="dataset to use (default: each run's own)")
+        a.add_argument("--data-dir")
+        a.add_argument(
+            "--out", help="directory to write analyses/ and figures/ into (default: the runs' experiment directory)"
+        )
+        if name in ("responses", "lesion", "construct"):
+            a.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
+        if name == "responses":
+            a.add_argument("--split", choices=["test", "train"], default="test")
+        if name == "lesion":
+            a.add_argument("--samples", type=positive_int, default=10, help="random draws per k (default 10)")
+        if name == "gradients":
+            a.add_argument(
+                "--depths",
+                type=int_list,
+                default=[8, 20, 56, 110],
+                help="depths for the shattering curve (default 8,20,56,110)",
+            )
+            a.add_argument("--images", type=positive_int, default=128, help="batch for the gradient norms")
+            a.add_argument("--points", type=positive_int, default=128, help="inputs along the line")
+        if name == "landscape":
+            a.add_argument("--resolution", type=positive_int, default=21, help="grid points per axis (default 21)")
+            a.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span")
+            a.add_argument("--images", type=positive_int, default=2000, help="training images (default 2000)")
+            a.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+
+
+def cmd_analyze(args) -> int:
+    from reslab import analyze
+
+    name = args.analysis
+    if name == "identity":
+        analyze.run_identity(Path(args.out), args.max_layers, args.steps)
+        print(f"results: {Path(args.out) / 'analyses' / 'identity.json'}")
+        return 0
+    data = {"dataset": args.dataset, "data_dir": args.data_dir}
+    if name == "construct":
+        r = analyze.run_construct(
+            Path(args.source), args.depth, args.out, Path(args.compare) if args.compare else None, args.limit, **data
+        )
+        print(
+            f"{r['source_label']} extended to depth {r['depth']} with {r['identity_blocks']} identity blocks: "
+            f"max |difference| of the outputs {r['max_abs_difference']:.2e} on {r['images']} training images; "
+            f"training error {r['source_train_error']:.2%} (shallow) and {r['constructed_train_error']:.2%} "
+            "(constructed)"
+            + (
+                f"; SGD from scratch at depth {r['depth']} ({r['scratch']}): {r['scratch_train_error']:.2%}"
+                if "scratch" in r
+                else ""
+            )
+        )
+        return 0
+    run_dirs = [Path(d) for d in args.runs]
+    if name == "responses":
+        r = analyze.run_responses(run_dirs, args.out, args.split, args.limit, **data)
+        for f in r["findings"]:
+            print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
+    elif name == "lesion":
+        r = analyze.run_lesion(run_dirs, args.out, args.limit, args.samples, **data)
+        for run in r["runs"]:
+            single = [s["error"] for s in run["single"] if s["error"] is not None]
+            print(
+                f"{run['label']}: test error {run['baseline']:.1%}; deleting one block: "
+                + (
+                    f"median {sorted(single)[len(single) // 2]:.1%}, worst {max(single):.1%}"
+                    if single
+                    else "no block can be deleted"
+                )
+            )
+    elif name == "gradients":
+        r = analyze.run_gradients(run_dirs, args.out, args.depths, args.images, args.points, **data)
+        for row in r["shattering"]["rows"]:
+            print(f"{row['arch']}-{row['depth']} at init: neighbouring-gradient correlation {row['correlation']:.3f}")
+    elif name == "landscape":
+        r = analyze.run_landscape(run_dirs, args.out, args.resolution, args.span, args.images, args.precision, **data)
+        for run in r["runs"]:
+            print(
+                f"{run['label']}: loss at the centre {run['grid'][len(run['axis']) // 2][len(run['axis']) // 2]:.3f},"
+                f" {run['local_minima']} local minima on the {args.resolution}x{args.resolution} grid"
+            )
+    print(f"results in {analyze.output_dir(run_dirs, args.out) / 'analyses'}; run `reslab report` to include them")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,9 +400,13 @@ def split_archs(text: str) -> list[str]:
     return archs
 
 
-def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> int:
+def mark(holds: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "?"}[holds]
+
+
+def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> list[dict]:
+    """Train the grid, print the table and verdicts; returns the cells' outcomes."""
     from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
-    from reslab.report import write_report
     from reslab.verdicts import degradation_verdicts
 
     cells = grid(base, archs, depths, list(range(seeds)))
@@ -287,18 +420,48 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> int:
     print(summary_table(summary))
     print()
     for v in degradation_verdicts(summary, load_runs(out)):
-        mark = {True: "yes", False: "NO", None: "?"}[v.holds]
-        print(f"[{mark}] {v.claim}: {v.text}")
-    report = write_report(out)
-    print(f"\nreport: {report}")
+        print(f"[{mark(v.holds)}] {v.claim}: {v.text}")
+    return outcomes
+
+
+def finish(out: Path, outcomes: list[dict]) -> int:
+    """Write the report and say which runs did not finish (exit status 1 if any)."""
+    from reslab.report import write_report
+
+    print(f"\nreport: {write_report(out)}")
     failed = [o for o in outcomes if o["state"] != "finished"]
     if failed:
-        print(
-            f"{len(failed)} run(s) did not finish: " + ", ".join(f"{o['name']} ({o['state']})" for o in failed),
-            file=sys.stderr,
-        )
+        names = ", ".join(f"{o['name']} ({o['state']})" for o in failed)
+        print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
         return 1
     return 0
+
+
+def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
+    """The why, in seconds: layer responses of every net, and the constructed solution from the
+    shallowest to the deepest net of each architecture, compared with SGD's."""
+    from reslab import analyze, runs
+
+    finished = [
+        d
+        for d in runs.find_runs(out)
+        if runs.read_status(d)["state"] == "finished" and (d / "model.safetensors").exists()
+    ]
+    if not finished:
+        return
+    r = analyze.run_responses(finished, out)
+    for f in r["findings"]:
+        print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
+    lo, hi = min(depths), max(depths)
+    for arch in archs:
+        source = out / f"{arch}-{lo}-seed0"
+        if hi > lo and source in finished:
+            c = analyze.run_construct(source, hi, out)
+            scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""
+            print(
+                f"constructed {arch}-{hi} from {arch}-{lo}: outputs equal to {c['max_abs_difference']:.1e}, "
+                f"training error {c['constructed_train_error']:.1%}{scratch}"
+            )
 
 
 def cmd_demo(args) -> int:
@@ -316,7 +479,10 @@ def cmd_demo(args) -> int:
     base = config_from_args(args, subset=subset, epochs=epochs, warmup="on")
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": args.dataset, "epochs": epochs, "subset": subset}
-    code = run_grid(Path(args.out), base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec)
+    out, archs = Path(args.out), split_archs(args.archs)
+    outcomes = run_grid(out, base, archs, args.depths, args.seeds, args.jobs, spec)
+    demo_analyses(out, archs, args.depths)
+    code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return code
 
@@ -324,7 +490,8 @@ def cmd_demo(args) -> int:
 def cmd_experiment(args) -> int:
     base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
-    return run_grid(Path(args.out), base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec)
+    out = Path(args.out)
+    return finish(out, run_grid(out, base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec))
 
 
 def cmd_report(args) -> int:
@@ -398,6 +565,7 @@ COMMANDS = {
     "report": cmd_report,
     "train": cmd_train,
     "import": cmd_import,
+    "analyze": cmd_analyze,
     "eval": cmd_eval,
     "models": cmd_models,
     "datasets": cmd_datasets,

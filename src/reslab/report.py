@@ -37,9 +37,6 @@ img{max-width:100%;display:block;margin:0 auto}
 .state-finished{color:#2e9d57}.state-failed,.state-diverged{color:#d64541}.state-running,.state-interrupted{color:#c27c0e}
 """
 
-# Analyses add sections: callables (experiment directory) -> HTML string or None.
-SECTIONS: list = []
-
 
 def embed_png(path: Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
@@ -127,6 +124,8 @@ def build_report(exp_dir: Path) -> str:
         + '<p class="note">Counted from the built models (convolutions and the classifier; BN, ReLU and '
         "the element-wise additions are not counted).</p>"
     )
+    from reslab.report_sections import SECTIONS
+
     for section in SECTIONS:
         html = section(exp_dir)
         if html:

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
+    init_from: str | None = None  # start from these weights (a model.safetensors) instead of He init
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -235,6 +236,8 @@ def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model_config(data.num_classes, data.image_shape[0])
     model = build_model(model_cfg)
+    if cfg.init_from:
+        load_initial_weights(model, Path(cfg.init_from))
     precision = resolve_precision(cfg.precision, device)
     warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and data.augment)
@@ -286,6 +289,20 @@ def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run
         "environment": environment(device),
     }
     return run, config
+
+
+def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"--init-from {path} cannot be read as safetensors weights ({e}).") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"--init-from {path} does not fit this network: {str(e).splitlines()[0]}") from None
 
 
 def same_run(a: dict, b: dict) -> bool:

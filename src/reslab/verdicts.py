@@ -99,8 +99,14 @@ def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verd
             f"{pc(r['test_error_mean'])} test error, the plain net at {pc(p['train_error_mean'])} and "
             f"{pc(p['test_error_mean'])}."
         )
-        text += " Residual learning removes the degradation." if holds else " No clear advantage at this budget."
-        out.append(Verdict(f"Shortcuts cure it at depth {d}", holds, text))
+        residual_ok = next((v.holds for v in out if v.claim.startswith("Deeper residual")), None)
+        if not holds:
+            text += " No clear advantage at this budget."
+        elif residual_ok is False:
+            text += " The shortcuts reduce the degradation, but at this budget do not remove it."
+        else:
+            text += " Residual learning removes the degradation."
+        out.append(Verdict(f"Shortcuts help at depth {d}", holds, text))
         pr, rr, t = p["iterations_to_reach"], r["iterations_to_reach"], p["reach_threshold"]
         if rr is not None:
             if pr is None:

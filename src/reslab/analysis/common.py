@@ -1,0 +1,106 @@
+"""What every analysis needs: a run's network with its data, normalised as it was trained, and
+a place to write results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reslab import runs
+from reslab.errors import UserError
+from reslab.evaluate import load_run_model
+from reslab.verdicts import display
+
+
+@dataclass
+class LoadedRun:
+    dir: Path
+    model: torch.nn.Module
+    config: dict
+    x: torch.Tensor  # normalised float images of the chosen split
+    y: torch.Tensor
+
+    @property
+    def label(self) -> str:
+        m = self.config["model"]
+        return display(m["arch"], m["depth"])
+
+    @property
+    def arch(self) -> str:
+        return self.config["model"]["arch"]
+
+    @property
+    def depth(self) -> int:
+        return self.config["model"]["depth"]
+
+
+def load_split(
+    run_dir: Path,
+    split: str = "test",
+    limit: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> LoadedRun:
+    """A run's model (eval mode, CPU) and `limit` images of `split` (a fixed random choice)."""
+    from reslab.data import load_dataset, prepare
+
+    model, config = load_run_model(run_dir)
+    train_cfg = config["train"]
+    ds = load_dataset(
+        dataset or config["data"]["name"], data_dir or train_cfg.get("data_dir"), train_cfg.get("download", True)
+    )
+    if split == "train":
+        # The run's own training images (its subset and validation hold-out reproduced).
+        ds = prepare(ds, train_cfg.get("subset"), train_cfg.get("val_split", 0), train_cfg.get("seed", 0))
+        x, y = ds.train_x, ds.train_y
+    elif split == "test":
+        x, y = ds.test_x, ds.test_y
+    else:
+        raise UserError(f"unknown split '{split}': use train or test.")
+    if ds.image_shape[0] != config["model"]["in_channels"]:
+        raise UserError(
+            f"{ds.name} has {ds.image_shape[0]} channels, the network of {run_dir} expects "
+            f"{config['model']['in_channels']}."
+        )
+    if limit and limit < len(y):
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        x, y = x[idx], y[idx]
+    norm = config["resolved"]["normalization"]
+    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    return LoadedRun(Path(run_dir), model, config, (x.float() / 255 - mean) / std, y)
+
+
+def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
+    """Where an analysis writes: --out, else the experiment directory holding the runs."""
+    if out:
+        return Path(out)
+    parents = {Path(d).resolve().parent for d in run_dirs}
+    if len(parents) == 1:
+        return parents.pop()
+    raise UserError("the runs are in different directories; say where to write the results with --out.")
+
+
+def write_result(out: Path, name: str, result: dict) -> Path:
+    path = Path(out) / "analyses" / f"{name}.json"
+    runs.write_json(path, result)
+    return path
+
+
+def read_result(exp_dir: Path, name: str) -> dict | None:
+    path = Path(exp_dir) / "analyses" / f"{name}.json"
+    return runs.read_json(path) if path.exists() else None
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits in fp32, eval mode, in batches."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+
+
+def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(model, x).argmax(1) != y).float().mean().item()
