@@ -70,7 +70,10 @@ def run_construct(
         result["scratch"] = other.dir.name
         result["scratch_train_error"] = error_rate(other.model, other.x, other.y)
     out = output_dir([source], out)
-    save_constructed(deep, src.config, out / f"constructed-{src.arch}-{depth}-from-{src.depth}", result)
+    # Under analyses/, not beside the trained runs: it is not a run of the experiment's grid.
+    save_constructed(
+        deep, src.config, out / "analyses" / "constructed" / f"{src.arch}-{depth}-from-{src.depth}", result
+    )
     results = read_list(out, "construct") or []
     results = [r for r in results if (r["source"], r["depth"]) != (result["source"], depth)] + [result]
     write_result(out, "construct", {"results": results})

@@ -65,28 +65,49 @@ def common_config(all_runs: list[dict]) -> dict:
 
 
 def build_report(exp_dir: Path) -> str:
-    from reslab.plots import error_curves
-
     exp_dir = Path(exp_dir)
     all_runs = load_runs(exp_dir)
     if not all_runs:
         raise UserError(f"{exp_dir} holds no run directories (folders with a config.json); nothing to report.")
     summary = summarize(exp_dir)
-    verdicts = degradation_verdicts(summary, all_runs)
-    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves")[0]
+    trained = any(r["metrics"] for r in all_runs)
+    title = "Deep residual learning: the degradation problem, measured" if trained else "Residual networks, analysed"
+    parts = [f"<h1>{escape(title)}</h1>", subtitle(exp_dir, all_runs)]
+    if trained:
+        parts += training_sections(exp_dir, summary, all_runs)
+    parts.append(cost_section(summary, all_runs[0]["config"]["data"]))
+    from reslab.report_sections import SECTIONS
+
+    parts += [html for section in SECTIONS if (html := section(exp_dir))]
+    parts += [runs_section(all_runs), configuration_section(all_runs)]
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        f"<body><main>{body}</main></body></html>\n"
+    )
+
+
+def subtitle(exp_dir: Path, all_runs: list[dict]) -> str:
     first = all_runs[0]["config"]
-    data, resolved, env = first["data"], first["resolved"], first["environment"]
-    title = "Deep residual learning: the degradation problem, measured"
     wall = sum((r["metrics"][-1]["seconds"] if r["metrics"] else 0) for r in all_runs)
-    parts = [
-        f"<h1>{escape(title)}</h1>",
+    return (
         f'<p class="sub">{escape(str(exp_dir.resolve().name))} · {len(all_runs)} runs on '
-        f"<b>{escape(data['name'])}</b> · {escape(env.get('device', '?'))} · "
+        f"<b>{escape(first['data']['name'])}</b> · {escape(first['environment'].get('device', '?'))} · "
         f"{wall / 60:.1f} min of training in all · report made "
-        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
-    ]
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"
+    )
+
+
+def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) -> list[str]:
+    """Verdicts, the Fig. 1/6 curves and the Table-6 summary."""
+    from reslab.plots import error_curves
+
+    parts = []
+    verdicts = degradation_verdicts(summary, all_runs)
     if verdicts:
         parts.append("<h2>What the measurements say</h2>" + "".join(verdict_html(v) for v in verdicts))
+    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves")[0]
     parts.append(
         '<h2>Error during training (paper, Fig. 1 and 6)</h2><div class="card">'
         + embed_png(figure, "training and test error against iterations")
@@ -101,6 +122,8 @@ def build_report(exp_dir: Path) -> str:
     )
     rows = []
     for r in summary:
+        if not r["runs"]:
+            continue
         reach = "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:,.0f}"
         rows.append(
             [escape(display(r["arch"], r["depth"])), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
@@ -114,27 +137,26 @@ def build_report(exp_dir: Path) -> str:
         "the running error of the mini-batches since the previous evaluation (train mode, augmented when "
         "augmentation is on), as in the paper's dashed curves.</p>"
     )
-    cost_rows = [
-        [escape(display(r["arch"], r["depth"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary
-    ]
-    shape = "x".join(map(str, data["image_shape"]))
-    parts.append(
-        "<h2>What the shortcuts cost</h2>"
-        + table(["network", "parameters", f"MACs per {shape} image (M)"], cost_rows)
-        + '<p class="note">Counted from the built models (convolutions and the classifier; BN, ReLU and '
-        "the element-wise additions are not counted).</p>"
-    )
-    from reslab.report_sections import SECTIONS
+    return parts
 
-    for section in SECTIONS:
-        html = section(exp_dir)
-        if html:
-            parts.append(html)
-    run_rows = []
+
+def cost_section(summary: list[dict], data: dict) -> str:
+    rows = [[escape(display(r["arch"], r["depth"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary]
+    shape = "x".join(map(str, data["image_shape"]))
+    return (
+        "<h2>What the shortcuts cost</h2>"
+        + table(["network", "parameters", f"MACs per {shape} image (M)"], rows)
+        + '<p class="note">Counted from the built models (convolutions and the classifier; BN, ReLU and the '
+        "element-wise additions are not counted).</p>"
+    )
+
+
+def runs_section(all_runs: list[dict]) -> str:
+    rows = []
     for r in all_runs:
         last = r["metrics"][-1] if r["metrics"] else {}
         state = r["status"]["state"]
-        run_rows.append(
+        rows.append(
             [
                 escape(r["name"]),
                 f'<span class="state-{escape(state)}">{escape(state)}</span>',
@@ -145,30 +167,27 @@ def build_report(exp_dir: Path) -> str:
                 escape(r["status"].get("message", "")),
             ]
         )
-    parts.append(
-        "<h2>Runs</h2>"
-        + table(["run", "status", "iterations", "train error %", "test error %", "seconds", "message"], run_rows)
+    return "<h2>Runs</h2>" + table(
+        ["run", "status", "iterations", "train error %", "test error %", "seconds", "message"], rows
     )
-    cfg = common_config(all_runs)
-    kv = {
-        **{k: v for k, v in cfg.items() if v is not None},
-        "iterations": resolved["iterations"],
-        "lr drops at": resolved["milestones"],
-        "precision": resolved["precision"],
-        "augmentation": resolved["augment"],
-        "training images": data["train_size"],
-        "validation images": data["val_size"],
-        "test images": data["test_size"],
+
+
+def configuration_section(all_runs: list[dict]) -> str:
+    first = all_runs[0]["config"]
+    data, resolved = first["data"], first["resolved"]
+    kv = {k: v for k, v in common_config(all_runs).items() if v is not None}
+    extra = {
+        "iterations": resolved.get("iterations"),
+        "lr drops at": resolved.get("milestones"),
+        "precision": resolved.get("precision"),
+        "augmentation": resolved.get("augment"),
+        "training images": data.get("train_size"),
+        "validation images": data.get("val_size"),
+        "test images": data.get("test_size"),
         "classes": len(data["classes"]),
     }
-    parts.append("<h2>Configuration</h2>" + kv_html(kv))
-    parts.append("<h2>Environment</h2>" + kv_html(env))
-    body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
-        f"<body><main>{body}</main></body></html>\n"
-    )
+    kv.update({k: v for k, v in extra.items() if v is not None})
+    return "<h2>Configuration</h2>" + kv_html(kv) + "<h2>Environment</h2>" + kv_html(first["environment"])
 
 
 def kv_html(d: dict) -> str:
