@@ -132,3 +132,30 @@ def test_demo_shows_degradation_on_every_seed(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "degradation observed on 3 of 3 seeds" in r.stdout
     assert "[yes] Deeper residual nets do not degrade" in r.stdout
+
+
+def test_analyze_commands_on_trained_runs(cli, tmp_path):
+    out = tmp_path / "exp"
+    assert cli("experiment", "degradation", "--dataset", "digits", "--depths", "8,14", "--iterations", "6",
+               "--out", out).returncode == 0
+    runs_ = [out / "plain-8-seed0", out / "resnet-8-seed0"]
+    r = cli("analyze", "lesion", *runs_, "--samples", "2")
+    assert r.returncode == 0, r.stderr
+    assert (out / "analyses" / "lesion.json").exists() and (out / "figures" / "lesion.png").exists()
+    r = cli("analyze", "gradients", *runs_, "--depths", "8,14", "--points", "8", "--images", "16")
+    assert r.returncode == 0, r.stderr
+    r = cli("analyze", "landscape", out / "resnet-8-seed0", "--resolution", "3", "--images", "64")
+    assert r.returncode == 0, r.stderr and "local minima" in r.stdout
+    r = cli("analyze", "identity", "--max-layers", "2", "--steps", "5", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert cli("report", out).returncode == 0
+    html = (out / "report.html").read_text()
+    for section in ("Lesion study", "Gradient flow", "Loss landscape", "Learning the identity"):
+        assert section in html
+
+
+def test_analyze_errors(cli, tmp_path):
+    assert_user_error(cli("analyze", "responses", tmp_path), "not a run directory")
+    out = tmp_path / "r"
+    assert cli("train", "--depth", "14", *QUICK, "--out", out).returncode == 0
+    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "8"), "shallower")
