@@ -136,8 +136,12 @@ def test_demo_shows_degradation_on_every_seed(cli, tmp_path):
 
 def test_analyze_commands_on_trained_runs(cli, tmp_path):
     out = tmp_path / "exp"
-    assert cli("experiment", "degradation", "--dataset", "digits", "--depths", "8,14", "--iterations", "6",
-               "--out", out).returncode == 0
+    assert (
+        cli(
+            "experiment", "degradation", "--dataset", "digits", "--depths", "8,14", "--iterations", "6", "--out", out
+        ).returncode
+        == 0
+    )
     runs_ = [out / "plain-8-seed0", out / "resnet-8-seed0"]
     r = cli("analyze", "lesion", *runs_, "--samples", "2")
     assert r.returncode == 0, r.stderr

@@ -177,3 +177,35 @@ def test_interrupted_run_resumes_exactly(tmp_path, cli, how):
     assert comparable(runs.read_metrics(out)) == comparable(runs.read_metrics(tmp_path / "ref"))
     a, b = weights(out), weights(tmp_path / "ref")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_stops_with_status_and_keeps_the_last_good_checkpoint(tmp_path):
+    from reslab.train import Diverged
+
+    out = tmp_path / "r"
+    # Warm-up at lr 0.01 trains normally; once it ends, lr 1e9 makes the loss blow up.
+    cfg = small(iterations=200, eval_every=10, lr=1e9, warmup="on")
+    with pytest.raises(Diverged, match=r"NaN or infinite at iteration \d+; the last good checkpoint"):
+        train(cfg, out, data=tiny_data(), progress=False, log=None)
+    status = runs.read_status(out)
+    assert status["state"] == "diverged"
+    good = int(status["message"].split("(iteration ")[1].split(")")[0])
+    bad = int(status["message"].split("at iteration ")[1].split(";")[0])
+    assert 0 < good < bad <= good + 10
+    kept = load_checkpoint(out / "checkpoint.pt")
+    assert kept["iteration"] == good
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert [r["iteration"] for r in runs.read_metrics(out)][-1] == good
+    assert not (out / "model.safetensors").exists()
+
+
+def test_experiment_directory_is_locked(tmp_path):
+    from reslab.experiment import experiment_lock
+
+    with experiment_lock(tmp_path):
+        with pytest.raises(UserError, match="another reslab process"):
+            with experiment_lock(tmp_path):
+                pass
+    with runs.run_lock(tmp_path / "run"):
+        with pytest.raises(UserError, match="another process is training"):
+            train(small(), tmp_path / "run", data=tiny_data(), progress=False, log=None)

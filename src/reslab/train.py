@@ -322,6 +322,7 @@ def train(
 ) -> dict:
     """Train one network into the run directory `out`; returns its final metrics row."""
     out = Path(out)
+    log = log or (lambda *_: None)
     run, config = setup(cfg, out, data)
     with runs.run_lock(out):
         return train_locked(run, config, out, resume, progress, log)
@@ -388,6 +389,7 @@ class LoopState:
     loss_sum: torch.Tensor | None = None  # since the last evaluation, on the device
     wrong: torch.Tensor | None = None
     window_wrong: torch.Tensor | None = None  # warm-up window
+    first_bad: torch.Tensor | None = None  # first iteration with a non-finite loss, -1 if none
     seen: int = 0
     seconds: float = 0.0  # wall time of the run up to the last evaluation
 
@@ -410,6 +412,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         loss_sum=zero(torch.float64),
         wrong=zero(torch.int64),
         window_wrong=zero(torch.int64),
+        first_bad=zero(torch.int64) - 1,
     )
 
     ckpt_path = out / "checkpoint.pt"
@@ -421,7 +424,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         aug_gen.set_state(saved["augment_rng"])
         torch.set_rng_state(saved["torch_rng"])
         st = LoopState(**saved["loop"])
-        for name in ("loss_sum", "wrong", "window_wrong"):
+        for name in ("loss_sum", "wrong", "window_wrong", "first_bad"):
             setattr(st, name, getattr(st, name).to(dev))
         log(f"resuming {out} at iteration {st.iteration} of {run.total}")
     runs.write_metrics(out, st.rows)  # drops rows a killed process wrote after its last checkpoint
@@ -477,6 +480,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
             # Metrics stay on the device: no host synchronisation per step.
             wrong = (logits.argmax(1) != yb).sum()
             st.loss_sum += loss.detach() * len(yb)
+            # Remember where the loss first went NaN/inf, without a host sync.
+            bad = (~torch.isfinite(loss.detach())) & (st.first_bad < 0)
+            st.first_bad = torch.where(bad, st.iteration + 1, st.first_bad)
             st.wrong += wrong
             st.seen += len(yb)
             st.iteration += 1
@@ -555,9 +561,10 @@ def diverged(run: Run, st: LoopState, bar) -> dict:
     if bar is not None:
         bar.close()
     last = int(st.rows[-1]["iteration"]) if st.rows else 0
+    kept = f"the last good checkpoint (iteration {last}) is kept" if st.rows else "no checkpoint had been written yet"
     msg = (
-        f"training diverged: the loss became NaN or infinite between iterations {last} and {st.iteration}. "
-        f"The last good checkpoint (iteration {last}) is kept; lower --lr or turn on --warmup."
+        f"training diverged: the loss became NaN or infinite at iteration {int(st.first_bad.item())}; "
+        f"{kept}. Lower --lr or turn on --warmup."
     )
     runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
     raise Diverged(msg)
