@@ -45,8 +45,12 @@ def main() -> int:
     p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=195, help="iterations between evaluations (5 epochs of 5000)")
-    p.add_argument("--warmup", choices=["auto", "on", "off"], default="auto",
-                   help="the paper's warm-up; auto: only for depth >= 110, as in the paper")
+    p.add_argument(
+        "--warmup",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the paper's warm-up; auto: only for depth >= 110, as in the paper",
+    )
     p.add_argument("--depths", default="20,56")
     p.add_argument("--out", type=Path, default=Path("runs/bench-degradation-cifar10"))
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "degradation_cifar10_jpeg")
@@ -56,8 +60,13 @@ def main() -> int:
         return 2
     folder = extract(args.tarball, args.extract_to)
     depths = [int(d) for d in args.depths.split(",")]
-    base = TrainConfig(dataset=f"imagefolder:{folder}", subset=args.subset, epochs=args.epochs, warmup=args.warmup,
-                       eval_every=args.eval_every)
+    base = TrainConfig(
+        dataset=f"imagefolder:{folder}",
+        subset=args.subset,
+        epochs=args.epochs,
+        warmup=args.warmup,
+        eval_every=args.eval_every,
+    )
     cells = grid(base, ["plain", "resnet"], depths, list(range(args.seeds)))
     t0 = time.perf_counter()
     run_experiment(args.out, cells)

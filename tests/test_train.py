@@ -209,3 +209,26 @@ def test_experiment_directory_is_locked(tmp_path):
     with runs.run_lock(tmp_path / "run"):
         with pytest.raises(UserError, match="another process is training"):
             train(small(), tmp_path / "run", data=tiny_data(), progress=False, log=None)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import os
+
+    ref = train(small(), tmp_path / "ref", data=tiny_data(), progress=False, log=None)
+    out = tmp_path / "r"
+    real_fsync, calls = os.fsync, []
+
+    def fills_up(fd):  # config, metrics, status, checkpoint@6 and metrics@6 fit; then the disk is full
+        calls.append(fd)
+        if len(calls) > 5:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fills_up)
+    with pytest.raises(runs.WriteError, match="checkpoint.pt .No space left on device.*previous version of it is"):
+        train(small(), out, data=tiny_data(), progress=False, log=None)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 6  # the previous checkpoint, intact
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
+    row = train(small(), out, resume=True, data=tiny_data(), progress=False, log=None)
+    assert row["train_loss"] == ref["train_loss"] and row["test_error"] == ref["test_error"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from reslab.errors import UserError
-from reslab.runs import atomic_write_bytes
+from reslab.runs import WriteError, atomic_write_bytes
 
 DATASETS = ("cifar10", "cifar100", "imagefolder:PATH", "mnist", "fashion-mnist", "digits", "synthetic")
 DEFAULT_DATA_DIR = Path(os.environ.get("RESLAB_DATA", Path.home() / ".cache" / "reslab" / "data"))
@@ -441,8 +441,8 @@ def save_npz_atomic(path: Path, **arrays) -> None:
     np.savez(buf, **arrays)
     try:
         atomic_write_bytes(path, buf.getvalue())
-    except OSError as e:
-        print(f"note: could not write the cache {path} ({e.strerror}); images will be decoded again next time.")
+    except WriteError:
+        print(f"note: could not write the cache {path}; the images will be decoded again next time.")
 
 
 # ---------------------------------------------------------------------------------------------
