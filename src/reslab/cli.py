@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reslab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("reslab: interrupted.", file=sys.stderr)
+        print(
+            "reslab: interrupted. Nothing written so far is lost: run the same command again (a training run "
+            "with --resume) to continue.",
+            file=sys.stderr,
+        )
         return 130
 
 

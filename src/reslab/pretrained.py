@@ -31,9 +31,11 @@ def read_state_dict(path: Path) -> tuple[dict, dict]:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist.") from None
     except Exception as e:
+        from reslab.train import load_failure
+
         raise UserError(
-            f"{path} cannot be loaded safely as a PyTorch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); only tensors and plain containers are accepted."
+            f"{path} cannot be loaded safely as a PyTorch checkpoint ({load_failure(e)}); only tensors and plain "
+            "containers are accepted."
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state, extra = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import signal
 import sys
 import time
@@ -365,9 +366,18 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(
-            f"{path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). It is "
-            "truncated, damaged, or holds objects other than tensors; delete it to restart the run."
+            f"{path} cannot be loaded safely ({load_failure(e)}). It is truncated, damaged, or holds objects "
+            "other than tensors, which reslab never unpickles; delete it to restart the run."
         ) from None
+
+
+def load_failure(e: Exception) -> str:
+    """A short reason for a failed safe torch.load."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
+    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
 
 
 class Interrupted(Exception):
