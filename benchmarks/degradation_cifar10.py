@@ -72,7 +72,10 @@ def main() -> int:
     run_experiment(args.out, cells)
     wall = time.perf_counter() - t0
     summary = summarize(args.out)
-    verdicts = degradation_verdicts(summary, load_runs(args.out))
+    all_runs = load_runs(args.out)
+    verdicts = degradation_verdicts(summary, all_runs)
+    # Training time of each run from its own metrics.csv (unchanged when the grid is re-run).
+    per_run = ", ".join(f"{r['name']} {r['metrics'][-1]['seconds']:.0f} s" for r in all_runs if r["metrics"])
     write_report(args.out)
     table = summary_table(summary)
     command = "python " + " ".join(
@@ -87,7 +90,8 @@ def main() -> int:
         f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip, "
         f"warm-up {args.warmup} (lr 0.01 until training error < 80%; auto: depth >= 110 only).",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}. Wall time for the whole grid: {wall:.0f} s.",
+        f"torch {torch.__version__}. Training time per run (two runs at a time, one thread each): {per_run}. "
+        f"Wall time of this invocation: {wall:.0f} s (finished runs are not trained again).",
         "",
         "```",
         table,

@@ -60,7 +60,7 @@ TRAIN = [
     "--dataset",
     "digits",
     "--iterations",
-    "220",
+    "1200",
     "--eval-every",
     "5",
     "--batch-size",
@@ -73,9 +73,21 @@ TRAIN = [
 ]
 
 
+def kill_on_write(proc, out: Path, deadline: float) -> bool:
+    """Poll the run directory and SIGKILL the moment a temporary file (a checkpoint or metrics
+    write in progress) appears; True if one was caught."""
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and any(p.name.endswith(".tmp") for p in out.iterdir()):
+            proc.send_signal(signal.SIGKILL)
+            return True
+        time.sleep(0.0005)
+    return False
+
+
 def random_kills(tmp: Path, kills: int, seed: int) -> dict:
-    """Kill a training run with SIGKILL at random moments until it has finished; compare with
-    an uninterrupted run."""
+    """SIGKILL a training run again and again until `kills` kills have landed (every other one
+    the moment a checkpoint or metrics file is being written), let it finish, and compare it
+    with an uninterrupted run."""
     import torch
 
     rnd = random.Random(seed)
@@ -91,15 +103,22 @@ def random_kills(tmp: Path, kills: int, seed: int) -> dict:
             text=True,
         )
         if n_kills < kills:
-            time.sleep(rnd.uniform(1.5, 4.0))  # python + torch start in ~1.5 s here
-        if proc.poll() is None and n_kills < kills:
-            proc.send_signal(signal.SIGKILL)
+            if n_kills % 2:
+                caught = kill_on_write(proc, out, time.time() + rnd.uniform(2.0, 5.0))
+            else:
+                time.sleep(rnd.uniform(1.0, 4.0))  # python + torch start in ~1.5 s here
+                caught = False
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
             proc.communicate()
-            n_kills += 1
-            mid_write += any(p.name.endswith(".tmp") for p in out.iterdir()) if out.exists() else 0
-            if (out / "checkpoint.pt").exists():  # what a kill leaves must always load
-                torch.load(out / "checkpoint.pt", weights_only=True)
-            continue
+            if proc.returncode == -signal.SIGKILL:
+                n_kills += 1
+                mid_write += caught and any(p.name.endswith(".tmp") for p in out.iterdir())
+                if (out / "checkpoint.pt").exists():  # what a kill leaves must always load
+                    torch.load(out / "checkpoint.pt", weights_only=True)
+                continue
+            if proc.returncode == 0:
+                break
         _, err = proc.communicate()
         if proc.returncode == 0:
             break
@@ -107,7 +126,7 @@ def random_kills(tmp: Path, kills: int, seed: int) -> dict:
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     return {
         "kills": n_kills,
-        "during_a_write": mid_write,
+        "kills while a file was being written": mid_write,
         "metrics_equal": metrics(out) == metrics(tmp / "ref"),
         "weights_equal": same_weights(out, tmp / "ref"),
         "leftover_temp_files_after_finish": leftovers,

@@ -136,3 +136,17 @@ def test_report_is_self_contained_and_escapes_names(tmp_path):
     assert "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # nothing to fetch
     assert (tmp_path / "figures" / "error_curves.png").exists() and (tmp_path / "figures" / "error_curves.svg").exists()
+
+
+def test_a_diverging_cell_is_recorded_and_the_others_go_on(tmp_path):
+    import dataclasses
+
+    good = grid(base(), ["plain"], [8], [0])[0]
+    bad = dataclasses.replace(good, arch="resnet", lr=1e9, warmup="on", iterations=200, eval_every=10)
+    outcomes = run_experiment(tmp_path, [bad, good], jobs=1, log=lambda *_: None)
+    assert [o["state"] for o in outcomes] == ["diverged", "finished"]
+    assert runs.read_status(tmp_path / "resnet-8-seed0")["state"] == "diverged"
+    rows = {r["arch"]: r for r in summarize(tmp_path)}
+    assert rows["resnet"]["status"] == "diverged" and rows["resnet"]["runs"] == 0
+    html = build_report(tmp_path)
+    assert 'class="state-diverged"' in html and "NaN or infinite at iteration" in html

@@ -232,3 +232,14 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
     row = train(small(), out, resume=True, data=tiny_data(), progress=False, log=None)
     assert row["train_loss"] == ref["train_loss"] and row["test_error"] == ref["test_error"]
+
+
+def test_resume_removes_what_a_killed_writer_left(tmp_path):
+    out = tmp_path / "r"
+    train(small(iterations=12), out, data=tiny_data(), progress=False, log=None)
+    runs.write_status(out, "interrupted")
+    stale = out / ".checkpoint.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False, log=None)
+    assert not stale.exists()
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 12

@@ -139,7 +139,8 @@ def find_runs(root: Path) -> list[Path]:
 
 @contextmanager
 def run_lock(run_dir: Path):
-    """Only one process trains a run directory at a time; a second one is refused."""
+    """Only one process trains a run directory at a time; a second one is refused. The holder
+    removes temporary files that a killed writer left behind (no one else can be writing)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "w") as f:
@@ -147,4 +148,6 @@ def run_lock(run_dir: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"another process is training {run_dir} right now; wait for it to stop.") from None
+        for stale in run_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         yield
