@@ -163,3 +163,74 @@ def test_analyze_errors(cli, tmp_path):
     out = tmp_path / "r"
     assert cli("train", "--depth", "14", *QUICK, "--out", out).returncode == 0
     assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "8"), "shallower")
+
+
+def test_a_crafted_config_cannot_write_elsewhere(cli, tmp_path):
+    import json
+
+    out = tmp_path / "exp" / "r"
+    assert cli("train", "--depth", "8", *QUICK, "--out", out).returncode == 0
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["depth"] = "../../../escaped"
+    (out / "config.json").write_text(json.dumps(config))
+    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "invalid model fields: depth")
+    config["model"]["depth"], config["model"]["arch"] = 8, "../../escaped"
+    (out / "config.json").write_text(json.dumps(config))
+    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "unknown architecture")
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+EXPERIMENT = [
+    "experiment",
+    "degradation",
+    "--dataset",
+    "digits",
+    "--depths",
+    "8,14",
+    "--seeds",
+    "2",
+    "--iterations",
+    "150",
+    "--eval-every",
+    "10",
+    "--jobs",
+    "2",
+]
+
+
+def test_killed_experiment_rerun_finishes_only_the_missing_work(tmp_path):
+    import signal
+
+    out = tmp_path / "exp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reslab", *EXPERIMENT, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    t0 = time.time()
+    while time.time() - t0 < 180 and proc.poll() is None:  # wait until some, not all, cells have finished
+        states = [runs.read_status(d)["state"] for d in runs.find_runs(out)] if out.exists() else []
+        if 1 <= states.count("finished") < 8:
+            break
+        time.sleep(0.05)
+    second = subprocess.run(
+        [sys.executable, "-m", "reslab", *EXPERIMENT, "--out", str(out)], capture_output=True, text=True
+    )  # a second process on the same directory is refused, not interleaved
+    assert second.returncode == 2 and "another reslab process" in second.stderr
+    proc.send_signal(signal.SIGKILL)  # the driver; its workers checkpoint and exit with it
+    proc.communicate(timeout=60)  # returns only once the workers, which share its output, are gone
+    done = {
+        d.name: (d / "metrics.csv").stat().st_mtime_ns
+        for d in runs.find_runs(out)
+        if runs.read_status(d)["state"] == "finished"
+    }
+    assert done and len(done) < 8
+    rerun = subprocess.run(
+        [sys.executable, "-m", "reslab", *EXPERIMENT, "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(done)} of 8 runs already finished" in rerun.stdout
+    for name, stamp in done.items():
+        assert (out / name / "metrics.csv").stat().st_mtime_ns == stamp  # finished work untouched
+    assert all(runs.read_status(d)["state"] == "finished" for d in runs.find_runs(out))

@@ -11,16 +11,27 @@ from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model
 
 
+def model_config(config: dict, run_dir: Path) -> ModelConfig:
+    """The ModelConfig in a config.json, with every field of the right type (the file may come
+    from someone else: nothing in it is trusted)."""
+    try:
+        cfg = ModelConfig(**config["model"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{run_dir / 'config.json'} does not describe a model ({e}).") from None
+    types = {"arch": str, "depth": int, "shortcut": str, "width": int, "num_classes": int, "in_channels": int}
+    bad = [k for k, t in types.items() if type(getattr(cfg, k)) is not t]
+    if bad:
+        raise UserError(f"{run_dir / 'config.json'} has invalid model fields: {', '.join(bad)}.")
+    return cfg
+
+
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     """The network of a run directory with its final weights (or its last checkpoint's)."""
     run_dir = Path(run_dir)
     if not runs.is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
     config = runs.read_json(run_dir / "config.json")
-    try:
-        model = build_model(ModelConfig(**config["model"]))
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{run_dir / 'config.json'} does not describe a model ({e}).") from None
+    model = build_model(model_config(config, run_dir))
     weights = run_dir / "model.safetensors"
     if weights.exists():
         from safetensors import SafetensorError

@@ -13,6 +13,7 @@ import fcntl
 import io
 import math
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -72,10 +73,23 @@ def experiment_lock(exp_dir: Path):
         yield
 
 
+BUSY = threading.Event()  # set while a worker process trains a cell
+
+
 def init_worker(threads: int, gpus) -> None:
     """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
-    it stop (saving a checkpoint) when the driver dies, instead of training on as an orphan."""
+    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
     die_with_parent()
+    parent = os.getppid()
+
+    def watchdog() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        while BUSY.is_set():  # the SIGTERM from the parent's death is making the run checkpoint
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before CUDA is first touched
     if threads:
@@ -96,6 +110,15 @@ def die_with_parent() -> None:
 
 def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:
     """Train one cell (resuming it if it was interrupted); never raises, returns its outcome."""
+
+    BUSY.set()
+    try:
+        return train_cell(cfg, run_dir)
+    finally:
+        BUSY.clear()
+
+
+def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
     from reslab.train import Diverged, Interrupted, train
 
     t0 = time.perf_counter()
