@@ -54,7 +54,9 @@ def responses_section(exp_dir: Path) -> str | None:
         + f'<p class="note">Response: the output of the BN after each 3x3 conv, before the ReLU or the addition '
         f"(pre-activation nets: the 3x3 conv's output), on {r['images']:,} {escape(r['split'])} images in eval "
         "mode. Pooled: one std over images, channels and positions; per channel: the mean over channels of "
-        "each channel's std. In eval mode a channel's std after BN is close to its |gamma|.</p>"
+        "each channel's std. In eval mode a channel's std after BN is close to its |gamma|. The paper's findings "
+        "concern fully trained networks; after a short run the BN scales are still near their initial value 1, "
+        "and so are the responses.</p>"
     )
 
 
