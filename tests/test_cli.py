@@ -234,3 +234,16 @@ def test_killed_experiment_rerun_finishes_only_the_missing_work(tmp_path):
     for name, stamp in done.items():
         assert (out / name / "metrics.csv").stat().st_mtime_ns == stamp  # finished work untouched
     assert all(runs.read_status(d)["state"] == "finished" for d in runs.find_runs(out))
+
+
+def test_a_run_can_be_rebuilt_from_its_config_alone(cli, tmp_path):
+    assert (
+        cli("train", "--arch", "plain", "--depth", "8", *QUICK, "--seed", "3", "--out", tmp_path / "a").returncode == 0
+    )
+    r = cli("train", "--config", tmp_path / "a" / "config.json", "--out", tmp_path / "b", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    a, b = runs.read_metrics(tmp_path / "a"), runs.read_metrics(tmp_path / "b")
+    drop = lambda rows: [{k: v for k, v in x.items() if k not in runs.TIMING_FIELDS} for x in rows]  # noqa: E731
+    assert drop(a) == drop(b) and len(a) > 0
+    (tmp_path / "bad.json").write_text('{"train": {"depth": 8, "colour": "red"}}')
+    assert_user_error(cli("train", "--config", tmp_path / "bad.json", "--out", tmp_path / "c"), "colour")

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument(
+        "--config",
+        help="rebuild a run from its config.json: its training configuration replaces the "
+        "model, data and schedule options above",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
     p.add_argument(
@@ -377,7 +382,13 @@ def config_from_args(args, **overrides):
 def cmd_train(args) -> int:
     from reslab.train import Diverged, Interrupted, train
 
-    cfg = config_from_args(args)
+    if args.config:
+        from reslab.runs import read_json
+        from reslab.train import TrainConfig
+
+        cfg = TrainConfig.from_dict(read_json(Path(args.config)).get("train", {}))
+    else:
+        cfg = config_from_args(args)
     try:
         row = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     except Interrupted as e:

@@ -69,8 +69,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
-        if unknown:
-            raise UserError(f"unknown configuration keys: {', '.join(sorted(unknown))}.")
+        if unknown or not d:
+            raise UserError(f"not a reslab training configuration (unknown keys: {', '.join(sorted(unknown)) or '-'}).")
         return cls(**d)
 
     def model_config(self, num_classes: int, in_channels: int) -> ModelConfig:
