@@ -247,3 +247,8 @@ def test_a_run_can_be_rebuilt_from_its_config_alone(cli, tmp_path):
     assert drop(a) == drop(b) and len(a) > 0
     (tmp_path / "bad.json").write_text('{"train": {"depth": 8, "colour": "red"}}')
     assert_user_error(cli("train", "--config", tmp_path / "bad.json", "--out", tmp_path / "c"), "colour")
+
+
+def test_demo_with_an_unknown_dataset_writes_nothing(cli, tmp_path):
+    assert_user_error(cli("demo", "--dataset", "foo", "--out", tmp_path / "d"), "unknown dataset 'foo'")
+    assert not (tmp_path / "d").exists()

@@ -152,6 +152,13 @@ def run_experiment(
 ) -> list[dict]:
     """Run every cell not yet finished; returns one outcome per cell, in grid order."""
     exp_dir = Path(exp_dir)
+    unfinished = [c for c in cells if runs.read_status(exp_dir / cell_name(c))["state"] != "finished"]
+    # Load (download, decode) each dataset once before anything is written: a bad dataset is one
+    # clear error, and parallel workers do not race to fetch or cache the same files.
+    from reslab.data import load_dataset
+
+    for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in unfinished}, key=str):
+        load_dataset(name, data_dir, download)
     with experiment_lock(exp_dir):
         runs.write_json(exp_dir / "experiment.json", {**(spec or {}), "cells": [cell_name(c) for c in cells]})
         todo, outcomes = [], {}
@@ -167,12 +174,6 @@ def run_experiment(
         todo.sort(key=lambda c: -c.depth)
         jobs = min(jobs or default_jobs(len(todo)), max(1, len(todo)))
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        if jobs > 1:
-            # Download or decode the data once here, so that workers do not race to do it.
-            from reslab.data import load_dataset
-
-            for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in todo}, key=str):
-                load_dataset(name, data_dir, download)
         t0 = time.perf_counter()
         done = 0
 
