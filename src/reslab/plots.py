@@ -227,32 +227,32 @@ def shattering(result: dict, path: Path) -> list[Path]:
 
 
 def landscape(results: list[dict], path: Path) -> list[Path]:
-    """1D slices, 2D contours and surfaces, one column per run."""
+    """1D slices, 2D contours and surfaces, one column per run. The loss spans orders of
+    magnitude between the trained point and the grid's edges, so it is drawn on a log scale."""
     import numpy as np
 
     n = len(results)
     fig = plt.figure(figsize=(6.2 * n, 15))
-    vmax = max(max(max(row) for row in r["grid"]) for r in results)
     for i, r in enumerate(results):
         a = np.array(r["axis"])
-        grid = np.array(r["grid"])
+        grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))
         ax1 = fig.add_subplot(3, n, i + 1)
         ax1.plot(r["line_axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
+        ax1.set_yscale("log")
         ax1.set_title(f"{r['label']}: 1D slice")
         ax1.set_xlabel("α")
         ax1.set_ylabel("training loss")
-        ax1.grid(alpha=0.3)
+        ax1.grid(alpha=0.3, which="both")
         ax2 = fig.add_subplot(3, n, n + i + 1)
-        levels = np.linspace(grid.min(), min(grid.max(), vmax), 30)
-        cs = ax2.contour(a, a, grid, levels=levels, cmap="viridis")
-        ax2.clabel(cs, cs.levels[::6], fontsize=8)
-        ax2.set_title(f"{r['label']}: contours")
+        cs = ax2.contour(a, a, grid, levels=np.linspace(grid.min(), grid.max(), 25), cmap="viridis")
+        ax2.clabel(cs, cs.levels[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}")
+        ax2.set_title(f"{r['label']}: contours of the loss")
         ax2.set_xlabel("α (direction 1)")
         ax2.set_ylabel("β (direction 2)")
         ax3 = fig.add_subplot(3, n, 2 * n + i + 1, projection="3d")
         xx, yy = np.meshgrid(a, a)
-        ax3.plot_surface(xx, yy, np.minimum(grid, vmax), cmap="viridis", linewidth=0, antialiased=True)
+        ax3.plot_surface(xx, yy, grid, cmap="viridis", linewidth=0, antialiased=True)
         ax3.set_title(f"{r['label']}: surface")
-        ax3.set_zlabel("loss")
+        ax3.set_zlabel("log10 loss")
     fig.tight_layout()
     return save(fig, path)
