@@ -386,7 +386,11 @@ def cmd_train(args) -> int:
         from reslab.runs import read_json
         from reslab.train import TrainConfig
 
-        cfg = TrainConfig.from_dict(read_json(Path(args.config)).get("train", {}))
+        # Where data is kept is this machine's business: never taken from a (possibly foreign) file.
+        given = {
+            k: v for k, v in read_json(Path(args.config)).get("train", {}).items() if k not in ("data_dir", "download")
+        }
+        cfg = TrainConfig.from_dict({**given, "data_dir": args.data_dir, "download": args.download})
     else:
         cfg = config_from_args(args)
     try:
