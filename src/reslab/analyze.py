@@ -12,7 +12,7 @@ from reslab import plots
 from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
 from reslab.analysis.common import error_rate, load_split, output_dir, predict, write_result
 from reslab.errors import UserError
-from reslab.models import ModelConfig, build_model
+from reslab.models import ARCHS, ModelConfig, build_model
 
 
 def run_responses(run_dirs: list[Path], out=None, split="test", limit=None, dataset=None, data_dir=None) -> dict:
@@ -47,7 +47,7 @@ def run_construct(
     """Build the deeper identity-extended net, check it equals the source, and compare its
     training error with what SGD reached from scratch at that depth."""
     src = load_split(source, "train", limit, dataset, data_dir)
-    if src.arch not in ("plain", "resnet", "preact", "preact-bottleneck"):
+    if src.arch not in ARCHS:
         raise UserError(f"cannot construct from a '{src.arch}' network.")
     deep, added = construct.construct_deeper(src.model, depth, seed=src.config["train"].get("seed", 0))
     shallow_logits, deep_logits = predict(src.model, src.x), predict(deep, src.x)

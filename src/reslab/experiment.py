@@ -291,11 +291,9 @@ def summarize(exp_dir: Path, threshold: float | None = None) -> list[dict]:
 
 
 def arch_order(arch: str) -> int:
-    return (
-        ["plain", "resnet", "preact", "preact-bottleneck"].index(arch)
-        if arch in ("plain", "resnet", "preact", "preact-bottleneck")
-        else 9
-    )
+    from reslab.models import ARCHS
+
+    return ARCHS.index(arch) if arch in ARCHS else len(ARCHS)
 
 
 def write_summary(exp_dir: Path) -> list[dict]:
