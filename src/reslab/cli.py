@@ -115,29 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one network into a run directory")
-    add_model_options(p)
-    add_data_options(p)
-    add_schedule_options(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument(
-        "--config",
-        help="rebuild a run from its config.json: its training configuration replaces the "
-        "model, data and schedule options above",
-    )
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
-    p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
-    p.add_argument(
-        "--init-from",
-        help="start from these weights (a model.safetensors, for example of a constructed net) instead of He init",
-    )
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
-    )
-
     p = sub.add_parser(
         "demo",
         help="the degradation problem and its cure, in about a minute (start here)",
@@ -180,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=positive_int, help="parallel training processes (default: one per core on CPU, one per GPU)"
     )
     p.add_argument("--out", default="runs/degradation", help="experiment directory (default %(default)s)")
+
+    p = sub.add_parser("train", help="train one network into a run directory")
+    add_model_options(p)
+    add_data_options(p)
+    add_schedule_options(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument(
+        "--config",
+        help="rebuild a run from its config.json: its training configuration replaces the "
+        "model, data and schedule options above",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
+    p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
+    p.add_argument(
+        "--init-from",
+        help="start from these weights (a model.safetensors, for example of a constructed net) instead of He init",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
+    )
 
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")
     p.add_argument("dir")
