@@ -239,7 +239,6 @@ def run_landscape(
                 "arch": run.arch,
                 "depth": run.depth,
                 "axis": axis,
-                "line_axis": axis,
                 "line": [v[0] for v in line],
                 "line_error": [v[1] for v in line],
                 "grid": [[grid[j * resolution + i][0] for i in range(resolution)] for j in range(resolution)],

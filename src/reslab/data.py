@@ -233,11 +233,24 @@ def cifar_batch_arrays(batch: dict, label_key: bytes, path: Path) -> tuple[np.nd
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def locate_cifar(name: str, data_dir: Path) -> Path | None:
+    """The unpacked CIFAR folder in data_dir, if it is there."""
+    spec = CIFAR[name]
+    return next((c for c in (data_dir / spec["folder"], data_dir) if (c / spec["test"][0]).exists()), None)
+
+
+def locate_idx(name: str, data_dir: Path) -> Path | None:
+    """The folder holding an IDX dataset: data_dir/NAME, data_dir, or the system's copy."""
+    system = IDX[name]["system"]
+    candidates = [data_dir / name, data_dir] + ([system] if system else [])
+    return next((c for c in candidates if find_idx_file(c, "t10k-labels-idx1-ubyte")), None)
+
+
 def find_cifar_folder(name: str, data_dir: Path, download_ok: bool) -> Path:
     spec = CIFAR[name]
-    for candidate in (data_dir / spec["folder"], data_dir):
-        if (candidate / spec["test"][0]).exists():
-            return candidate
+    found = locate_cifar(name, data_dir)
+    if found:
+        return found
     archive = data_dir / Path(spec["url"]).name
     if not archive.exists():
         if not download_ok:
@@ -306,8 +319,7 @@ def find_idx_file(folder: Path, stem: str) -> Path | None:
 
 def load_idx(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
     spec = IDX[name]
-    candidates = [data_dir / name, data_dir] + ([spec["system"]] if spec["system"] else [])
-    folder = next((c for c in candidates if find_idx_file(c, "t10k-labels-idx1-ubyte")), None)
+    folder = locate_idx(name, data_dir)
     if folder is None:
         folder = data_dir / name
         if not download_ok:
@@ -564,7 +576,7 @@ def describe_datasets(data_dir: str | Path | None = None) -> list[tuple[str, str
     data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
     out = []
     for name, spec in CIFAR.items():
-        found = next((c for c in (data_dir / spec["folder"], data_dir) if (c / spec["test"][0]).exists()), None)
+        found = locate_cifar(name, data_dir)
         out.append(
             (
                 name,
@@ -573,9 +585,8 @@ def describe_datasets(data_dir: str | Path | None = None) -> list[tuple[str, str
                 else f"not downloaded (first use fetches {spec['url']} into {data_dir})",
             )
         )
-    for name, spec in IDX.items():
-        cands = [data_dir / name, data_dir] + ([spec["system"]] if spec["system"] else [])
-        found = next((c for c in cands if find_idx_file(c, "t10k-labels-idx1-ubyte")), None)
+    for name in IDX:
+        found = locate_idx(name, data_dir)
         out.append(
             (
                 name,

@@ -25,6 +25,13 @@ def model_config(config: dict, run_dir: Path) -> ModelConfig:
     return cfg
 
 
+def normalization(config: dict, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std a run's inputs were normalised with, shaped [1, C, 1, 1]."""
+    norm = config["resolved"]["normalization"]
+    mean = torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1)
+    return mean, torch.tensor(norm["std"], device=device).view(1, -1, 1, 1)
+
+
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     """The network of a run directory with its final weights (or its last checkpoint's)."""
     run_dir = Path(run_dir)
@@ -77,9 +84,7 @@ def evaluate_run(
             f"{config['model']['num_classes']} classes)."
         )
     dev = resolve_device(device)
-    norm = config["resolved"]["normalization"]
-    mean = torch.tensor(norm["mean"], device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"], device=dev).view(1, -1, 1, 1)
+    mean, std = normalization(config, dev)
     model.to(dev, memory_format=torch.channels_last)
     loss, error = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, dev, "fp32")
     return {"dataset": name, "images": len(data.test_y), "loss": loss, "error": error}

@@ -237,7 +237,7 @@ def landscape(results: list[dict], path: Path) -> list[Path]:
         a = np.array(r["axis"])
         grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))
         ax1 = fig.add_subplot(3, n, i + 1)
-        ax1.plot(r["line_axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
+        ax1.plot(r["axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
         ax1.set_yscale("log")
         ax1.set_title(f"{r['label']}: 1D slice")
         ax1.set_xlabel("α")

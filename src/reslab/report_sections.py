@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from reslab.analysis.common import read_result
+from reslab.experiment import pct as pc
 
 
 def figure(exp_dir: Path, name: str, alt: str) -> str:
@@ -21,10 +22,6 @@ def finding_html(f: dict) -> str:
     from reslab.verdicts import Verdict
 
     return verdict_html(Verdict(f["claim"], f["holds"], f["text"]))
-
-
-def pc(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def responses_section(exp_dir: Path) -> str | None:

@@ -10,7 +10,7 @@ import torch
 
 from reslab import runs
 from reslab.errors import UserError
-from reslab.evaluate import load_run_model
+from reslab.evaluate import load_run_model, normalization
 from reslab.verdicts import display
 
 
@@ -68,9 +68,7 @@ def load_split(
     if limit and limit < len(y):
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         x, y = x[idx], y[idx]
-    norm = config["resolved"]["normalization"]
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    mean, std = normalization(config)
     return LoadedRun(Path(run_dir), model, config, (x.float() / 255 - mean) / std, y)
 
 
