@@ -218,9 +218,9 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     out = tmp_path / "r"
     real_fsync, calls = os.fsync, []
 
-    def fills_up(fd):  # config, metrics, status, checkpoint@6 and metrics@6 fit; then the disk is full
+    def fills_up(fd):  # config, metrics, status, then checkpoint, metrics, status @6 fit; then the disk is full
         calls.append(fd)
-        if len(calls) > 5:
+        if len(calls) > 6:
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 

@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
     )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over the whole global batch (default: per process, as in the "
+        "paper)",
+    )
 
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")
     p.add_argument("dir")
@@ -358,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"reslab: error: {e}", file=sys.stderr)
+        from reslab.distributed import RelayedError, env_rank
+
+        if not isinstance(e, RelayedError):  # rank 0 has said it already
+            rank = env_rank()
+            print(f"reslab{f' (rank {rank})' if rank else ''}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -380,6 +390,7 @@ def config_from_args(args, **overrides):
 
 
 def cmd_train(args) -> int:
+    from reslab.distributed import env_rank
     from reslab.train import Diverged, Interrupted, train
 
     if args.config:
@@ -393,15 +404,16 @@ def cmd_train(args) -> int:
         cfg = TrainConfig.from_dict({**given, "data_dir": args.data_dir, "download": args.download})
     else:
         cfg = config_from_args(args)
+    main = env_rank() == 0  # under torchrun, rank 0 speaks for all
     try:
         row = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     except Interrupted as e:
-        print(f"reslab: {e}", file=sys.stderr)
+        print(f"reslab: {e}", file=sys.stderr) if main else None
         return 130
     except Diverged as e:
-        print(f"reslab: {e}", file=sys.stderr)
+        print(f"reslab: {e}", file=sys.stderr) if main else None
         return 1
-    if row:
+    if row and main:
         print(
             f"{args.out}: training error {row['train_error']:.2%}, test error {row['test_error']:.2%} "
             f"after {int(row['iteration'])} iterations"

@@ -12,6 +12,7 @@ are measured in eval mode on the whole split.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import re
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reslab import __version__, runs
+from reslab import __version__, distributed, runs
 from reslab.augment import default_pad, pad_crop_flip
 from reslab.data import Dataset, load_dataset, prepare
 from reslab.errors import UserError
@@ -32,6 +33,7 @@ from reslab.models import ARCHS, ModelConfig, blocks_per_stage, build_model, cou
 
 PAPER_ITERATIONS = 64_000
 WARMUP_WINDOW = 20  # iterations over which the warm-up's training error is measured
+STOP_VOTE_EVERY = 10  # under torchrun, iterations between the ranks' votes on a stop request
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TrainConfig:
     channels_last: bool = True
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
     init_from: str | None = None  # start from these weights (a model.safetensors) instead of He init
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not per rank
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -136,8 +139,13 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 @torch.inference_mode()
-def evaluate(model, x, y, mean, std, device, precision="fp32", batch_size=1000, channels_last=True):
-    """Mean cross-entropy and error fraction of `model` (eval mode) on uint8 images x."""
+def evaluate(model, x, y, mean, std, device, precision="fp32", batch_size=1000, channels_last=True, group=None):
+    """Mean cross-entropy and error fraction of `model` (eval mode) on uint8 images x; with a
+    distributed group, each rank scores its share of the images and the sums are reduced."""
+    n = len(y)
+    if group is not None and group.active:
+        part = group.shard(n)
+        x, y = x[part], y[part]
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -152,7 +160,10 @@ def evaluate(model, x, y, mean, std, device, precision="fp32", batch_size=1000, 
         loss_sum += F.cross_entropy(out.float(), yb, reduction="sum")
         wrong += (out.argmax(1) != yb).sum()
     model.train(was_training)
-    n = max(1, len(y))
+    if group is not None and group.active:
+        total = group.all_sum(torch.stack([loss_sum, wrong.double()]))
+        loss_sum, wrong = total[0], total[1]
+    n = max(1, n)
     return loss_sum.item() / n, wrong.item() / n
 
 
@@ -207,6 +218,7 @@ class Run:
 
     cfg: TrainConfig
     out: Path
+    group: distributed.Group
     data: Dataset
     model: torch.nn.Module
     device: torch.device
@@ -222,15 +234,27 @@ class Run:
     eval_every: int
 
 
-def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run, dict]:
+def setup(
+    cfg: TrainConfig,
+    out: Path,
+    data: Dataset | None = None,
+    group: distributed.Group | None = None,
+    device: torch.device | None = None,
+) -> tuple[Run, dict]:
     """Load data, build the model and resolve every choice; returns the run and its config.json."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    group = group or distributed.Group()
+    device = device or resolve_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     data = prepare(data, cfg.subset, cfg.val_split, cfg.seed)
     n = len(data.train_y)
     batch_size = min(cfg.batch_size, n)
+    if batch_size % group.world:
+        raise UserError(
+            f"the batch of {batch_size} images cannot be split evenly over {group.world} processes; "
+            "choose a --batch-size that is a multiple of the number of processes."
+        )
     steps_per_epoch = max(1, n // batch_size)  # the last incomplete batch of an epoch is dropped
     total = total_iterations(cfg, steps_per_epoch)
     mean, std = data.normalization()
@@ -245,6 +269,7 @@ def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run
     run = Run(
         cfg=cfg,
         out=out,
+        group=group,
         data=data,
         model=model,
         device=device,
@@ -274,6 +299,9 @@ def setup(cfg: TrainConfig, out: Path, data: Dataset | None = None) -> tuple[Run
             "augment_pad": default_pad(h) if augment else 0,
             "precision": precision,
             "eval_every": run.eval_every,
+            "processes": group.world,
+            "batch_per_process": batch_size // group.world,
+            "batchnorm": "global batch" if cfg.sync_bn and group.active else "per process",
             "normalization": {"mean": mean, "std": std},
             "parameters": count_parameters(model),
             "macs": count_macs(model, (c, h, w)),
@@ -308,7 +336,7 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
 
 def same_run(a: dict, b: dict) -> bool:
     """Whether two config.json describe the same training (device and paths may differ)."""
-    ignore = {"device", "data_dir", "download", "tensorboard"}
+    ignore = {"device", "data_dir", "download", "tensorboard", "sync_bn"}
     strip = lambda c: {k: v for k, v in c.get("train", {}).items() if k not in ignore}  # noqa: E731
     return strip(a) == strip(b)
 
@@ -321,15 +349,25 @@ def train(
     progress: bool | None = None,
     log=print,
 ) -> dict:
-    """Train one network into the run directory `out`; returns its final metrics row."""
+    """Train one network into the run directory `out`; returns its final metrics row. Under
+    torchrun every process calls this; rank 0 alone locks and writes the run directory."""
     out = Path(out)
     log = log or (lambda *_: None)
-    run, config = setup(cfg, out, data)
-    with runs.run_lock(out):
-        return train_locked(run, config, out, resume, progress, log)
+    with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
+        run, config = group.together(lambda: setup(cfg, out, data, group, device))
+
+        def start() -> dict | None:
+            stack.enter_context(runs.run_lock(out))
+            return check_run_dir(config, out, resume, log)
+
+        done = group.decide(start)  # on rank 0; the other ranks get its answer (or its error)
+        if done is not None:
+            return done
+        return loop(run, resume, progress if group.main else False, log if group.main else (lambda *_: None))
 
 
-def train_locked(run: Run, config: dict, out: Path, resume: bool, progress, log) -> dict:
+def check_run_dir(config: dict, out: Path, resume: bool, log) -> dict | None:
+    """Refuse to mix runs; write config.json. Returns the final row if the run is already finished."""
     config_path = out / "config.json"
     if config_path.exists():
         old = runs.read_json(config_path)
@@ -349,7 +387,7 @@ def train_locked(run: Run, config: dict, out: Path, resume: bool, progress, log)
         rows = runs.read_metrics(out)
         return rows[-1] if rows else {}
     runs.write_json(config_path, config)
-    return loop(run, resume, progress, log)
+    return None
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
@@ -405,8 +443,11 @@ class LoopState:
 
 
 def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
-    cfg, model, dev, out = run.cfg, run.model, run.device, run.out
+    cfg, model, dev, out, group = run.cfg, run.model, run.device, run.out, run.group
+    main = group.main
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if cfg.sync_bn and group.active:
+        model = run.model = distributed.convert_sync_bn(model, dev)
     model.to(dev, memory_format=fmt)
     train_x, train_y = run.data.train_x.to(dev), run.data.train_y.to(dev)
     test_x, test_y = run.data.test_x.to(dev), run.data.test_y.to(dev)
@@ -416,6 +457,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 2)
     pad = default_pad(run.data.image_shape[1])
     n = len(train_y)
+    mine = group.shard(run.batch_size)  # this process's slice of every global batch
     zero = lambda dtype: torch.zeros((), device=dev, dtype=dtype)  # noqa: E731
     st = LoopState(
         warmup_until=None if run.warmup else 0,
@@ -426,8 +468,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     )
 
     ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.exists():
-        saved = load_checkpoint(ckpt_path)
+    # Rank 0 reads the checkpoint and hands it to the others: nodes need not share a disk.
+    saved = group.from_main(load_checkpoint(ckpt_path) if main and resume and ckpt_path.exists() else None)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         order_gen.set_state(saved["order_rng"])
@@ -436,8 +479,12 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         st = LoopState(**saved["loop"])
         for name in ("loss_sum", "wrong", "window_wrong", "first_bad"):
             setattr(st, name, getattr(st, name).to(dev))
+        if not main:  # the saved running sums are the totals of all ranks, kept by rank 0
+            clear_sums(st)
         log(f"resuming {out} at iteration {st.iteration} of {run.total}")
-    runs.write_metrics(out, st.rows)  # drops rows a killed process wrote after its last checkpoint
+    if main:
+        runs.write_metrics(out, st.rows)  # drops rows a killed process wrote after its last checkpoint
+    net = distributed.wrap(model, group, dev)
 
     # The data order of an epoch is drawn at its first step; a checkpoint keeps the generator
     # state from before that draw, so a run resumed mid-epoch redraws the same order.
@@ -445,6 +492,8 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     perm = torch.randperm(n, generator=order_gen).to(dev) if st.iteration % run.steps_per_epoch else None
 
     def checkpoint() -> None:
+        if not main:
+            return
         at_boundary = st.iteration % run.steps_per_epoch == 0
         loop_state = {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in asdict(st).items()}
         save_checkpoint(
@@ -462,8 +511,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         )
 
     bar = make_progress(run, st.iteration, progress)
-    board = tensorboard_writer(out) if cfg.tensorboard else None
-    runs.write_status(out, "running", iteration=st.iteration)
+    board = tensorboard_writer(out) if cfg.tensorboard and main else None
+    if main:
+        runs.write_status(out, "running", iteration=st.iteration, total=run.total, **process_info())
     period_start = time.perf_counter()
     with StopRequest() as stop:
         while st.iteration < run.total:
@@ -471,18 +521,20 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
             if pos == 0:
                 epoch_order_state = order_gen.get_state()
                 perm = torch.randperm(n, generator=order_gen).to(dev)
+            # Every rank draws and augments the whole global batch (cheap, uint8), so the data
+            # are those of a one-process run, then trains on its own slice of it.
             idx = perm[pos * run.batch_size : (pos + 1) * run.batch_size]
             xb = train_x[idx]
             if run.augment:
                 xb = pad_crop_flip(xb, pad, aug_gen)
-            xb = normalize(xb, run.mean, run.std).contiguous(memory_format=fmt)
-            yb = train_y[idx]
+            xb = normalize(xb[mine], run.mean, run.std).contiguous(memory_format=fmt)
+            yb = train_y[idx][mine]
             warming = st.warmup_until is None
             lr = cfg.warmup_lr if warming else lr_at(st.iteration, cfg.lr, run.milestones)
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast(dev, run.precision):
-                logits = model(xb)
+                logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -499,36 +551,47 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
             if warming:
                 st.window_wrong += wrong
                 if st.iteration % WARMUP_WINDOW == 0:
-                    end_warmup(st, run, log)
+                    end_warmup(st, run, pool_sums(st, group)["window_wrong"], log)
             if bar is not None:
                 bar.update(1)
             if st.iteration % run.eval_every == 0 or st.iteration == run.total:
-                train_loss = st.loss_sum.item() / st.seen
+                sums = pool_sums(st, group)
+                train_loss = sums["loss_sum"] / sums["seen"]
                 if not math.isfinite(train_loss):
                     return diverged(run, st, bar)
-                ips = st.seen / max(1e-9, time.perf_counter() - period_start)
+                ips = sums["seen"] / max(1e-9, time.perf_counter() - period_start)
                 row = {
                     "epoch": round(st.iteration / run.steps_per_epoch, 3),
                     "iteration": st.iteration,
                     "lr": lr,
                     "train_loss": round(train_loss, 6),
-                    "train_error": round(st.wrong.item() / st.seen, 6),
+                    "train_error": round(sums["wrong"] / sums["seen"], 6),
                 }
+                # Rank 0's BatchNorm running statistics are the model's: the ones evaluated and saved.
+                distributed.share_buffers(model, group)
                 if val is not None:
                     row["val_loss"], row["val_error"] = evaluate(
-                        model, *val, run.mean, run.std, dev, run.precision, channels_last=cfg.channels_last
+                        model, *val, run.mean, run.std, dev, run.precision, channels_last=cfg.channels_last, group=group
                     )
                 row["test_loss"], row["test_error"] = evaluate(
-                    model, test_x, test_y, run.mean, run.std, dev, run.precision, channels_last=cfg.channels_last
+                    model,
+                    test_x,
+                    test_y,
+                    run.mean,
+                    run.std,
+                    dev,
+                    run.precision,
+                    channels_last=cfg.channels_last,
+                    group=group,
                 )
                 st.seconds += time.perf_counter() - period_start
                 row.update(seconds=round(st.seconds, 3), images_per_second=round(ips, 1))
                 st.rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-                st.loss_sum.zero_()
-                st.wrong.zero_()
-                st.seen = 0
+                clear_sums(st, window=False)  # the warm-up window runs on across evaluations
                 checkpoint()
-                runs.write_metrics(out, st.rows)
+                if main:
+                    runs.write_metrics(out, st.rows)
+                    runs.write_status(out, "running", iteration=st.iteration, total=run.total, **process_info())
                 report_progress(bar, st.rows[-1], run, log)
                 if board is not None:
                     for key, value in st.rows[-1].items():
@@ -536,28 +599,71 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
                             board.add_scalar(key, value, st.iteration)
                     board.flush()
                 period_start = time.perf_counter()
-            if stop.signal is not None and st.iteration < run.total:
+            # Under torchrun the ranks vote every few steps, so that they all stop at the same one.
+            asked = stop.signal is not None
+            if group.active and (st.iteration % STOP_VOTE_EVERY == 0 or st.iteration == run.total):
+                asked = group.any(asked)
+            elif group.active:
+                asked = False
+            if asked and st.iteration < run.total:
                 if bar is not None:
                     bar.close()
                 st.seconds += time.perf_counter() - period_start
+                pool_sums(st, group)
+                distributed.share_buffers(model, group)
                 checkpoint()
                 msg = (
                     f"interrupted at iteration {st.iteration} of {run.total}; checkpoint saved. "
                     f"Resume with the same command and --resume (reslab train ... --out {out} --resume)."
                 )
-                runs.write_status(out, "interrupted", msg, iteration=st.iteration)
+                if main:
+                    runs.write_status(out, "interrupted", msg, iteration=st.iteration, total=run.total)
                 raise Interrupted(msg)
     if bar is not None:
         bar.close()
-    save_weights(model, out / "model.safetensors")
-    runs.write_status(out, "finished", f"finished {run.total} iterations", iteration=st.iteration)
+    if main:
+        save_weights(model, out / "model.safetensors")
+        runs.write_status(out, "finished", f"finished {run.total} iterations", iteration=st.iteration, total=run.total)
     return st.rows[-1]
 
 
-def end_warmup(st: LoopState, run: Run, log) -> None:
+def process_info() -> dict:
+    """Where a run is being trained, for status.json (a grid's driver shows it; tests kill it)."""
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def pool_sums(st: LoopState, group: distributed.Group) -> dict:
+    """The running sums of all ranks. Rank 0 keeps the totals (they go into its checkpoint), the
+    other ranks start counting again from zero; one process just reads its own."""
+    t = torch.stack([st.loss_sum, st.wrong.double(), st.window_wrong.double(), st.loss_sum.new_tensor(st.seen)])
+    if group.active:
+        group.all_sum(t)
+        if group.main:
+            st.loss_sum.copy_(t[0])
+            st.wrong.copy_(t[1].long())
+            st.window_wrong.copy_(t[2].long())
+            st.seen = int(t[3].item())
+        else:
+            clear_sums(st)
+    loss_sum, wrong, window_wrong, seen = t.tolist()
+    return {"loss_sum": loss_sum, "wrong": wrong, "window_wrong": window_wrong, "seen": max(1, seen)}
+
+
+def clear_sums(st: LoopState, window: bool = True) -> None:
+    st.loss_sum.zero_()
+    st.wrong.zero_()
+    st.seen = 0
+    if window:
+        st.window_wrong.zero_()
+
+
+def end_warmup(st: LoopState, run: Run, window_wrong: float, log) -> None:
     """End the warm-up once the training error over the last window is below the threshold, and
     at the latest at the first lr drop, so that it can never hold the lr at 0.01 for good."""
-    err = st.window_wrong.item() / (WARMUP_WINDOW * run.batch_size)
+    err = window_wrong / (WARMUP_WINDOW * run.batch_size)
     st.window_wrong.zero_()
     if err < run.cfg.warmup_error or st.iteration >= min(run.milestones, default=run.total):
         st.warmup_until = st.iteration
@@ -570,13 +676,15 @@ def end_warmup(st: LoopState, run: Run, log) -> None:
 def diverged(run: Run, st: LoopState, bar) -> dict:
     if bar is not None:
         bar.close()
+    first_bad = int(run.group.first(st.first_bad).item())
     last = int(st.rows[-1]["iteration"]) if st.rows else 0
     kept = f"the last good checkpoint (iteration {last}) is kept" if st.rows else "no checkpoint had been written yet"
     msg = (
-        f"training diverged: the loss became NaN or infinite at iteration {int(st.first_bad.item())}; "
+        f"training diverged: the loss became NaN or infinite at iteration {first_bad}; "
         f"{kept}. Lower --lr or turn on --warmup."
     )
-    runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
+    if run.group.main:
+        runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
     raise Diverged(msg)
 
 
