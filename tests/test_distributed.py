@@ -5,8 +5,8 @@ on the same global batch; only the order of floating-point sums differs (the gra
 as 64 + 64 instead of 128 images). That is the same kind of difference as running one process on
 one thread or on two: for this test's ResNet-8 after 12 iterations we measured a relative weight
 difference of 1.9e-4 between one and two threads, and 1.9e-4 between one and two processes
-(another seed: about 1). 1e-3 leaves room for the growth of that noise over the few iterations here. With BatchNorm per process (the paper's
-setting) each process normalises with the statistics of its own 64 images, a real change of
+(another seed: about 1). 1e-3 leaves room for the growth of that noise. With BatchNorm per
+process (the paper's setting) each process normalises with the statistics of its own 64 images, a real change of
 the computation: the weights must then differ by more than rounding (> 1e-4) but stay far
 closer than another seed would put them (< 0.05; measured 1.7e-3).
 """

@@ -183,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sync-bn",
         action="store_true",
-        help="under torchrun: BatchNorm statistics over the whole global batch (default: per process, as in the "
-        "paper)",
+        help="under torchrun: BatchNorm statistics over the whole global batch (default: per process, as in the paper)",
     )
 
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")

@@ -183,9 +183,9 @@ def convert_sync_bn(model: torch.nn.Module, device: torch.device) -> torch.nn.Mo
 
 
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the whole global batch. The sums are
-    summed over the ranks by SumOverRanks, whose backward pass sums the gradient terms as well. Same parameters and buffers as BatchNorm2d (weights load into a
-    plain network)."""
+    """BatchNorm2d whose training statistics are those of the whole global batch: the per-channel
+    sums go through SumOverRanks, whose backward pass sums the gradient terms as well. Same
+    parameters and buffers as BatchNorm2d, so the weights load into a plain network."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized()):
