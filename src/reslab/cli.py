@@ -154,9 +154,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     add_schedule_options(p)
     p.add_argument(
-        "--jobs", type=positive_int, help="parallel training processes (default: one per core on CPU, one per GPU)"
+        "--jobs",
+        type=positive_int,
+        help="local backend: parallel training processes (default: one per core on CPU, --runs-per-gpu per GPU)",
     )
-    p.add_argument("--out", default="runs/degradation", help="experiment directory (default %(default)s)")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: processes on this machine (default); ray: one Ray task per run, on a cluster "
+        "(needs: pip install 'reslab[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        help="ray backend: the cluster to join (auto, HOST:6379 or ray://HOST:10001; default: start Ray here)",
+    )
+    p.add_argument(
+        "--runs-per-gpu",
+        type=positive_int,
+        default=1,
+        help="networks trained at once on one GPU (each run asks for 1/N of a GPU); default 1",
+    )
+    p.add_argument("--cpus-per-run", type=positive_int, help="ray backend: CPUs each run asks for (default 1)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="ray backend: times a run whose worker died is restarted from its checkpoint (default 3)",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/degradation",
+        help="experiment directory (default %(default)s); with a Ray cluster, on storage every node sees",
+    )
 
     p = sub.add_parser("train", help="train one network into a run directory")
     add_model_options(p)
@@ -434,7 +464,7 @@ def mark(holds: bool | None) -> str:
     return {True: "yes", False: "NO", None: "?"}[holds]
 
 
-def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> list[dict]:
+def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> list[dict]:
     """Train the grid, print the table and verdicts; returns the cells' outcomes."""
     from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
     from reslab.verdicts import degradation_verdicts
@@ -444,7 +474,7 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec) -> list[dict]:
         f"training {len(cells)} networks into {out}: {', '.join(archs)} x depths "
         f"{', '.join(map(str, depths))} x {seeds} seed(s) on {base.dataset}"
     )
-    outcomes = run_experiment(out, cells, jobs=jobs, spec=spec)
+    outcomes = run_experiment(out, cells, jobs=jobs, spec=spec, **backend)
     summary = summarize(out)
     print()
     print(summary_table(summary))
@@ -521,7 +551,18 @@ def cmd_experiment(args) -> int:
     base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
     out = Path(args.out)
-    return finish(out, run_grid(out, base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec))
+    if args.retries < 0:
+        raise UserError(f"--retries must be 0 or more, got {args.retries}.")
+    backend = dict(
+        backend=args.backend,
+        address=args.address,
+        runs_per_gpu=args.runs_per_gpu,
+        cpus_per_run=args.cpus_per_run,
+        retries=args.retries,
+    )
+    return finish(
+        out, run_grid(out, base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec, **backend)
+    )
 
 
 def cmd_report(args) -> int:

@@ -7,6 +7,7 @@ the same grid again skips finished cells and resumes interrupted ones from their
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import fcntl
@@ -138,19 +139,62 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
         return {"name": run_dir.name, "state": "failed", "message": msg, "seconds": time.perf_counter() - t0}
 
 
-def default_jobs(n_cells: int) -> int:
-    """One process per GPU with GPUs; on CPU one per core, since these small convolutions
-    scale better across processes than across the threads of one process."""
+def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
+    """runs_per_gpu processes per GPU with GPUs (small CIFAR nets leave a big GPU mostly idle);
+    on CPU one per core, since these small convolutions scale better across processes than
+    across the threads of one process."""
     import torch
 
-    slots = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+    slots = torch.cuda.device_count() * runs_per_gpu if torch.cuda.is_available() else (os.cpu_count() or 1)
     return max(1, min(n_cells, slots))
 
 
+class GridProgress:
+    """While cells train, says every `every` seconds how far the grid is, from the cells'
+    status.json files (which every backend's workers keep up to date)."""
+
+    def __init__(self, exp_dir: Path, cells: list[TrainConfig], log, every: float = 60.0):
+        self.exp_dir, self.names, self.log, self.every = Path(exp_dir), [cell_name(c) for c in cells], log, every
+        self.last = time.perf_counter()
+
+    def __call__(self) -> None:
+        if time.perf_counter() - self.last < self.every:
+            return
+        self.last = time.perf_counter()
+        statuses = {name: runs.read_status(self.exp_dir / name) for name in self.names}
+        done = sum(s["state"] == "finished" for s in statuses.values())
+        running = [
+            f"{name} {s['iteration']}/{s['total']}" + (f" on {s['host']}" if s.get("host") else "")
+            for name, s in statuses.items()
+            if s["state"] == "running" and "total" in s
+        ]
+        self.log(
+            f"progress: {done} of {len(self.names)} finished"
+            + (f"; running: {', '.join(running)}" if running else "; waiting for workers")
+        )
+
+
 def run_experiment(
-    exp_dir: Path, cells: list[TrainConfig], jobs: int | None = None, log=print, spec: dict | None = None
+    exp_dir: Path,
+    cells: list[TrainConfig],
+    jobs: int | None = None,
+    log=print,
+    spec: dict | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    runs_per_gpu: int = 1,
+    cpus_per_run: int | None = None,
+    retries: int = 3,
+    progress_every: float = 60.0,
 ) -> list[dict]:
-    """Run every cell not yet finished; returns one outcome per cell, in grid order."""
+    """Run every cell not yet finished with the local or the Ray backend; returns one outcome
+    per cell, in grid order. Both backends write the same run directories and summary."""
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend '{backend}': choose local or ray.")
+    if backend == "ray":
+        from reslab import ray_backend
+
+        ray_backend.import_ray()  # says how to install it before anything is loaded or written
     exp_dir = Path(exp_dir)
     unfinished = [c for c in cells if runs.read_status(exp_dir / cell_name(c))["state"] != "finished"]
     # Load (download, decode) each dataset once before anything is written: a bad dataset is one
@@ -159,7 +203,10 @@ def run_experiment(
 
     for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in unfinished}, key=str):
         load_dataset(name, data_dir, download)
-    with experiment_lock(exp_dir):
+    with contextlib.ExitStack() as stack:
+        if backend == "ray" and unfinished:
+            stack.enter_context(ray_backend.cluster(address))  # joined before anything is written
+        stack.enter_context(experiment_lock(exp_dir))
         runs.write_json(exp_dir / "experiment.json", {**(spec or {}), "cells": [cell_name(c) for c in cells]})
         todo, outcomes = [], {}
         for cfg in cells:
@@ -172,8 +219,6 @@ def run_experiment(
             log(f"{len(outcomes)} of {len(cells)} runs already finished; {len(todo)} to run")
         # Deepest first: the longest runs start early, so parallel workers finish together.
         todo.sort(key=lambda c: -c.depth)
-        jobs = min(jobs or default_jobs(len(todo)), max(1, len(todo)))
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         t0 = time.perf_counter()
         done = 0
 
@@ -183,30 +228,43 @@ def run_experiment(
             outcomes[outcome["name"]] = outcome
             log(describe_outcome(outcome, done, len(todo), time.perf_counter() - t0))
 
-        if jobs <= 1:
-            for cfg in todo:
-                finished(run_cell(cfg, exp_dir / cell_name(cfg)))
+        progress = GridProgress(exp_dir, todo, log, progress_every)
+        if backend == "ray" and todo:
+            ray_backend.run(exp_dir, todo, finished, progress, runs_per_gpu, cpus_per_run, retries)
         else:
-            import multiprocessing as mp
-
-            import torch
-
-            ctx = mp.get_context("spawn")
-            gpus = None
-            if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
-                gpus = ctx.Queue()
-                for i in range(jobs):
-                    gpus.put(i % torch.cuda.device_count())
-            with ProcessPoolExecutor(
-                max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
-            ) as pool:
-                pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
-                while pending:
-                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in complete:
-                        finished(fut.result())
+            run_local(exp_dir, todo, finished, progress, jobs, runs_per_gpu)
         write_summary(exp_dir)
     return [outcomes[cell_name(c)] for c in cells]
+
+
+def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=None, runs_per_gpu=1) -> None:
+    """The local backend: worker processes on this machine, each with its share of the cores or
+    of the GPUs (runs_per_gpu processes per GPU)."""
+    jobs = min(jobs or default_jobs(len(todo), runs_per_gpu), max(1, len(todo)))
+    if jobs <= 1:
+        for cfg in todo:
+            finished(run_cell(cfg, exp_dir / cell_name(cfg)))
+        return
+    import multiprocessing as mp
+
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = mp.get_context("spawn")
+    gpus = None
+    if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
+        gpus = ctx.Queue()
+        for i in range(jobs):
+            gpus.put(i % torch.cuda.device_count())
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
+    ) as pool:
+        pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
+        while pending:
+            complete, pending = wait(pending, timeout=progress.every, return_when=FIRST_COMPLETED)
+            for fut in complete:
+                finished(fut.result())
+            progress()
 
 
 def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:

@@ -1,0 +1,117 @@
+"""The Ray backend: each cell of a grid is a Ray task on a cluster (or a local Ray instance).
+
+Ray schedules the tasks by their resource request (a GPU, a fraction of one, or CPUs) and
+retries a task whose worker died; the retried task finds the run directory with its checkpoint
+and resumes it, so nothing but the steps since the last evaluation is recomputed. The run
+directories must be on storage that every node sees (the experiment directory is given to the
+tasks as an absolute path).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from reslab import runs
+from reslab.errors import UserError
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--backend ray needs Ray, which is not installed: pip install 'reslab[ray]' "
+            "(on the driver and on every node of the cluster)."
+        ) from None
+    return ray
+
+
+@contextmanager
+def cluster(address: str | None):
+    """Ray, joined to the cluster at `address` (or a local instance started here and stopped
+    again at the end); an instance the caller already started is used as it is."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if address and address != "auto":
+        reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise UserError(
+            f"could not connect to {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); start it "
+            "with `ray start --head` on the head node, or leave out --address to start one here."
+        ) from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def reachable(address: str) -> None:
+    """Fail at once with a sentence if nothing listens at HOST:PORT (Ray itself keeps retrying
+    an unreachable address for minutes without a word)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or hostport, int(port) if port.isdigit() else 6379), timeout=10).close()
+    except OSError as e:
+        raise UserError(
+            f"nothing answers at the Ray address {address} ({e.strerror or e}); check the address, or start the "
+            "cluster with `ray start --head` on the head node."
+        ) from None
+
+
+def resources(ray, runs_per_gpu: int, cpus_per_run: int | None) -> dict:
+    """A cell's request: a 1/runs_per_gpu share of a GPU on a cluster with GPUs, else CPUs."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus:
+        return {"num_gpus": 1 / runs_per_gpu, "num_cpus": cpus_per_run or 1}
+    return {"num_gpus": 0, "num_cpus": cpus_per_run or 1}
+
+
+def cell_task(cfg, run_dir: str, threads: int) -> dict:
+    """What a Ray worker runs: one cell, on as many threads as CPUs it was given."""
+    import torch
+
+    from reslab.experiment import run_cell
+
+    torch.set_num_threads(max(1, threads))
+    return run_cell(cfg, Path(run_dir))
+
+
+def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_run=None, retries=3):
+    """Submit every cell as a task and report each outcome to `finished` as it arrives;
+    `progress()` is called while waiting, so the driver shows the whole grid."""
+    import ray
+
+    from reslab.experiment import cell_name
+
+    request = resources(ray, runs_per_gpu, cpus_per_run)
+    task = ray.remote(cell_task).options(max_retries=retries, retry_exceptions=False, **request)
+    exp_dir = os.path.abspath(exp_dir)
+    refs = {task.remote(cfg, os.path.join(exp_dir, cell_name(cfg)), request["num_cpus"]): cfg for cfg in todo}
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=progress.every)
+        if not ready:
+            progress()
+            continue
+        for ref in ready:
+            cfg = refs.pop(ref)
+            try:
+                finished(ray.get(ref))
+            except Exception as e:  # the worker died more often than it may be retried
+                run_dir = Path(exp_dir) / cell_name(cfg)
+                message = (
+                    f"its worker died {retries + 1} time(s) ({type(e).__name__}); run the same command again "
+                    "to resume it from its last checkpoint"
+                )
+                if runs.is_run_dir(run_dir):
+                    runs.write_status(run_dir, "failed", message)
+                finished({"name": run_dir.name, "state": "failed", "message": message, "seconds": 0.0})
