@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -143,10 +144,16 @@ def session(device_name: str):
         dist.init_process_group(backend)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"could not join the torchrun process group ({backend}): {e}") from None
+    control = dist.new_group(backend="gloo") if cuda else None
     try:
-        control = dist.new_group(backend="gloo") if cuda else None
         yield Group(dist.get_rank(), dist.get_world_size(), local_rank, control), device
     finally:
+        # Tear down together: a rank that leaves while another still talks to it makes gloo
+        # abort the process at exit. The barrier gives up on a rank that crashed.
+        try:
+            dist.monitored_barrier(group=control, timeout=timedelta(seconds=60))
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
 
 

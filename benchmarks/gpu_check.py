@@ -1,0 +1,272 @@
+"""GPU check: per-network speed alone and several networks at once on one GPU, a short real
+training for accuracy, and the Figure-6 grid's time extrapolated from them.
+
+    bash benchmarks/gpu_check.sh                    # on a GPU machine (no network needed)
+    python benchmarks/gpu_check.py --smoke --out /tmp/g   # the same code path, tiny, on a CPU
+
+Everything goes through reslab's own code: train() for one network, run_experiment() with
+runs_per_gpu=K for K networks sharing the GPU (K processes), so what is measured is what
+`reslab experiment --runs-per-gpu K` does. Throughput is read from the runs' metrics.csv
+(second evaluation period, after cuDNN's autotuning and the first evaluation); the time per
+iteration includes one evaluation of the test set per epoch, as in the real runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reslab import runs
+from reslab.data import load_dataset
+from reslab.experiment import grid, run_experiment
+from reslab.train import PAPER_ITERATIONS, TrainConfig, resolve_device, train
+
+FIG6 = [
+    "plain-20",
+    "plain-32",
+    "plain-44",
+    "plain-56",
+    "resnet-20",
+    "resnet-32",
+    "resnet-44",
+    "resnet-56",
+    "resnet-110",
+]
+
+
+@dataclasses.dataclass
+class Sizes:
+    nets: list
+    concurrent_net: str
+    ks: list
+    epoch: int  # iterations per evaluation period (an epoch of CIFAR-10 at batch 128: 390)
+    accuracy_iterations: int
+    matmul_n: int
+
+
+GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192)
+SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256)
+
+
+def matmul_tflops(device: torch.device, n: int) -> float:
+    dtype = torch.bfloat16
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return 2 * n**3 * 10 / (time.perf_counter() - t) / 1e12
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def base_config(dataset: str, sizes: Sizes, device: str) -> TrainConfig:
+    return TrainConfig(
+        dataset=dataset,
+        iterations=2 * sizes.epoch,
+        eval_every=sizes.epoch,
+        device=device,
+        augment="on",
+    )
+
+
+def steady(run_dir: Path) -> dict:
+    """Images/s in the second evaluation period, and seconds per iteration including evaluation."""
+    rows = runs.read_metrics(run_dir)
+    a, b = rows[-2], rows[-1]
+    return {
+        "images_per_second": b["images_per_second"],
+        "seconds_per_iteration": (b["seconds"] - a["seconds"]) / (b["iteration"] - a["iteration"]),
+    }
+
+
+def alone(base: TrainConfig, data, nets: list, tmp: Path) -> dict:
+    out = {}
+    for net in nets:
+        arch, depth = net.split("-")
+        cfg = dataclasses.replace(base, arch=arch, depth=int(depth))
+        train(cfg, tmp / "alone" / net, data=data, progress=False, log=None)
+        out[net] = steady(tmp / "alone" / net)
+        print(f"alone {net}: {out[net]['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+    return out
+
+
+def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path) -> dict:
+    """K copies of `net` (seeds 0..K-1) trained at once by `reslab experiment --runs-per-gpu K`."""
+    arch, depth = net.split("-")
+    out = {}
+    for k in ks:
+        exp = tmp / f"concurrent-{k}"
+        t = time.perf_counter()
+        outcomes = run_experiment(
+            exp, grid(base, [arch], [int(depth)], list(range(k))), jobs=k, runs_per_gpu=k, log=lambda *_: None
+        )
+        wall = time.perf_counter() - t
+        bad = [o for o in outcomes if o["state"] != "finished"]
+        if bad:
+            out[k] = {"error": f"{bad[0]['name']}: {bad[0]['state']}: {bad[0].get('message', '')}"}
+            continue
+        each = [steady(exp / o["name"]) for o in outcomes]
+        out[k] = {
+            "aggregate_images_per_second": sum(e["images_per_second"] for e in each),
+            "per_run_images_per_second": [e["images_per_second"] for e in each],
+            "seconds_per_iteration": max(e["seconds_per_iteration"] for e in each),
+            "wall_seconds": wall,
+        }
+        print(f"{k} at once: {out[k]['aggregate_images_per_second']:.0f} img/s together", file=sys.stderr, flush=True)
+    return out
+
+
+def accuracy(base: TrainConfig, data, iterations: int, tmp: Path) -> dict:
+    """ResNet-20, a short real run of the paper's recipe (drops at 50% and 75%), in reslab's
+    default precision (bf16 autocast on GPUs) and in fp32."""
+    out = {}
+    for precision in ("auto", "fp32"):
+        cfg = dataclasses.replace(
+            base, arch="resnet", depth=20, iterations=iterations, eval_every=None, precision=precision
+        )
+        row = train(cfg, tmp / f"accuracy-{precision}", data=data, progress=False, log=None)
+        out[precision] = {"train_error": row["train_error"], "test_error": row["test_error"], "seconds": row["seconds"]}
+        print(f"accuracy {precision}: test error {row['test_error']:.2%}", file=sys.stderr, flush=True)
+    return out
+
+
+def makespan(durations: list, slots: int) -> float:
+    """Longest-first list scheduling of the grid's runs on `slots` concurrent places."""
+    ends = [0.0] * slots
+    for d in sorted(durations, reverse=True):
+        i = ends.index(min(ends))
+        ends[i] += d
+    return max(ends)
+
+
+def extrapolate(nets: list, solo: dict, conc: dict, reference: str) -> dict:
+    """The full grid (each net PAPER_ITERATIONS iterations) one at a time, and K at a time: each
+    run then takes its time alone times the slowdown measured for `reference` at K."""
+    full = {net: PAPER_ITERATIONS * solo[net]["seconds_per_iteration"] for net in nets}
+    out = {"one_at_a_time": sum(full.values())}
+    for k, c in conc.items():
+        if "error" in c:
+            continue
+        slowdown = c["seconds_per_iteration"] / solo[reference]["seconds_per_iteration"]
+        out[f"{k}_at_a_time"] = makespan([d * slowdown for d in full.values()], k)
+    return out
+
+
+def report(result: dict) -> str:
+    lines = [
+        "# GPU check",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Device: {result['device']}; torch {result['torch']}; data: {result['dataset']}; "
+        f"bf16 matmul {result['matmul_tflops']:.3g} TFLOP/s.",
+        "",
+        "## Each network alone (reslab train, default precision)",
+        "",
+        "| net | images/s | ms per iteration (incl. evaluation) | 64k iterations |",
+        "|---|---|---|---|",
+    ]
+    for net, r in result["alone"].items():
+        lines.append(
+            f"| {net} | {r['images_per_second']:.0f} | {1000 * r['seconds_per_iteration']:.2f} | "
+            f"{PAPER_ITERATIONS * r['seconds_per_iteration'] / 60:.1f} min |"
+        )
+    ref = result["concurrent_net"]
+    lines += [
+        "",
+        f"## Several {ref} at once on one GPU (reslab experiment --runs-per-gpu K)",
+        "",
+        "| K | images/s together | per run | vs alone |",
+        "|---|---|---|---|",
+        f"| 1 | {result['alone'][ref]['images_per_second']:.0f} | - | 1.00x |",
+    ]
+    for k, c in result["concurrent"].items():
+        if "error" in c:
+            lines.append(f"| {k} | failed: {c['error']} | | |")
+            continue
+        gain = c["aggregate_images_per_second"] / result["alone"][ref]["images_per_second"]
+        per = ", ".join(f"{v:.0f}" for v in c["per_run_images_per_second"])
+        lines.append(f"| {k} | {c['aggregate_images_per_second']:.0f} | {per} | {gain:.2f}x |")
+    acc = result["accuracy"]
+    lines += [
+        "",
+        f"## Accuracy: ResNet-20, {result['accuracy_iterations']} iterations of the paper's recipe",
+        "",
+        "| precision | training error | test error | seconds |",
+        "|---|---|---|---|",
+        *(
+            f"| {p} | {100 * a['train_error']:.2f}% | {100 * a['test_error']:.2f}% | {a['seconds']:.0f} |"
+            for p, a in acc.items()
+        ),
+        "",
+        f"## The grid ({len(result['alone'])} networks x 64k iterations, one seed), extrapolated",
+        "",
+        *(f"- {k.replace('_', ' ')}: {v / 60:.1f} min" for k, v in result["extrapolated_seconds"].items()),
+        "",
+        f"Target: under 15 min. Whole check: {result['check_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="synthetic", help="imagefolder:PATH of CIFAR-10 (default: synthetic images)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_check"), help="results path, no suffix")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks the code path")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    sizes = SMOKE if args.smoke else GPU
+    device = resolve_device("auto")
+    if device.type != "cuda" and not args.smoke:
+        print("gpu_check: no GPU is visible; use --smoke to check the code path on a CPU.", file=sys.stderr)
+        return 2
+    if args.data == "synthetic" and not args.smoke:
+        print("gpu_check: give --data imagefolder:PATH of CIFAR-10 (gpu_check.sh unpacks it).", file=sys.stderr)
+        return 2
+    data = load_dataset(args.data, None, False)  # the concurrent runs' processes load the same
+    base = base_config(args.data, sizes, "auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        solo = alone(base, data, sizes.nets, tmp)
+        conc = concurrent(base, sizes.concurrent_net, sizes.ks, tmp)
+        acc = accuracy(base, data, sizes.accuracy_iterations, tmp)
+    result = {
+        "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "dataset": args.data,
+        "matmul_tflops": matmul_tflops(device, sizes.matmul_n),
+        "alone": solo,
+        "concurrent_net": sizes.concurrent_net,
+        "concurrent": conc,
+        "accuracy_iterations": sizes.accuracy_iterations,
+        "accuracy": acc,
+        "extrapolated_seconds": extrapolate(sizes.nets, solo, conc, sizes.concurrent_net),
+    }
+    result["check_seconds"] = time.perf_counter() - t0
+    text = report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

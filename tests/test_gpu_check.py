@@ -1,0 +1,39 @@
+"""benchmarks/gpu_check.py runs where a GPU is lent only now and then: its code path is checked
+here on the CPU with --smoke (tiny sizes), so that the day a GPU is there it runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
+    out = tmp_path / "gpu_check"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert set(result["alone"]) == {"plain-8", "resnet-8"}
+    assert all(v["images_per_second"] > 0 and v["seconds_per_iteration"] > 0 for v in result["alone"].values())
+    together = result["concurrent"]["2"]
+    assert len(together["per_run_images_per_second"]) == 2 and together["aggregate_images_per_second"] > 0
+    assert set(result["accuracy"]) == {"auto", "fp32"}
+    grid = result["extrapolated_seconds"]
+    assert grid["2_at_a_time"] > 0 and grid["one_at_a_time"] > 0
+    assert "## Several resnet-8 at once" in out.with_suffix(".md").read_text()
+
+
+def test_gpu_check_refuses_to_run_without_a_gpu_or_smoke(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "g")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "no GPU is visible" in r.stderr
