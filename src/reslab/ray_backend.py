@@ -39,7 +39,9 @@ def cluster(address: str | None):
     if address and address != "auto":
         reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        # A local instance needs no dashboard; a cluster keeps whatever its head was started with.
+        local = {"include_dashboard": False} if address is None else {}
+        ray.init(address=address, log_to_driver=False, **local)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(
