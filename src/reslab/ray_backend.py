@@ -46,7 +46,9 @@ def cluster(address: str | None):
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(
             f"could not connect to {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); start it "
-            "with `ray start --head` on the head node, or leave out --address to start one here."
+            "with `ray start --head` on the head node, or leave out --address to start one here. A cluster with "
+            "token authentication (the default of `ray start` since Ray 2.59) also needs RAY_AUTH_MODE=token here, "
+            "and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN."
         ) from None
     try:
         yield ray
