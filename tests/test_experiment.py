@@ -127,6 +127,25 @@ def test_verdicts_say_no_when_there_is_no_degradation(tmp_path):
     assert v.holds is False and "no degradation" in v.text
 
 
+def test_a_cell_without_a_finished_run_is_named_not_judged(tmp_path):
+    fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
+    fake_run(tmp_path, "plain", 32, 0, [0.5, 0.3], 0.05)
+    runs.write_status(fake_run(tmp_path, "plain", 56, 0, [0.6], 0.5), "failed", "worker died")
+    from reslab.experiment import load_runs
+
+    summary = summarize(tmp_path)
+    assert [(r["depth"], r["runs"], r["status"]) for r in summary] == [
+        (20, 1, "finished"),
+        (32, 1, "finished"),
+        (56, 0, "failed"),
+    ]
+    missing, plain = degradation_verdicts(summary, load_runs(tmp_path))
+    assert missing.holds is None and missing.claim == "plain-56 has no finished run" and "failed" in missing.text
+    assert "plain-32" in plain.claim and plain.holds  # judged on the depths that finished
+    html = build_report(tmp_path)
+    assert "plain-56 has no finished run" in html and html.count(">failed<") >= 2  # summary and runs tables
+
+
 def test_report_is_self_contained_and_escapes_names(tmp_path):
     fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
     d = fake_run(tmp_path, "plain", 56, 0, [0.6, 0.5], 0.5)

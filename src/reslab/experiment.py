@@ -382,7 +382,13 @@ def summary_table(rows: list[dict]) -> str:
     )
     lines = [head]
     for r in rows:
-        reach = "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:.0f}"
+        reach = (
+            "-"
+            if not r["runs"]
+            else "not reached"
+            if r["iterations_to_reach"] is None
+            else f"{r['iterations_to_reach']:.0f}"
+        )
         line = [
             f"{r['arch']}-{r['depth']}",
             f"{r['parameters']:,}",

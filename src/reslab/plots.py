@@ -37,8 +37,9 @@ plt.rcParams.update(
 def depth_colour(depth: int) -> str:
     if depth in DEPTH_COLOURS:
         return DEPTH_COLOURS[depth]
-    extra = ["#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31"]
-    return extra[depth % len(extra)]
+    # Other depths: neighbouring depths of the same family (6n+2, 9n+2) get different colours.
+    extra = ["#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#e377c2"]
+    return extra[(depth // 6) % len(extra)]
 
 
 def save(fig, path: Path) -> list[Path]:

@@ -121,10 +121,14 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) 
         + ["test error %", f"iterations to {100 * threshold:g}% train error", "status"]
     )
     rows = []
-    for r in summary:
-        if not r["runs"]:
-            continue
-        reach = "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:,.0f}"
+    for r in summary:  # cells without a finished run stay in the table, with their status
+        reach = (
+            "-"
+            if not r["runs"]
+            else "not reached"
+            if r["iterations_to_reach"] is None
+            else f"{r['iterations_to_reach']:,.0f}"
+        )
         rows.append(
             [escape(display(r["arch"], r["depth"])), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
             + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])

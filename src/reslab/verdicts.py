@@ -53,7 +53,15 @@ def seeds_where(all_runs, arch, deep, shallow, better_deep: bool) -> tuple[int, 
 
 def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verdict]:
     rows = {(r["arch"], r["depth"]): r for r in summary if r["runs"]}
-    out = []
+    out = [
+        Verdict(
+            f"{display(r['arch'], r['depth'])} has no finished run",
+            None,
+            f"its status: {r['status']}. The claims below leave it out; run the same command again to finish it.",
+        )
+        for r in summary
+        if not r["runs"]
+    ]
     for arch, wants_degradation in (("plain", True), ("resnet", False), ("preact", False)):
         depths = sorted(d for a, d in rows if a == arch)
         if len(depths) < 2:
