@@ -94,21 +94,20 @@ def steady(run_dir: Path) -> dict:
     }
 
 
-def alone(base: TrainConfig, data, nets: list, tmp: Path) -> dict:
-    out = {}
+def alone(base: TrainConfig, data, nets: list, tmp: Path, out: dict, save) -> dict:
     for net in nets:
         arch, depth = net.split("-")
         cfg = dataclasses.replace(base, arch=arch, depth=int(depth))
         train(cfg, tmp / "alone" / net, data=data, progress=False, log=None)
         out[net] = steady(tmp / "alone" / net)
         print(f"alone {net}: {out[net]['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+        save()
     return out
 
 
-def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path) -> dict:
+def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save) -> dict:
     """K copies of `net` (seeds 0..K-1) trained at once by `reslab experiment --runs-per-gpu K`."""
     arch, depth = net.split("-")
-    out = {}
     for k in ks:
         exp = tmp / f"concurrent-{k}"
         t = time.perf_counter()
@@ -119,6 +118,7 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path) -> dict:
         bad = [o for o in outcomes if o["state"] != "finished"]
         if bad:
             out[k] = {"error": f"{bad[0]['name']}: {bad[0]['state']}: {bad[0].get('message', '')}"}
+            save()
             continue
         each = [steady(exp / o["name"]) for o in outcomes]
         out[k] = {
@@ -128,13 +128,13 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path) -> dict:
             "wall_seconds": wall,
         }
         print(f"{k} at once: {out[k]['aggregate_images_per_second']:.0f} img/s together", file=sys.stderr, flush=True)
+        save()
     return out
 
 
-def accuracy(base: TrainConfig, data, iterations: int, tmp: Path) -> dict:
+def accuracy(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, save) -> dict:
     """ResNet-20, a short real run of the paper's recipe (drops at 50% and 75%), in reslab's
     default precision (bf16 autocast on GPUs) and in fp32."""
-    out = {}
     for precision in ("auto", "fp32"):
         cfg = dataclasses.replace(
             base, arch="resnet", depth=20, iterations=iterations, eval_every=None, precision=precision
@@ -142,6 +142,7 @@ def accuracy(base: TrainConfig, data, iterations: int, tmp: Path) -> dict:
         row = train(cfg, tmp / f"accuracy-{precision}", data=data, progress=False, log=None)
         out[precision] = {"train_error": row["train_error"], "test_error": row["test_error"], "seconds": row["seconds"]}
         print(f"accuracy {precision}: test error {row['test_error']:.2%}", file=sys.stderr, flush=True)
+        save()
     return out
 
 
@@ -187,6 +188,8 @@ def report(result: dict) -> str:
             f"{PAPER_ITERATIONS * r['seconds_per_iteration'] / 60:.1f} min |"
         )
     ref = result["concurrent_net"]
+    if ref not in result["alone"]:
+        return "\n".join([*lines, "", "(stopped here)", ""])
     lines += [
         "",
         f"## Several {ref} at once on one GPU (reslab experiment --runs-per-gpu K)",
@@ -218,7 +221,8 @@ def report(result: dict) -> str:
         "",
         *(f"- {k.replace('_', ' ')}: {v / 60:.1f} min" for k, v in result["extrapolated_seconds"].items()),
         "",
-        f"Target: under 15 min. Whole check: {result['check_seconds']:.0f} s.",
+        f"Target: under 15 min. Whole check: {result['check_seconds']:.0f} s"
+        + ("." if result["complete"] else " (stopped before the end: the numbers above are what it got to)."),
         "",
     ]
     return "\n".join(lines)
@@ -241,30 +245,41 @@ def main() -> int:
         return 2
     data = load_dataset(args.data, None, False)  # the concurrent runs' processes load the same
     base = base_config(args.data, sizes, "auto")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        solo = alone(base, data, sizes.nets, tmp)
-        conc = concurrent(base, sizes.concurrent_net, sizes.ks, tmp)
-        acc = accuracy(base, data, sizes.accuracy_iterations, tmp)
     result = {
         "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "dataset": args.data,
         "matmul_tflops": matmul_tflops(device, sizes.matmul_n),
-        "alone": solo,
+        "alone": {},
         "concurrent_net": sizes.concurrent_net,
-        "concurrent": conc,
+        "concurrent": {},
         "accuracy_iterations": sizes.accuracy_iterations,
-        "accuracy": acc,
-        "extrapolated_seconds": extrapolate(sizes.nets, solo, conc, sizes.concurrent_net),
+        "accuracy": {},
+        "extrapolated_seconds": {},
+        "complete": False,
     }
-    result["check_seconds"] = time.perf_counter() - t0
-    text = report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    print(text)
+
+    def save() -> str:
+        """Write what is measured so far: a check cut short by its time limit still reports."""
+        if len(result["alone"]) == len(sizes.nets):
+            result["extrapolated_seconds"] = extrapolate(
+                sizes.nets, result["alone"], result["concurrent"], sizes.concurrent_net
+            )
+        result["check_seconds"] = time.perf_counter() - t0
+        text = report(result)
+        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        return text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        alone(base, data, sizes.nets, tmp, result["alone"], save)
+        concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
+        accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)
+    result["complete"] = True
+    print(save())
     return 0
 
 

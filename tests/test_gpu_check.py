@@ -19,6 +19,7 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     result = json.loads(out.with_suffix(".json").read_text())
+    assert result["complete"] is True  # (results are also written after every phase, for a cut-short run)
     assert set(result["alone"]) == {"plain-8", "resnet-8"}
     assert all(v["images_per_second"] > 0 and v["seconds_per_iteration"] > 0 for v in result["alone"].values())
     together = result["concurrent"]["2"]
