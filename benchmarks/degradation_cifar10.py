@@ -37,10 +37,22 @@ def extract(tarball: Path, dest: Path) -> Path:
     return dest
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_cifar_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tarball", type=Path, default=TARBALL)
     p.add_argument("--extract-to", type=Path, default=Path("/tmp/cifar10-jpeg"))
+
+
+def cifar_folder(args) -> Path | None:
+    """The unpacked image folder of --tarball, or None (with a message) when the tarball is missing."""
+    if not args.tarball.exists():
+        print(f"{args.tarball} not found: this benchmark needs the shared CIFAR-10 JPEG tarball.", file=sys.stderr)
+        return None
+    return extract(args.tarball, args.extract_to)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cifar_options(p)
     p.add_argument("--subset", type=int, default=5000)
     p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--seeds", type=int, default=1)
@@ -55,10 +67,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench-degradation-cifar10"))
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "degradation_cifar10_jpeg")
     args = p.parse_args()
-    if not args.tarball.exists():
-        print(f"{args.tarball} not found: this benchmark needs the shared CIFAR-10 JPEG tarball.", file=sys.stderr)
+    folder = cifar_folder(args)
+    if folder is None:
         return 2
-    folder = extract(args.tarball, args.extract_to)
     depths = [int(d) for d in args.depths.split(",")]
     base = TrainConfig(
         dataset=f"imagefolder:{folder}",

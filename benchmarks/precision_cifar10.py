@@ -18,7 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from degradation_cifar10 import TARBALL, extract  # noqa: E402
+from degradation_cifar10 import add_cifar_options, cifar_folder  # noqa: E402
 
 from reslab import runs  # noqa: E402
 from reslab.experiment import grid, mean_std, run_experiment  # noqa: E402
@@ -30,16 +30,15 @@ COLOURS = {"fp32": "#1f77b4", "bf16": "#d62728"}
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tarball", type=Path, default=TARBALL)
-    p.add_argument("--extract-to", type=Path, default=Path("/tmp/cifar10-jpeg"))
+    add_cifar_options(p)
     p.add_argument("--iterations", type=int, default=1170)
     p.add_argument("--eval-every", type=int, default=90)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/bench-precision-cifar10"))
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "precision_cifar10")
     args = p.parse_args()
-    if not args.tarball.exists():
-        print(f"{args.tarball} not found: this benchmark needs the shared CIFAR-10 JPEG tarball.", file=sys.stderr)
+    folder = cifar_folder(args)
+    if folder is None:
         return 2
     import torch
 
@@ -47,7 +46,6 @@ def main() -> int:
     if default == "fp32":
         print("this CPU has no native bf16: reslab's default is fp32 here, nothing to compare.", file=sys.stderr)
         return 2
-    folder = extract(args.tarball, args.extract_to)
     base = TrainConfig(dataset=f"imagefolder:{folder}", iterations=args.iterations, eval_every=args.eval_every)
     curves, lines = {}, []
     for precision in ("fp32", "auto"):

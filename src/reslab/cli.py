@@ -14,14 +14,18 @@ from reslab.errors import UserError
 EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, minimum: int = 1) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{v} must be positive")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{v} must be positive" if minimum == 1 else f"{v} must be {minimum} or more")
     return v
+
+
+def non_negative_int(text: str) -> int:
+    return positive_int(text, minimum=0)
 
 
 def int_list(text: str) -> list[int]:
@@ -178,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-run", type=positive_int, help="ray backend: CPUs each run asks for (default 1)")
     p.add_argument(
         "--retries",
-        type=int,
+        type=non_negative_int,
         default=3,
         help="ray backend: times a run whose worker died is restarted from its checkpoint (default 3)",
     )
@@ -436,12 +440,10 @@ def cmd_train(args) -> int:
     main = env_rank() == 0  # under torchrun, rank 0 speaks for all
     try:
         row = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
-    except Interrupted as e:
-        print(f"reslab: {e}", file=sys.stderr) if main else None
-        return 130
-    except Diverged as e:
-        print(f"reslab: {e}", file=sys.stderr) if main else None
-        return 1
+    except (Interrupted, Diverged) as e:
+        if main:
+            print(f"reslab: {e}", file=sys.stderr)
+        return 130 if isinstance(e, Interrupted) else 1
     if row and main:
         print(
             f"{args.out}: training error {row['train_error']:.2%}, test error {row['test_error']:.2%} "
@@ -551,8 +553,6 @@ def cmd_experiment(args) -> int:
     base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
     out = Path(args.out)
-    if args.retries < 0:
-        raise UserError(f"--retries must be 0 or more, got {args.retries}.")
     backend = dict(
         backend=args.backend,
         address=args.address,

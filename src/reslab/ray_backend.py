@@ -75,9 +75,7 @@ def reachable(address: str) -> None:
 def resources(ray, runs_per_gpu: int, cpus_per_run: int | None) -> dict:
     """A cell's request: a 1/runs_per_gpu share of a GPU on a cluster with GPUs, else CPUs."""
     gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus:
-        return {"num_gpus": 1 / runs_per_gpu, "num_cpus": cpus_per_run or 1}
-    return {"num_gpus": 0, "num_cpus": cpus_per_run or 1}
+    return {"num_gpus": 1 / runs_per_gpu if gpus else 0, "num_cpus": cpus_per_run or 1}
 
 
 def cell_task(cfg, run_dir: str, threads: int) -> dict:

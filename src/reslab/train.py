@@ -352,7 +352,8 @@ def train(
     """Train one network into the run directory `out`; returns its final metrics row. Under
     torchrun every process calls this; rank 0 alone locks and writes the run directory."""
     out = Path(out)
-    log = log or (lambda *_: None)
+    quiet = lambda *_: None  # noqa: E731
+    log = log or quiet
     with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
         run, config = group.together(lambda: setup(cfg, out, data, group, device))
 
@@ -363,7 +364,7 @@ def train(
         done = group.decide(start)  # on rank 0; the other ranks get its answer (or its error)
         if done is not None:
             return done
-        return loop(run, resume, progress if group.main else False, log if group.main else (lambda *_: None))
+        return loop(run, resume, progress if group.main else False, log if group.main else quiet)
 
 
 def check_run_dir(config: dict, out: Path, resume: bool, log) -> dict | None:
@@ -512,8 +513,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
 
     bar = make_progress(run, st.iteration, progress)
     board = tensorboard_writer(out) if cfg.tensorboard and main else None
+    where = process_info()
     if main:
-        runs.write_status(out, "running", iteration=st.iteration, total=run.total, **process_info())
+        runs.write_status(out, "running", iteration=st.iteration, total=run.total, **where)
     period_start = time.perf_counter()
     with StopRequest() as stop:
         while st.iteration < run.total:
@@ -591,7 +593,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
                 checkpoint()
                 if main:
                     runs.write_metrics(out, st.rows)
-                    runs.write_status(out, "running", iteration=st.iteration, total=run.total, **process_info())
+                    runs.write_status(out, "running", iteration=st.iteration, total=run.total, **where)
                 report_progress(bar, st.rows[-1], run, log)
                 if board is not None:
                     for key, value in st.rows[-1].items():
@@ -599,12 +601,10 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
                             board.add_scalar(key, value, st.iteration)
                     board.flush()
                 period_start = time.perf_counter()
-            # Under torchrun the ranks vote every few steps, so that they all stop at the same one.
             asked = stop.signal is not None
-            if group.active and (st.iteration % STOP_VOTE_EVERY == 0 or st.iteration == run.total):
-                asked = group.any(asked)
-            elif group.active:
-                asked = False
+            if group.active:  # every rank votes at the same iterations, so all stop at the same one
+                at_vote = st.iteration % STOP_VOTE_EVERY == 0 or st.iteration == run.total
+                asked = at_vote and group.any(asked)
             if asked and st.iteration < run.total:
                 if bar is not None:
                     bar.close()
