@@ -95,6 +95,12 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: bf16 autocast where the hardware runs it natively (CUDA, AVX-512 BF16), else fp32",
     )
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="torch.compile the training step (auto: for runs of 4000 iterations or more)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 

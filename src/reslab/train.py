@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reslab import __version__, distributed, runs
+from reslab import __version__, accel, distributed, runs
 from reslab.augment import default_pad, pad_crop_flip
 from reslab.data import Dataset, load_dataset, prepare
 from reslab.errors import UserError
@@ -64,6 +64,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast where the hardware runs it natively; fp32; bf16
     device: str = "auto"
     channels_last: bool = True
+    compile: str = "auto"  # torch.compile the training step; auto: runs of >= 4000 iterations (accel.py)
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
     init_from: str | None = None  # start from these weights (a model.safetensors) instead of He init
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not per rank
@@ -92,6 +93,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}.")
         if self.warmup not in ("auto", "on", "off") or self.augment not in ("auto", "on", "off"):
             raise UserError("--warmup and --augment take auto, on or off.")
+        if self.compile not in ("auto", "on", "off"):
+            raise UserError(f"--compile takes auto, on or off, got '{self.compile}'.")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"unknown precision '{self.precision}': choose auto, fp32 or bf16.")
 
@@ -232,6 +235,7 @@ class Run:
     warmup: bool
     augment: bool
     eval_every: int
+    compile: bool = False
 
 
 def setup(
@@ -264,6 +268,10 @@ def setup(
     if cfg.init_from:
         load_initial_weights(model, Path(cfg.init_from))
     precision = resolve_precision(cfg.precision, device)
+    if cfg.compile == "on" and (why := accel.compiler_missing(device)):
+        raise UserError(f"--compile on cannot work here: {why}. Use --compile off (or auto).")
+    if device.type == "cpu":
+        accel.keep_freed_memory()
     warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and data.augment)
     run = Run(
@@ -283,6 +291,7 @@ def setup(
         warmup=warmup,
         augment=augment,
         eval_every=cfg.eval_every or steps_per_epoch,
+        compile=accel.resolve_compile(cfg.compile, total, device, group.active),
     )
     c, h, w = data.image_shape
     config = {
@@ -299,6 +308,7 @@ def setup(
             "augment_pad": default_pad(h) if augment else 0,
             "precision": precision,
             "eval_every": run.eval_every,
+            "compile": run.compile,
             "processes": group.world,
             "batch_per_process": batch_size // group.world,
             "batchnorm": "global batch" if cfg.sync_bn and group.active else "per process",
@@ -336,7 +346,7 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
 
 def same_run(a: dict, b: dict) -> bool:
     """Whether two config.json describe the same training (device and paths may differ)."""
-    ignore = {"device", "data_dir", "download", "tensorboard", "sync_bn"}
+    ignore = {"device", "data_dir", "download", "tensorboard", "sync_bn", "compile"}
     strip = lambda c: {k: v for k, v in c.get("train", {}).items() if k not in ignore}  # noqa: E731
     return strip(a) == strip(b)
 
@@ -486,6 +496,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     if main:
         runs.write_metrics(out, st.rows)  # drops rows a killed process wrote after its last checkpoint
     net = distributed.wrap(model, group, dev)
+    if run.compile:
+        log("compiling the training step (torch.compile): the first iteration takes a minute or so")
+        net = accel.compiled(net, True, strict=cfg.compile == "on")
 
     # The data order of an epoch is drawn at its first step; a checkpoint keeps the generator
     # state from before that draw, so a run resumed mid-epoch redraws the same order.

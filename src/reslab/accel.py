@@ -1,0 +1,72 @@
+"""Speed settings that change how fast a run trains, never what it learns: the host allocator
+and torch.compile."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+import shutil
+
+import torch
+
+# torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
+# saves 7-13% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
+COMPILE_FROM = 4000  # iterations
+
+_tuned = False
+
+
+def keep_freed_memory() -> None:
+    """Keep freed activations in glibc's heap instead of returning them to the kernel.
+
+    By default glibc serves blocks over 128 KiB-32 MiB with mmap and gives them back when freed,
+    so every training step page-faults its activations in again (about 5,000 faults per ResNet-20
+    step at batch 128, some 5% of the step). Large fixed thresholds keep them; the process holds
+    on to its peak memory, which a training run needs again at the next step anyway.
+    """
+    global _tuned
+    if _tuned or platform.libc_ver()[0] != "glibc":
+        return
+    _tuned = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass  # an unusual libc: run with its defaults
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why torch.compile cannot run here, or None when it can."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton is not installed"
+    from torch._inductor import config
+
+    return None if shutil.which(config.cpp.cxx[-1] or "g++") else "no C++ compiler (g++) was found"
+
+
+def resolve_compile(choice: str, total: int, device: torch.device, distributed: bool) -> bool:
+    """auto: compile runs of at least COMPILE_FROM iterations, one process, where a compiler exists."""
+    if choice == "off":
+        return False
+    if choice == "on":
+        return True
+    return total >= COMPILE_FROM and not distributed and compiler_missing(device) is None
+
+
+def compiled(net: torch.nn.Module, on: bool, strict: bool) -> torch.nn.Module:
+    """The network to train with: compiled (the same parameters and buffers) or as it is.
+
+    Without `strict` (compile=auto) a network that fails to compile trains eagerly instead.
+    """
+    if not on:
+        return net
+    if not strict:
+        from torch import _dynamo
+
+        _dynamo.config.suppress_errors = True
+    return torch.compile(net, dynamic=False)
