@@ -8,7 +8,8 @@ Everything goes through reslab's own code: train() for one network, run_experime
 runs_per_gpu=K for K networks sharing the GPU (K processes), so what is measured is what
 `reslab experiment --runs-per-gpu K` does. Throughput is read from the runs' metrics.csv
 (second evaluation period, after cuDNN's autotuning and the first evaluation); the time per
-iteration includes one evaluation of the test set per epoch, as in the real runs.
+iteration includes one evaluation of the test set per epoch, as in the real runs. The last
+phase trains ResNet-20/56 again through torch.compile, against eager.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ class Sizes:
     epoch: int  # iterations per evaluation period (an epoch of CIFAR-10 at batch 128: 390)
     accuracy_iterations: int
     matmul_n: int
+    compile_nets: list
 
 
-GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192)
-SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256)
+GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192, ["resnet-20", "resnet-56"])
+SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"])
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -81,6 +83,7 @@ def base_config(dataset: str, sizes: Sizes, device: str) -> TrainConfig:
         eval_every=sizes.epoch,
         device=device,
         augment="on",
+        compile="off",  # measured separately, in compiled()
     )
 
 
@@ -142,6 +145,29 @@ def accuracy(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, sav
         row = train(cfg, tmp / f"accuracy-{precision}", data=data, progress=False, log=None)
         out[precision] = {"train_error": row["train_error"], "test_error": row["test_error"], "seconds": row["seconds"]}
         print(f"accuracy {precision}: test error {row['test_error']:.2%}", file=sys.stderr, flush=True)
+        save()
+    return out
+
+
+def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: dict, save) -> dict:
+    """The same networks through torch.compile (what --compile auto does for runs of 4k+ iterations):
+    steady speed against eager, and the first period's extra seconds, mostly compilation."""
+    for net in nets:
+        arch, depth = net.split("-")
+        cfg = dataclasses.replace(base, arch=arch, depth=int(depth), compile="on")
+        try:
+            train(cfg, tmp / "compiled" / net, data=data, progress=False, log=None)
+        except Exception as e:  # noqa: BLE001 - a failed compile is a result here, not a crash
+            out[net] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            save()
+            continue
+        first = lambda d: runs.read_metrics(d)[0]["seconds"]  # noqa: E731
+        out[net] = {
+            **steady(tmp / "compiled" / net),
+            "first_period_extra_seconds": first(tmp / "compiled" / net) - first(tmp / "alone" / net),
+        }
+        gain = out[net]["images_per_second"] / alone[net]["images_per_second"]
+        print(f"compiled {net}: {gain:.2f}x eager", file=sys.stderr, flush=True)
         save()
     return out
 
@@ -217,7 +243,20 @@ def report(result: dict) -> str:
             for p, a in acc.items()
         ),
         "",
-        f"## The grid ({len(result['alone'])} networks x 64k iterations, one seed), extrapolated",
+        "## torch.compile against eager (each network alone)",
+        "",
+        "| net | images/s compiled | vs eager | first period's extra seconds (compilation) |",
+        "|---|---|---|---|",
+        *(
+            f"| {net} | failed: {c['error']} | | |"
+            if "error" in c
+            else f"| {net} | {c['images_per_second']:.0f} | "
+            f"{c['images_per_second'] / result['alone'][net]['images_per_second']:.2f}x | "
+            f"{c['first_period_extra_seconds']:.0f} |"
+            for net, c in result["compiled"].items()
+        ),
+        "",
+        f"## The grid ({len(result['alone'])} networks x 64k iterations, one seed, eager), extrapolated",
         "",
         *(f"- {k.replace('_', ' ')}: {v / 60:.1f} min" for k, v in result["extrapolated_seconds"].items()),
         "",
@@ -256,6 +295,7 @@ def main() -> int:
         "concurrent": {},
         "accuracy_iterations": sizes.accuracy_iterations,
         "accuracy": {},
+        "compiled": {},
         "extrapolated_seconds": {},
         "complete": False,
     }
@@ -278,6 +318,7 @@ def main() -> int:
         alone(base, data, sizes.nets, tmp, result["alone"], save)
         concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)
+        compiled(base, data, sizes.compile_nets, tmp, result["compiled"], result["alone"], save)
     result["complete"] = True
     print(save())
     return 0

@@ -52,26 +52,28 @@ def test_compiled_training_matches_eager(tmp_path):
 
 
 FAULTS = """
-import resource, torch
+import resource, statistics, torch
 import torch.nn.functional as F
 from reslab import accel
 from reslab.models import ModelConfig, build_model
 model = build_model(ModelConfig("resnet", 8))
 opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-def faults_per_step(n=3):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def faults_per_step(n=7):
+    counts = []
     for _ in range(n):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
-faults_per_step()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(counts)
+faults_per_step(2)
 default = faults_per_step()
 accel.keep_freed_memory()
-faults_per_step()  # the heap grows to the step's peak once
-print(default, faults_per_step(n=5))
+faults_per_step(2)  # the heap grows to the step's peak once
+print(default, faults_per_step())
 """
 
 
@@ -79,17 +81,28 @@ print(default, faults_per_step(n=5))
 def test_freed_activations_are_not_page_faulted_in_again():
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout
     default, kept = map(float, out.split())
-    # Measured: 4,000-18,000 page faults per ResNet-8 training step with glibc's defaults, 0-1,100 after.
+    # Measured (median over 7 steps): 4,000-21,000 page faults per ResNet-8 training step with
+    # glibc's defaults; with the setting most steps fault nothing (a few still grow the heap).
     assert default > 2000, out
-    assert kept < default / 4  # measured 10x to 70,000x fewer
+    assert kept < 100, out
 
 
-def test_compile_on_without_a_compiler_is_refused_before_anything_is_written(tmp_path):
-    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
-    args = ["train", "--dataset", "digits", "--depth", "8", "--iterations", "5", "--compile", "on"]
-    r = subprocess.run(
-        [sys.executable, "-m", "reslab", *args, "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True
-    )
-    assert r.returncode == 2, r.stderr
-    assert "--compile on cannot work here: no C++ compiler" in r.stderr
-    assert not (tmp_path / "run").exists()
+FALLBACK = """
+import torch
+from reslab import accel
+from reslab.models import ModelConfig, build_model
+torch.manual_seed(0)
+model = build_model(ModelConfig("resnet", 8))
+x = torch.randn(4, 3, 32, 32)
+eager = model(x)
+print(float((accel.compiled(model, True, strict=False)(x) - eager).abs().max()))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="uses /bin/false as the C++ compiler")
+def test_compile_auto_falls_back_to_eager_when_compiling_fails(tmp_path):
+    """A compiler that exists but fails (here /bin/false): --compile auto trains eagerly instead."""
+    env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.split()[-1]) == 0.0  # the very same eager computation

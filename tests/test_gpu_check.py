@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from reslab import accel
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +29,10 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     together = result["concurrent"]["2"]
     assert len(together["per_run_images_per_second"]) == 2 and together["aggregate_images_per_second"] > 0
     assert set(result["accuracy"]) == {"auto", "fp32"}
+    if accel.compiler_missing(torch.device("cpu")) is None:
+        assert result["compiled"]["resnet-8"]["images_per_second"] > 0
+    else:  # recorded as a result, not a crash
+        assert "cannot work here" in result["compiled"]["resnet-8"]["error"]
     grid = result["extrapolated_seconds"]
     assert grid["2_at_a_time"] > 0 and grid["one_at_a_time"] > 0
     assert "## Several resnet-8 at once" in out.with_suffix(".md").read_text()
