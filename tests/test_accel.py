@@ -87,6 +87,17 @@ def test_freed_activations_are_not_page_faulted_in_again():
     assert kept < 100, out
 
 
+def test_compile_on_without_a_compiler_is_refused_before_anything_is_written(tmp_path):
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
+    args = ["train", "--dataset", "digits", "--depth", "8", "--iterations", "5", "--compile", "on"]
+    r = subprocess.run(
+        [sys.executable, "-m", "reslab", *args, "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2, r.stderr
+    assert "--compile on cannot work here: no C++ compiler" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 FALLBACK = """
 import torch
 from reslab import accel
@@ -95,7 +106,7 @@ torch.manual_seed(0)
 model = build_model(ModelConfig("resnet", 8))
 x = torch.randn(4, 3, 32, 32)
 eager = model(x)
-print(float((accel.compiled(model, True, strict=False)(x) - eager).abs().max()))
+print(float((accel.compiled(model, False, torch.device("cpu"), print)(x) - eager).abs().max()))
 """
 
 
@@ -105,4 +116,5 @@ def test_compile_auto_falls_back_to_eager_when_compiling_fails(tmp_path):
     env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "torch.compile does not work here" in r.stdout and "training without it" in r.stdout
     assert float(r.stdout.split()[-1]) == 0.0  # the very same eager computation

@@ -58,15 +58,23 @@ def resolve_compile(choice: str, total: int, device: torch.device, distributed: 
     return total >= COMPILE_FROM and not distributed and compiler_missing(device) is None
 
 
-def compiled(net: torch.nn.Module, on: bool, strict: bool) -> torch.nn.Module:
-    """The network to train with: compiled (the same parameters and buffers) or as it is.
+def compiler_works(device: torch.device) -> str | None:
+    """Compile a one-line function: None when that works, else the first line of the error."""
+    try:
+        torch.compile(lambda x: torch.relu(x) + 1, dynamic=False)(torch.ones(8, device=device))
+    except Exception as e:  # noqa: BLE001 - whatever the compiler stack raises, we train eagerly
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return None
 
-    Without `strict` (compile=auto) a network that fails to compile trains eagerly instead.
-    """
-    if not on:
-        return net
+
+def compiled(net: torch.nn.Module, strict: bool, device: torch.device, log) -> torch.nn.Module:
+    """The network to train with: compiled (the same parameters and buffers) or, where compiling
+    fails and not `strict` (compile=auto), as it is, with one line saying why."""
     if not strict:
+        if why := compiler_works(device):
+            log(f"torch.compile does not work here ({why}); training without it")
+            return net
         from torch import _dynamo
 
-        _dynamo.config.suppress_errors = True
+        _dynamo.config.suppress_errors = True  # a later failure falls back to eager too
     return torch.compile(net, dynamic=False)

@@ -498,7 +498,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     net = distributed.wrap(model, group, dev)
     if run.compile:
         log("compiling the training step (torch.compile): the first iteration takes a minute or so")
-        net = accel.compiled(net, True, strict=cfg.compile == "on")
+        net = accel.compiled(net, cfg.compile == "on", dev, log)
 
     # The data order of an epoch is drawn at its first step; a checkpoint keeps the generator
     # state from before that draw, so a run resumed mid-epoch redraws the same order.
