@@ -11,7 +11,7 @@ import shutil
 import torch
 
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
-# saves 7-13% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
+# saves 2-8% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
 COMPILE_FROM = 4000  # iterations
 
 _tuned = False
