@@ -5,30 +5,31 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 import shutil
 
 import torch
 
+from reslab.errors import UserError
+
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
 # saves 2-8% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
 COMPILE_FROM = 4000  # iterations
 
-_tuned = False
 
-
+@functools.cache  # once per process
 def keep_freed_memory() -> None:
     """Keep freed activations in glibc's heap instead of returning them to the kernel.
 
-    By default glibc serves blocks over 128 KiB-32 MiB with mmap and gives them back when freed,
-    so every training step page-faults its activations in again (about 5,000 faults per ResNet-20
-    step at batch 128, some 5% of the step). Large fixed thresholds keep them; the process holds
-    on to its peak memory, which a training run needs again at the next step anyway.
+    By default glibc maps large blocks (its threshold adapts between 128 KiB and 32 MiB) and trims
+    the heap's free top, giving the memory back; every training step then page-faults its
+    activations in again (about 5,000 faults per ResNet-20 step at batch 128, some 5% of the
+    step). Large fixed thresholds keep them; the process holds on to its peak memory, which a
+    training run needs again at the next step anyway.
     """
-    global _tuned
-    if _tuned or platform.libc_ver()[0] != "glibc":
+    if platform.libc_ver()[0] != "glibc":
         return
-    _tuned = True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
@@ -50,10 +51,13 @@ def compiler_missing(device: torch.device) -> str | None:
 
 
 def resolve_compile(choice: str, total: int, device: torch.device, distributed: bool) -> bool:
-    """auto: compile runs of at least COMPILE_FROM iterations, one process, where a compiler exists."""
+    """auto: compile runs of at least COMPILE_FROM iterations, one process, where a compiler exists;
+    on: compile, or say why it cannot."""
     if choice == "off":
         return False
     if choice == "on":
+        if why := compiler_missing(device):
+            raise UserError(f"--compile on cannot work here: {why}. Use --compile off (or auto).")
         return True
     return total >= COMPILE_FROM and not distributed and compiler_missing(device) is None
 

@@ -354,6 +354,13 @@ def arch_order(arch: str) -> int:
     return ARCHS.index(arch) if arch in ARCHS else len(ARCHS)
 
 
+def reach_text(r: dict, group: str = "") -> str:
+    """A summary row's iterations to the threshold: '-' without a finished run, or 'not reached'."""
+    if not r["runs"]:
+        return "-"
+    return "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:{group}.0f}"
+
+
 def write_summary(exp_dir: Path) -> list[dict]:
     rows = summarize(exp_dir)
     buf = io.StringIO()
@@ -382,13 +389,7 @@ def summary_table(rows: list[dict]) -> str:
     )
     lines = [head]
     for r in rows:
-        reach = (
-            "-"
-            if not r["runs"]
-            else "not reached"
-            if r["iterations_to_reach"] is None
-            else f"{r['iterations_to_reach']:.0f}"
-        )
+        reach = reach_text(r)
         line = [
             f"{r['arch']}-{r['depth']}",
             f"{r['parameters']:,}",

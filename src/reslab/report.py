@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reslab import runs
 from reslab.errors import UserError
-from reslab.experiment import load_runs, pct, summarize
+from reslab.experiment import load_runs, pct, reach_text, summarize
 from reslab.verdicts import degradation_verdicts, display
 
 CSS = """
@@ -122,13 +122,7 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) 
     )
     rows = []
     for r in summary:  # cells without a finished run stay in the table, with their status
-        reach = (
-            "-"
-            if not r["runs"]
-            else "not reached"
-            if r["iterations_to_reach"] is None
-            else f"{r['iterations_to_reach']:,.0f}"
-        )
+        reach = reach_text(r, ",")
         rows.append(
             [escape(display(r["arch"], r["depth"])), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
             + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])

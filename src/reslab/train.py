@@ -235,7 +235,7 @@ class Run:
     warmup: bool
     augment: bool
     eval_every: int
-    compile: bool = False
+    compile: bool
 
 
 def setup(
@@ -268,8 +268,6 @@ def setup(
     if cfg.init_from:
         load_initial_weights(model, Path(cfg.init_from))
     precision = resolve_precision(cfg.precision, device)
-    if cfg.compile == "on" and (why := accel.compiler_missing(device)):
-        raise UserError(f"--compile on cannot work here: {why}. Use --compile off (or auto).")
     if device.type == "cpu":
         accel.keep_freed_memory()
     warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
