@@ -6,7 +6,9 @@ training for accuracy, and the Figure-6 grid's time extrapolated from them.
 
 Everything goes through reslab's own code: train() for one network, run_experiment() with
 runs_per_gpu=K for K networks sharing the GPU (K processes), so what is measured is what
-`reslab experiment --runs-per-gpu K` does. Throughput is read from the runs' metrics.csv
+`reslab experiment --runs-per-gpu K` does; beside it, K networks fused into one module
+(reslab.fused, bare steps, benchmarks/fused_speed.py), to decide which of the two to build the
+grid on. Throughput is read from the runs' metrics.csv
 (second evaluation period, after cuDNN's autotuning and the first evaluation); the time per
 iteration includes one evaluation of the test set per epoch, as in the real runs. The last
 phase trains ResNet-20/56 again through torch.compile, against eager.
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+from fused_speed import measure as measure_fused
+from fused_speed import table as fused_table
 
 from reslab import runs
 from reslab.data import load_dataset
@@ -52,10 +56,12 @@ class Sizes:
     accuracy_iterations: int
     matmul_n: int
     compile_nets: list
+    fused_nets: list
+    fused_steps: int
 
 
-GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192, ["resnet-20", "resnet-56"])
-SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"])
+GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192, ["resnet-20", "resnet-56"], ["resnet-20", "resnet-56"], 30)
+SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2)
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -135,6 +141,16 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
     return out
 
 
+def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, save) -> dict:
+    """K networks as one module (reslab.fused) against one alone, bare steps."""
+    try:
+        out.update(measure_fused(nets, ks, device, steps, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    except Exception as e:  # noqa: BLE001 - a failure here is a result, not a reason to lose the rest
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    save()
+    return out
+
+
 def accuracy(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, save) -> dict:
     """ResNet-20, a short real run of the paper's recipe (drops at 50% and 75%), in reslab's
     default precision (bf16 autocast on GPUs) and in fp32."""
@@ -194,6 +210,22 @@ def extrapolate(nets: list, solo: dict, conc: dict, reference: str) -> dict:
     return out
 
 
+def decision(result: dict) -> list[str]:
+    """K processes against K fused networks, for the network both phases measured."""
+    ref = result["concurrent_net"]
+    fused_row = result["fused"].get(ref)
+    if not fused_row or ref not in result["alone"]:
+        return []
+    lines = ["", f"{ref}, K networks at once, throughput against one alone:"]
+    for k, c in result["concurrent"].items():
+        if "error" in c or k not in fused_row["fused"]:
+            continue
+        procs = c["aggregate_images_per_second"] / result["alone"][ref]["images_per_second"]
+        fused_gain = max(fused_row["fused"][k].values()) / fused_row["single"]
+        lines.append(f"- K={k}: {procs:.2f}x as {k} processes (full loop), {fused_gain:.2f}x fused (bare steps)")
+    return lines
+
+
 def report(result: dict) -> str:
     lines = [
         "# GPU check",
@@ -231,6 +263,14 @@ def report(result: dict) -> str:
         gain = c["aggregate_images_per_second"] / result["alone"][ref]["images_per_second"]
         per = ", ".join(f"{v:.0f}" for v in c["per_run_images_per_second"])
         lines.append(f"| {k} | {c['aggregate_images_per_second']:.0f} | {per} | {gain:.2f}x |")
+    if result["fused"]:
+        lines += [
+            "",
+            "## K networks fused into one module (reslab.fused), bare steps, images/s",
+            "",
+            *([f"failed: {result['fused']['error']}"] if "error" in result["fused"] else fused_table(result["fused"])),
+            *decision(result),
+        ]
     acc = result["accuracy"]
     lines += [
         "",
@@ -295,6 +335,7 @@ def main() -> int:
         "concurrent": {},
         "accuracy_iterations": sizes.accuracy_iterations,
         "accuracy": {},
+        "fused": {},
         "compiled": {},
         "extrapolated_seconds": {},
         "complete": False,
@@ -317,6 +358,7 @@ def main() -> int:
         tmp = Path(tmp)
         alone(base, data, sizes.nets, tmp, result["alone"], save)
         concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
+        fused(sizes.fused_nets, sizes.ks, sizes.fused_steps, device, result["fused"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)
         compiled(base, data, sizes.compile_nets, tmp, result["compiled"], result["alone"], save)
     result["complete"] = True

@@ -28,6 +28,8 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     assert all(v["images_per_second"] > 0 and v["seconds_per_iteration"] > 0 for v in result["alone"].values())
     together = result["concurrent"]["2"]
     assert len(together["per_run_images_per_second"]) == 2 and together["aggregate_images_per_second"] > 0
+    fused = result["fused"]["resnet-8"]
+    assert fused["single"] > 0 and fused["fused"]["2"]["channels_last"] > 0 and fused["fused"]["2"]["contiguous"] > 0
     assert set(result["accuracy"]) == {"auto", "fp32"}
     if accel.compiler_missing(torch.device("cpu")) is None:
         assert result["compiled"]["resnet-8"]["images_per_second"] > 0
@@ -35,7 +37,8 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
         assert "cannot work here" in result["compiled"]["resnet-8"]["error"]
     grid = result["extrapolated_seconds"]
     assert grid["2_at_a_time"] > 0 and grid["one_at_a_time"] > 0
-    assert "## Several resnet-8 at once" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "## Several resnet-8 at once" in md and "## K networks fused into one module" in md
 
 
 def test_gpu_check_refuses_to_run_without_a_gpu_or_smoke(tmp_path):
