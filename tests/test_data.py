@@ -172,6 +172,27 @@ def test_digits_is_embedded_and_split():
     assert ds.train_x.max() == 255
 
 
+def test_digits_read_without_importing_sklearn_equal_sklearns_own(monkeypatch, tmp_path):
+    from importlib.machinery import ModuleSpec
+
+    from sklearn.datasets import load_digits as sk_digits
+
+    sk = sk_digits()
+    data.digits_arrays.cache_clear()
+    images, labels = data.digits_arrays()  # straight from scikit-learn's file
+    assert np.array_equal(images, sk.images) and np.array_equal(labels, sk.target)
+    # A scikit-learn that keeps the file elsewhere: its own loader is used instead.
+    fake = ModuleSpec("sklearn", None, origin=str(tmp_path / "sklearn" / "__init__.py"))
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: fake)
+    data.digits_arrays.cache_clear()
+    try:
+        images2, labels2 = data.digits_arrays()
+    finally:
+        data.digits_arrays.cache_clear()
+    assert np.array_equal(images2, sk.images) and np.array_equal(labels2, sk.target)
+    assert not images2.flags.writeable  # shared by every load in a process: nobody may change it
+
+
 def test_normalisation_uses_training_split():
     ds = data.make_synthetic(200, 50, (3, 8, 8))
     mean, std = ds.normalization()

@@ -8,8 +8,10 @@ digits, no download) and synthetic (generated, for tests).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import importlib.util
 import os
 import pickle
 import struct
@@ -461,15 +463,35 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 # embedded and generated data
 
 
+@functools.cache  # the analyses load it once per network
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digits as (images 0..16, labels), read-only.
+
+    Read straight from the file scikit-learn ships (the file its load_digits reads) when it is
+    where scikit-learn keeps it: importing scikit-learn takes about a second, in every process of
+    a demo.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if path.exists():
+        table = np.loadtxt(path, delimiter=",")
+        images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    else:  # a scikit-learn that keeps it elsewhere
+        from sklearn.datasets import load_digits as sk_digits
+
+        d = sk_digits()
+        images, labels = d.images, d.target.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 def load_digits() -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits, split 1,437 / 360 (stratified, fixed)."""
-    try:
-        from sklearn.datasets import load_digits as sk_digits
-    except ImportError:
-        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
-    d = sk_digits()
-    images = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]
-    labels = d.target.astype(np.int64)
+    raw, labels = digits_arrays()
+    images = np.round(raw * (255 / 16)).astype(np.uint8)[:, None]
     rng = np.random.default_rng(0)
     test = np.zeros(len(labels), dtype=bool)
     for c in range(10):
