@@ -36,21 +36,31 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def rate(step, device: torch.device, images: int, steps: int) -> float:
-    """Images/s over `steps` steps after 3 warm-up steps (cuDNN's autotuning, allocations)."""
+def timed(step, device: torch.device, images: int, steps: int) -> tuple[float, float]:
+    """Images/s over `steps` steps after 3 warm-up steps (cuDNN's autotuning, allocations,
+    compilation), and the warm-up's seconds."""
+    t = time.perf_counter()
     for _ in range(3):
         step()
     sync(device)
+    warmup = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(steps):
         step()
     sync(device)
-    return steps * images / (time.perf_counter() - t)
+    return steps * images / (time.perf_counter() - t), warmup
 
 
-def single_rate(config: ModelConfig, device: torch.device, precision: str, steps: int) -> float:
-    net = build_model(config).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+def rate(step, device: torch.device, images: int, steps: int) -> float:
+    return timed(step, device, images, steps)[0]
+
+
+def single_step(config: ModelConfig, device: torch.device, precision: str, compile_mode: str | None = None):
+    """One network's training step as reslab runs it; through torch.compile in `compile_mode`
+    ('default', or 'reduce-overhead' for CUDA graphs) when given."""
+    model = build_model(config).to(device, memory_format=torch.channels_last)
+    net = model if compile_mode is None else torch.compile(model, mode=compile_mode, dynamic=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BATCH,), device=device)
 
@@ -62,7 +72,11 @@ def single_rate(config: ModelConfig, device: torch.device, precision: str, steps
         loss.backward()
         opt.step()
 
-    return rate(step, device, BATCH, steps)
+    return step
+
+
+def single_rate(config: ModelConfig, device: torch.device, precision: str, steps: int) -> float:
+    return rate(single_step(config, device, precision), device, BATCH, steps)
 
 
 def fused_rate(

@@ -10,8 +10,9 @@ runs_per_gpu=K for K networks sharing the GPU (K processes), so what is measured
 (reslab.fused, bare steps, benchmarks/fused_speed.py), to decide which of the two to build the
 grid on. Throughput is read from the runs' metrics.csv
 (second evaluation period, after cuDNN's autotuning and the first evaluation); the time per
-iteration includes one evaluation of the test set per epoch, as in the real runs. The last
-phase trains ResNet-20/56 again through torch.compile, against eager.
+iteration includes one evaluation of the test set per epoch, as in the real runs. Then
+ResNet-20/56 train again through torch.compile, against eager, and last ResNet-56's bare step
+runs eager, compiled and compiled with CUDA graphs (torch.compile's reduce-overhead mode).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from fused_speed import BATCH, single_step, timed
 from fused_speed import measure as measure_fused
 from fused_speed import table as fused_table
 
@@ -57,11 +59,23 @@ class Sizes:
     matmul_n: int
     compile_nets: list
     fused_nets: list
-    fused_steps: int
+    fused_steps: int  # also the CUDA-graph phase's
+    graph_net: str
 
 
-GPU = Sizes(FIG6, "resnet-56", [2, 4, 8], 390, 3200, 8192, ["resnet-20", "resnet-56"], ["resnet-20", "resnet-56"], 30)
-SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2)
+GPU = Sizes(
+    nets=FIG6,
+    concurrent_net="resnet-56",
+    ks=[2, 4, 8],
+    epoch=390,
+    accuracy_iterations=3200,
+    matmul_n=8192,
+    compile_nets=["resnet-20", "resnet-56"],
+    fused_nets=["resnet-20", "resnet-56"],
+    fused_steps=30,
+    graph_net="resnet-56",
+)
+SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2, "resnet-8")
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -188,6 +202,27 @@ def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: d
     return out
 
 
+def graphs(net: str, steps: int, device: torch.device, out: dict, save) -> dict:
+    """One network's bare step eager, compiled, and compiled with CUDA graphs (torch.compile's
+    reduce-overhead mode; on a CPU it compiles as the default mode): whether the graphs pay, which
+    the loop's --compile does not try yet."""
+    from reslab.models import ModelConfig
+    from reslab.train import resolve_precision
+
+    arch, depth = net.split("-")
+    config, precision = ModelConfig(arch, int(depth)), resolve_precision("auto", device)
+    for mode in ("eager", "default", "reduce-overhead"):
+        try:
+            step = single_step(config, device, precision, None if mode == "eager" else mode)
+            images_per_second, warmup = timed(step, device, BATCH, steps)
+            out[mode] = {"images_per_second": images_per_second, "warmup_seconds": warmup}
+        except Exception as e:  # noqa: BLE001 - a failure is a result here
+            out[mode] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        print(f"{net} bare step, {mode}: {out[mode]}", file=sys.stderr, flush=True)
+        save()
+    return out
+
+
 def makespan(durations: list, slots: int) -> float:
     """Longest-first list scheduling of the grid's runs on `slots` concurrent places."""
     ends = [0.0] * slots
@@ -223,6 +258,27 @@ def decision(result: dict) -> list[str]:
         procs = c["aggregate_images_per_second"] / result["alone"][ref]["images_per_second"]
         fused_gain = max(fused_row["fused"][k].values()) / fused_row["single"]
         lines.append(f"- K={k}: {procs:.2f}x as {k} processes (full loop), {fused_gain:.2f}x fused (bare steps)")
+    return lines
+
+
+def graph_lines(result: dict) -> list[str]:
+    g = result["graphs"]
+    if not g:
+        return []
+    eager = g.get("eager", {}).get("images_per_second")
+    lines = [
+        "",
+        f"## CUDA graphs: {result['graph_net']} bare steps, eager / compiled / compiled with CUDA graphs",
+        "",
+        "| step | images/s | vs eager | first 3 steps' seconds (compilation) |",
+        "|---|---|---|---|",
+    ]
+    for mode, r in g.items():
+        if "error" in r:
+            lines.append(f"| {mode} | failed: {r['error']} | | |")
+        else:
+            gain = f"{r['images_per_second'] / eager:.2f}x" if eager else "-"
+            lines.append(f"| {mode} | {r['images_per_second']:.0f} | {gain} | {r['warmup_seconds']:.1f} |")
     return lines
 
 
@@ -295,6 +351,7 @@ def report(result: dict) -> str:
             f"{c['first_period_extra_seconds']:.0f} |"
             for net, c in result["compiled"].items()
         ),
+        *graph_lines(result),
         "",
         f"## The grid ({len(result['alone'])} networks x 64k iterations, one seed, eager), extrapolated",
         "",
@@ -337,6 +394,8 @@ def main() -> int:
         "accuracy": {},
         "fused": {},
         "compiled": {},
+        "graph_net": sizes.graph_net,
+        "graphs": {},
         "extrapolated_seconds": {},
         "complete": False,
     }
@@ -361,6 +420,7 @@ def main() -> int:
         fused(sizes.fused_nets, sizes.ks, sizes.fused_steps, device, result["fused"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)
         compiled(base, data, sizes.compile_nets, tmp, result["compiled"], result["alone"], save)
+        graphs(sizes.graph_net, sizes.fused_steps, device, result["graphs"], save)
     result["complete"] = True
     print(save())
     return 0
