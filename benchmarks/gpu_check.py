@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,6 +62,7 @@ class Sizes:
     fused_nets: list
     fused_steps: int  # also the CUDA-graph phase's
     graph_net: str
+    sync_iterations: int
 
 
 GPU = Sizes(
@@ -74,8 +76,9 @@ GPU = Sizes(
     fused_nets=["resnet-20", "resnet-56"],
     fused_steps=30,
     graph_net="resnet-56",
+    sync_iterations=50,
 )
-SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2, "resnet-8")
+SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2, "resnet-8", 4)
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -161,6 +164,37 @@ def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, sav
         out.update(measure_fused(nets, ks, device, steps, log=lambda m: print(m, file=sys.stderr, flush=True)))
     except Exception as e:  # noqa: BLE001 - a failure here is a result, not a reason to lose the rest
         out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    save()
+    return out
+
+
+def host_syncs(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, save) -> dict:
+    """Host synchronisations per training step, counted by CUDA's sync debug mode: the same
+    ResNet-20 run for N and for 2N iterations (one evaluation and checkpoint each, at the end);
+    the difference over N is what each step costs."""
+    if not torch.cuda.is_available():
+        out["skipped"] = "CUDA only"
+        save()
+        return out
+    counts = {}
+    try:
+        for n in (iterations, 2 * iterations):
+            cfg = dataclasses.replace(base, arch="resnet", depth=20, iterations=n, eval_every=n, warmup="off")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    train(cfg, tmp / f"syncs-{n}", data=data, progress=False, log=None)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            counts[n] = sum("synchronizing" in str(w.message) for w in caught)
+        out.update(
+            counts={str(n): c for n, c in counts.items()},
+            per_step=(counts[2 * iterations] - counts[iterations]) / iterations,
+        )
+    except Exception as e:  # noqa: BLE001 - a failure is a result here
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    print(f"host syncs: {out}", file=sys.stderr, flush=True)
     save()
     return out
 
@@ -327,6 +361,15 @@ def report(result: dict) -> str:
             *([f"failed: {result['fused']['error']}"] if "error" in result["fused"] else fused_table(result["fused"])),
             *decision(result),
         ]
+    syncs = result["host_syncs"]
+    if "per_step" in syncs:
+        lines += [
+            "",
+            f"Host synchronisations per training step (CUDA sync debug mode, ResNet-20): {syncs['per_step']:.2f} "
+            f"({syncs['counts']} in runs of N and 2N iterations, each with one evaluation).",
+        ]
+    elif "error" in syncs:
+        lines += ["", f"Host synchronisations per step: not counted ({syncs['error']})."]
     acc = result["accuracy"]
     lines += [
         "",
@@ -396,6 +439,7 @@ def main() -> int:
         "compiled": {},
         "graph_net": sizes.graph_net,
         "graphs": {},
+        "host_syncs": {},
         "extrapolated_seconds": {},
         "complete": False,
     }
@@ -418,6 +462,7 @@ def main() -> int:
         alone(base, data, sizes.nets, tmp, result["alone"], save)
         concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
         fused(sizes.fused_nets, sizes.ks, sizes.fused_steps, device, result["fused"], save)
+        host_syncs(base, data, sizes.sync_iterations, tmp, result["host_syncs"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)
         compiled(base, data, sizes.compile_nets, tmp, result["compiled"], result["alone"], save)
         graphs(sizes.graph_net, sizes.fused_steps, device, result["graphs"], save)
