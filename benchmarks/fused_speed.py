@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from reslab import accel
+from reslab.errors import UserError
 from reslab.fused import FusedNets, fused_loss
-from reslab.models import ModelConfig, build_model
+from reslab.models import ModelConfig, build_model, parse_net
 from reslab.train import autocast, resolve_device, resolve_precision
 
 BATCH = 128
@@ -108,8 +109,7 @@ def measure(nets: list[str], ks: list[int], device: torch.device, steps: int, lo
     precision = resolve_precision("auto", device)
     out = {}
     for net in nets:
-        arch, depth = net.split("-")
-        config = ModelConfig(arch, int(depth))
+        config = parse_net(net)
         row = {"single": single_rate(config, device, precision, steps), "fused": {}}
         for k in ks:
             row["fused"][k] = {
@@ -147,8 +147,17 @@ def main() -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         accel.keep_freed_memory()  # as reslab's CPU runs do
-    ks = [int(k) for k in args.ks.split(",")]
-    result = measure(args.nets.split(","), ks, device, args.steps)
+    try:
+        nets = args.nets.split(",")
+        for net in nets:
+            parse_net(net)
+        if not all(k.isdigit() and int(k) >= 2 for k in args.ks.split(",")):
+            raise UserError(f"--ks takes numbers of networks to fuse, 2 or more, like 2,4 (not '{args.ks}').")
+        ks = [int(k) for k in args.ks.split(",")]
+    except UserError as e:
+        print(f"fused_speed: {e}", file=sys.stderr)
+        return 2
+    result = measure(nets, ks, device, args.steps)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
     lines = [
         f"# Fused networks against one network alone ({device.type}, images/s, batch 128 per network)",

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from reslab import accel
 from reslab.data import make_synthetic
-from reslab.models import ModelConfig, build_model, count_macs
+from reslab.errors import UserError
+from reslab.models import ModelConfig, build_model, count_macs, parse_net
 from reslab.train import TrainConfig, resolve_precision, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,9 +190,15 @@ def main() -> int:
     if args.one:
         print(measure_one(*args.one, args.steps))
         return 0
+    nets = args.nets.split(",")
+    try:
+        for net in nets:
+            parse_net(net)
+    except UserError as e:
+        print(f"speed: {e}", file=sys.stderr)
+        return 2
     default = resolve_precision("auto", torch.device("cpu"))
     mm32, mm16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
-    nets = args.nets.split(",")
     best = {(net, kind): 0.0 for net in nets for kind in KINDS}
     for rnd in range(args.rounds):  # rounds interleave, so a slow spell of the machine hits all alike
         for net in nets:

@@ -207,6 +207,15 @@ class CifarNet(nn.Module):
         return [*self.layer1, *self.layer2, *self.layer3]
 
 
+def parse_net(name: str) -> ModelConfig:
+    """'resnet-56', 'plain-20', 'preact-bottleneck-164': a network's name to its configuration."""
+    arch, _, depth = name.rpartition("-")
+    if arch not in ARCHS or not depth.isdigit():
+        raise UserError(f"'{name}' is not a network name: write ARCH-DEPTH, ARCH one of {', '.join(ARCHS)}.")
+    blocks_per_stage(arch, int(depth))  # says which depths are valid
+    return ModelConfig(arch, int(depth))
+
+
 def build_model(config: ModelConfig) -> CifarNet:
     return CifarNet(config)
 
