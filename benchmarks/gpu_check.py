@@ -6,13 +6,16 @@ training for accuracy, and the Figure-6 grid's time extrapolated from them.
 
 Everything goes through reslab's own code: train() for one network, run_experiment() with
 runs_per_gpu=K for K networks sharing the GPU (K processes), so what is measured is what
-`reslab experiment --runs-per-gpu K` does; beside it, K networks fused into one module
-(reslab.fused, bare steps, benchmarks/fused_speed.py), to decide which of the two to build the
-grid on. Throughput is read from the runs' metrics.csv
-(second evaluation period, after cuDNN's autotuning and the first evaluation); the time per
-iteration includes one evaluation of the test set per epoch, as in the real runs. Then
-ResNet-20/56 train again through torch.compile, against eager, and last ResNet-56's bare step
-runs eager, compiled and compiled with CUDA graphs (torch.compile's reduce-overhead mode).
+`reslab experiment --runs-per-gpu K` does. Throughput is read from the runs' metrics.csv (second
+evaluation period, after cuDNN's autotuning and the first evaluation); the time per iteration
+includes one evaluation of the test set per epoch, as in the real runs.
+
+Phases, in order (the results are written after each, so a check cut short still reports):
+each network alone; K ResNet-56 processes at once; K networks fused into one module (reslab.fused,
+bare steps, benchmarks/fused_speed.py), to decide between the two; host synchronisations per step
+(CUDA's sync debug mode); a short ResNet-20 run in bf16 and fp32 for accuracy; ResNet-20/56
+through torch.compile against eager; ResNet-56's bare step eager, compiled and compiled with CUDA
+graphs (torch.compile's reduce-overhead mode).
 """
 
 from __future__ import annotations
@@ -240,11 +243,10 @@ def graphs(net: str, steps: int, device: torch.device, out: dict, save) -> dict:
     """One network's bare step eager, compiled, and compiled with CUDA graphs (torch.compile's
     reduce-overhead mode; on a CPU it compiles as the default mode): whether the graphs pay, which
     the loop's --compile does not try yet."""
-    from reslab.models import ModelConfig
+    from reslab.models import parse_net
     from reslab.train import resolve_precision
 
-    arch, depth = net.split("-")
-    config, precision = ModelConfig(arch, int(depth)), resolve_precision("auto", device)
+    config, precision = parse_net(net), resolve_precision("auto", device)
     for mode in ("eager", "default", "reduce-overhead"):
         try:
             step = single_step(config, device, precision, None if mode == "eager" else mode)
