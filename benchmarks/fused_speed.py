@@ -80,10 +80,12 @@ def single_rate(config: ModelConfig, device: torch.device, precision: str, steps
     return rate(single_step(config, device, precision), device, BATCH, steps)
 
 
-def fused_rate(
-    config: ModelConfig, k: int, device: torch.device, precision: str, steps: int, channels_last: bool
-) -> float:
+def fused_step(
+    config: ModelConfig, k: int, device: torch.device, precision: str, channels_last: bool, compile_mode=None
+):
+    """K networks' training step as one fused module; through torch.compile when `compile_mode`."""
     fused = FusedNets([build_model(config) for _ in range(k)]).to(device)
+    net = fused if compile_mode is None else torch.compile(fused, mode=compile_mode, dynamic=False)
     opt = torch.optim.SGD(fused.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     if channels_last:
         # (K, N, C, H, W) stored as (N, H, W, K, C): vmap's grouped convolution then sees its
@@ -95,13 +97,19 @@ def fused_rate(
 
     def step():
         with autocast(device, precision):
-            out = fused(x)
+            out = net(x)
         loss, _ = fused_loss(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    return rate(step, device, k * BATCH, steps)
+    return step
+
+
+def fused_rate(
+    config: ModelConfig, k: int, device: torch.device, precision: str, steps: int, channels_last: bool
+) -> float:
+    return rate(fused_step(config, k, device, precision, channels_last), device, k * BATCH, steps)
 
 
 def measure(nets: list[str], ks: list[int], device: torch.device, steps: int, log=print) -> dict:

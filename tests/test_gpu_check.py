@@ -37,9 +37,12 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     else:  # recorded as a result, not a crash
         assert "cannot work here" in result["compiled"]["resnet-8"]["error"]
     graphs = result["graphs"]
-    assert set(graphs) == {"eager", "default", "reduce-overhead"} and graphs["eager"]["images_per_second"] > 0
+    assert set(graphs) == {"eager", "default", "reduce-overhead", "2 fused, default"}
+    assert graphs["eager"]["images_per_second"] > 0
     if accel.compiler_missing(torch.device("cpu")) is None:
-        assert graphs["reduce-overhead"]["images_per_second"] > 0
+        assert (
+            graphs["reduce-overhead"]["images_per_second"] > 0 and graphs["2 fused, default"]["images_per_second"] > 0
+        )
     grid = result["extrapolated_seconds"]
     assert grid["2_at_a_time"] > 0 and grid["one_at_a_time"] > 0
     md = out.with_suffix(".md").read_text()
