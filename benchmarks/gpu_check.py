@@ -97,6 +97,12 @@ def matmul_tflops(device: torch.device, n: int) -> float:
     return 2 * n**3 * 10 / (time.perf_counter() - t) / 1e12
 
 
+def failure(e: Exception) -> str:
+    """An exception as one line of the results: a phase that fails is a result, not a crash."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,7 +172,7 @@ def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, sav
     try:
         out.update(measure_fused(nets, ks, device, steps, log=lambda m: print(m, file=sys.stderr, flush=True)))
     except Exception as e:  # noqa: BLE001 - a failure here is a result, not a reason to lose the rest
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out["error"] = failure(e)
     save()
     return out
 
@@ -196,7 +202,7 @@ def host_syncs(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, s
             per_step=(counts[2 * iterations] - counts[iterations]) / iterations,
         )
     except Exception as e:  # noqa: BLE001 - a failure is a result here
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out["error"] = failure(e)
     print(f"host syncs: {out}", file=sys.stderr, flush=True)
     save()
     return out
@@ -225,7 +231,7 @@ def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: d
         try:
             train(cfg, tmp / "compiled" / net, data=data, progress=False, log=None)
         except Exception as e:  # noqa: BLE001 - a failed compile is a result here, not a crash
-            out[net] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            out[net] = {"error": failure(e)}
             save()
             continue
         first = lambda d: runs.read_metrics(d)[0]["seconds"]  # noqa: E731
@@ -263,7 +269,7 @@ def graphs(net: str, ks: list, steps: int, device: torch.device, out: dict, save
             images_per_second, warmup = timed(step, device, images, steps)
             out[name] = {"images_per_second": images_per_second, "warmup_seconds": warmup}
         except Exception as e:  # noqa: BLE001 - a failure is a result here
-            out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            out[name] = {"error": failure(e)}
         print(f"{net} bare step, {name}: {out[name]}", file=sys.stderr, flush=True)
         save()
     return out
