@@ -31,14 +31,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from fused_speed import BATCH, fused_step, single_step, timed
+from fused_speed import BATCH, fused_step, single_step, sync, timed
 from fused_speed import measure as measure_fused
 from fused_speed import table as fused_table
 
 from reslab import runs
 from reslab.data import load_dataset
+from reslab.errors import one_line
 from reslab.experiment import grid, run_experiment
-from reslab.train import PAPER_ITERATIONS, TrainConfig, resolve_device, train
+from reslab.models import parse_net
+from reslab.train import PAPER_ITERATIONS, TrainConfig, resolve_device, resolve_precision, train
 
 FIG6 = [
     "plain-20",
@@ -97,17 +99,6 @@ def matmul_tflops(device: torch.device, n: int) -> float:
     return 2 * n**3 * 10 / (time.perf_counter() - t) / 1e12
 
 
-def failure(e: Exception) -> str:
-    """An exception as one line of the results: a phase that fails is a result, not a crash."""
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def base_config(dataset: str, sizes: Sizes, device: str) -> TrainConfig:
     return TrainConfig(
         dataset=dataset,
@@ -129,11 +120,15 @@ def steady(run_dir: Path) -> dict:
     }
 
 
+def for_net(base: TrainConfig, net: str, **changes) -> TrainConfig:
+    """`base` for the network named `net` ('resnet-56')."""
+    c = parse_net(net)
+    return dataclasses.replace(base, arch=c.arch, depth=c.depth, **changes)
+
+
 def alone(base: TrainConfig, data, nets: list, tmp: Path, out: dict, save) -> dict:
     for net in nets:
-        arch, depth = net.split("-")
-        cfg = dataclasses.replace(base, arch=arch, depth=int(depth))
-        train(cfg, tmp / "alone" / net, data=data, progress=False, log=None)
+        train(for_net(base, net), tmp / "alone" / net, data=data, progress=False, log=None)
         out[net] = steady(tmp / "alone" / net)
         print(f"alone {net}: {out[net]['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
         save()
@@ -142,12 +137,12 @@ def alone(base: TrainConfig, data, nets: list, tmp: Path, out: dict, save) -> di
 
 def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save) -> dict:
     """K copies of `net` (seeds 0..K-1) trained at once by `reslab experiment --runs-per-gpu K`."""
-    arch, depth = net.split("-")
+    c = parse_net(net)
     for k in ks:
         exp = tmp / f"concurrent-{k}"
         t = time.perf_counter()
         outcomes = run_experiment(
-            exp, grid(base, [arch], [int(depth)], list(range(k))), jobs=k, runs_per_gpu=k, log=lambda *_: None
+            exp, grid(base, [c.arch], [c.depth], list(range(k))), jobs=k, runs_per_gpu=k, log=lambda *_: None
         )
         wall = time.perf_counter() - t
         bad = [o for o in outcomes if o["state"] != "finished"]
@@ -172,7 +167,7 @@ def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, sav
     try:
         out.update(measure_fused(nets, ks, device, steps, log=lambda m: print(m, file=sys.stderr, flush=True)))
     except Exception as e:  # noqa: BLE001 - a failure here is a result, not a reason to lose the rest
-        out["error"] = failure(e)
+        out["error"] = one_line(e)
     save()
     return out
 
@@ -202,7 +197,7 @@ def host_syncs(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, s
             per_step=(counts[2 * iterations] - counts[iterations]) / iterations,
         )
     except Exception as e:  # noqa: BLE001 - a failure is a result here
-        out["error"] = failure(e)
+        out["error"] = one_line(e)
     print(f"host syncs: {out}", file=sys.stderr, flush=True)
     save()
     return out
@@ -226,12 +221,11 @@ def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: d
     """The same networks through torch.compile (what --compile auto does for runs of 4k+ iterations):
     steady speed against eager, and the first period's extra seconds, mostly compilation."""
     for net in nets:
-        arch, depth = net.split("-")
-        cfg = dataclasses.replace(base, arch=arch, depth=int(depth), compile="on")
+        cfg = for_net(base, net, compile="on")
         try:
             train(cfg, tmp / "compiled" / net, data=data, progress=False, log=None)
         except Exception as e:  # noqa: BLE001 - a failed compile is a result here, not a crash
-            out[net] = {"error": failure(e)}
+            out[net] = {"error": one_line(e)}
             save()
             continue
         first = lambda d: runs.read_metrics(d)[0]["seconds"]  # noqa: E731
@@ -250,9 +244,6 @@ def graphs(net: str, ks: list, steps: int, device: torch.device, out: dict, save
     reduce-overhead mode; on a CPU it compiles as the default mode): whether the graphs pay, which
     the loop's --compile does not try yet. Then the most networks of the fused phase, compiled:
     its images/s count all K networks."""
-    from reslab.models import parse_net
-    from reslab.train import resolve_precision
-
     config, precision = parse_net(net), resolve_precision("auto", device)
     k = max(ks)
     variants = {
@@ -269,7 +260,7 @@ def graphs(net: str, ks: list, steps: int, device: torch.device, out: dict, save
             images_per_second, warmup = timed(step, device, images, steps)
             out[name] = {"images_per_second": images_per_second, "warmup_seconds": warmup}
         except Exception as e:  # noqa: BLE001 - a failure is a result here
-            out[name] = {"error": failure(e)}
+            out[name] = {"error": one_line(e)}
         print(f"{net} bare step, {name}: {out[name]}", file=sys.stderr, flush=True)
         save()
     return out

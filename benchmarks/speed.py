@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fused_speed import BATCH, rate, single_step
 
 from reslab import accel
 from reslab.data import make_synthetic
@@ -36,7 +37,6 @@ from reslab.models import ModelConfig, build_model, count_macs, parse_net
 from reslab.train import TrainConfig, resolve_precision, train
 
 ROOT = Path(__file__).resolve().parents[1]
-BATCH = 128
 # What compile=auto resolves to for a paper-length run on this machine.
 LONG_RUN_COMPILE = "on" if accel.resolve_compile("auto", 64000, torch.device("cpu"), False) else "off"
 
@@ -51,34 +51,14 @@ def matmul_rate(dtype=torch.float32, n=2048, reps=10) -> float:
 
 
 def bare_step(arch, depth, steps, precision, compile_step=False) -> float:
-    """Forward + backward + SGD step on one fixed batch, with reslab's host settings."""
+    """Forward + backward + SGD step on one fixed batch, with reslab's host settings (channels_last
+    where reslab uses it here, i.e. with bf16; the fp32 reference in the plain layout)."""
     accel.keep_freed_memory()
     torch.manual_seed(0)
-    cl = precision == "bf16"
-    model = build_model(ModelConfig(arch, depth))
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model, dynamic=False) if compile_step else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(BATCH, 3, 32, 32)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (BATCH,))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = net(x)
-        loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH / (time.perf_counter() - t)
+    cpu = torch.device("cpu")
+    mode = "default" if compile_step else None
+    step = single_step(ModelConfig(arch, depth), cpu, precision, mode, channels_last=precision == "bf16")
+    return rate(step, cpu, BATCH, steps)
 
 
 def reslab_loop(arch, depth, steps, precision, data) -> float:
@@ -165,10 +145,10 @@ KINDS = {
 
 def measure_one(kind: str, net: str, steps: int) -> float:
     """One measurement in this process (the driver starts a fresh process for each)."""
-    arch, depth = net.split("-")
+    config = parse_net(net)
     # `steps` steps of batch 128 per epoch, plus 1,000 test images.
     data = make_synthetic(BATCH * steps, 1000, (3, 32, 32))
-    return KINDS[kind](arch, int(depth), steps, data)
+    return KINDS[kind](config.arch, config.depth, steps, data)
 
 
 def measure(kind: str, net: str, steps: int) -> float:
@@ -207,8 +187,7 @@ def main() -> int:
             print(f"round {rnd + 1}: {net} done", file=sys.stderr)
     rows = []
     for net in nets:
-        arch, depth = net.split("-")
-        r = {"net": net, "macs": count_macs(build_model(ModelConfig(arch, int(depth))))}
+        r = {"net": net, "macs": count_macs(build_model(parse_net(net)))}
         r.update({kind: best[net, kind] for kind in KINDS})
         r["gflops_reslab"] = r["reslab_default"] * 6 * r["macs"] / 1e9
         rows.append(r)

@@ -11,7 +11,7 @@ import shutil
 
 import torch
 
-from reslab.errors import UserError
+from reslab.errors import UserError, one_line
 
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
 # saves 2-8% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
@@ -67,7 +67,7 @@ def compiler_works(device: torch.device) -> str | None:
     try:
         torch.compile(lambda x: torch.relu(x) + 1, dynamic=False)(torch.ones(8, device=device))
     except Exception as e:  # noqa: BLE001 - whatever the compiler stack raises, we train eagerly
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        return one_line(e)
     return None
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from reslab import __version__, accel, distributed, runs
 from reslab.augment import default_pad, pad_crop_flip
 from reslab.data import Dataset, load_dataset, prepare
-from reslab.errors import UserError
+from reslab.errors import UserError, one_line
 from reslab.models import ARCHS, ModelConfig, blocks_per_stage, build_model, count_macs, count_parameters
 
 PAPER_ITERATIONS = 64_000
@@ -424,7 +424,7 @@ def load_failure(e: Exception) -> str:
     if "Weights only load failed" in text:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
-    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
+    return one_line(e)
 
 
 class Interrupted(Exception):
