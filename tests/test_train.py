@@ -5,6 +5,7 @@ import time
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab import runs
 from reslab.data import make_synthetic
@@ -243,3 +244,34 @@ def test_resume_removes_what_a_killed_writer_left(tmp_path):
     train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False, log=None)
     assert not stale.exists()
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 12
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts the operations that make the host wait for a GPU: reading a value back
+    (.item(), bool(), float(): item or _local_scalar_dense) and those whose output size depends
+    on the data. On a CPU nothing waits, but the same operations run, so counting them checks
+    the training loop's GPU promise without a GPU. tolist() and .cpu() do not pass through
+    here; gpu_check's host_syncs phase catches those on a GPU."""
+
+    SYNCING = {"item", "_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_consecutive"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.SYNCING:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_steps_do_not_wait_on_the_device(tmp_path):
+    """Runs of N and 2N iterations with one evaluation each: the host reads values back at
+    the evaluation, checkpoint and first step, and not once in the N steps between."""
+    counts = []
+    for n in (16, 32):
+        with SyncCounter() as counter:
+            train(small(iterations=n, eval_every=n), tmp_path / str(n), data=tiny_data(), progress=False, log=None)
+        counts.append(counter.count)
+    assert counts[0] > 0  # the counter sees the evaluation's reads
+    assert counts[1] == counts[0]
