@@ -11,11 +11,13 @@ evaluation period, after cuDNN's autotuning and the first evaluation); the time 
 includes one evaluation of the test set per epoch, as in the real runs.
 
 Phases, in order (the results are written after each, so a check cut short still reports):
-each network alone; K ResNet-56 processes at once; K networks fused into one module (reslab.fused,
-bare steps, benchmarks/fused_speed.py), to decide between the two; host synchronisations per step
-(CUDA's sync debug mode); a short ResNet-20 run in bf16 and fp32 for accuracy; ResNet-20/56
-through torch.compile against eager; ResNet-56's bare step eager, compiled and compiled with CUDA
-graphs (torch.compile's reduce-overhead mode), and K fused ResNet-56 compiled.
+each network alone; K ResNet-56 processes at once; the whole grid at once, one process per
+network, its timeline scaled to 64k iterations (the moonshot's measured estimate); K networks
+fused into one module (reslab.fused, bare steps, benchmarks/fused_speed.py), to decide between
+fusing and processes; host synchronisations per step (CUDA's sync debug mode); a short ResNet-20
+run in bf16 and fp32 for accuracy; ResNet-20/56 through torch.compile against eager; ResNet-56's
+bare step eager, compiled and compiled with CUDA graphs (torch.compile's reduce-overhead mode),
+and K fused ResNet-56 compiled.
 """
 
 from __future__ import annotations
@@ -162,6 +164,36 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
     return out
 
 
+def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save) -> dict:
+    """The whole grid at once, one process per network (`reslab experiment --runs-per-gpu N` with
+    N the grid's size), each run 2 epochs. All start together and the shallow ones finish first,
+    as in a full-length grid, so the paper-length time is this timeline scaled: each run's own
+    seconds times 64k over its iterations, plus the processes' start-up, measured once."""
+    exp = tmp / "all-at-once"
+    cells = [for_net(base, net) for net in nets]
+    t = time.perf_counter()
+    outcomes = run_experiment(exp, cells, jobs=len(cells), runs_per_gpu=len(cells), log=lambda *_: None)
+    wall = time.perf_counter() - t
+    bad = [o for o in outcomes if o["state"] != "finished"]
+    if bad:
+        out["error"] = f"{bad[0]['name']}: {bad[0]['state']}: {bad[0].get('message', '')}"
+        save()
+        return out
+    for net, o in zip(nets, outcomes):
+        last = runs.read_metrics(exp / o["name"])[-1]
+        out[net] = {"seconds": last["seconds"], "iterations": last["iteration"]}
+    longest = max(r["seconds"] for r in out.values())
+    scaled = max(r["seconds"] * PAPER_ITERATIONS / r["iterations"] for r in out.values())
+    out.update(wall_seconds=wall, start_up_seconds=wall - longest, paper_length_seconds=wall - longest + scaled)
+    print(
+        f"all {len(nets)} at once: {wall:.0f} s; paper length {out['paper_length_seconds'] / 60:.1f} min",
+        file=sys.stderr,
+        flush=True,
+    )
+    save()
+    return out
+
+
 def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, save) -> dict:
     """K networks as one module (reslab.fused) against one alone, bare steps."""
     try:
@@ -304,6 +336,30 @@ def decision(result: dict) -> list[str]:
     return lines
 
 
+def all_at_once_lines(a: dict) -> list[str]:
+    if not a:
+        return []
+    head = ["", "## The whole grid at once, one process per network (2 epochs each)", ""]
+    if "error" in a:
+        return [*head, f"failed: {a['error']}"]
+    nets = [k for k, v in a.items() if isinstance(v, dict)]
+    return [
+        *head,
+        "| net | seconds training | iterations | scaled to 64k iterations |",
+        "|---|---|---|---|",
+        *(
+            f"| {n} | {a[n]['seconds']:.1f} | {a[n]['iterations']:.0f} | "
+            f"{a[n]['seconds'] * PAPER_ITERATIONS / a[n]['iterations'] / 60:.1f} min |"
+            for n in nets
+        ),
+        "",
+        f"Wall time {a['wall_seconds']:.0f} s, of which {a['start_up_seconds']:.0f} s start-up (processes, data, "
+        f"models). The shallow runs finish first here as in a full-length grid, so the paper-length grid is this "
+        f"timeline scaled: **{a['paper_length_seconds'] / 60:.1f} min** for all {len(nets)} networks x 64k "
+        "iterations (the target is under 15).",
+    ]
+
+
 def graph_lines(result: dict) -> list[str]:
     g = result["graphs"]
     if not g:
@@ -363,6 +419,7 @@ def report(result: dict) -> str:
         gain = c["aggregate_images_per_second"] / result["alone"][ref]["images_per_second"]
         per = ", ".join(f"{v:.0f}" for v in c["per_run_images_per_second"])
         lines.append(f"| {k} | {c['aggregate_images_per_second']:.0f} | {per} | {gain:.2f}x |")
+    lines += all_at_once_lines(result["all_at_once"])
     if result["fused"]:
         lines += [
             "",
@@ -380,7 +437,7 @@ def report(result: dict) -> str:
         ]
     elif "error" in syncs:
         lines += ["", f"Host synchronisations per step: not counted ({syncs['error']})."]
-    acc = result["accuracy"]
+    acc, at_once = result["accuracy"], result["all_at_once"]
     lines += [
         "",
         f"## Accuracy: ResNet-20, {result['accuracy_iterations']} iterations of the paper's recipe",
@@ -409,6 +466,11 @@ def report(result: dict) -> str:
         f"## The grid ({len(result['alone'])} networks x 64k iterations, one seed, eager), extrapolated",
         "",
         *(f"- {k.replace('_', ' ')}: {v / 60:.1f} min" for k, v in result["extrapolated_seconds"].items()),
+        *(
+            [f"- all at once, measured and scaled (above): {at_once['paper_length_seconds'] / 60:.1f} min"]
+            if "paper_length_seconds" in at_once
+            else []
+        ),
         "",
         f"Target: under 15 min. Whole check: {result['check_seconds']:.0f} s"
         + ("." if result["complete"] else " (stopped before the end: the numbers above are what it got to)."),
@@ -443,6 +505,7 @@ def main() -> int:
         "alone": {},
         "concurrent_net": sizes.concurrent_net,
         "concurrent": {},
+        "all_at_once": {},
         "accuracy_iterations": sizes.accuracy_iterations,
         "accuracy": {},
         "fused": {},
@@ -471,6 +534,7 @@ def main() -> int:
         tmp = Path(tmp)
         alone(base, data, sizes.nets, tmp, result["alone"], save)
         concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
+        all_at_once(base, sizes.nets, tmp, result["all_at_once"], save)
         fused(sizes.fused_nets, sizes.ks, sizes.fused_steps, device, result["fused"], save)
         host_syncs(base, data, sizes.sync_iterations, tmp, result["host_syncs"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from reslab import accel
@@ -28,6 +29,12 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     assert all(v["images_per_second"] > 0 and v["seconds_per_iteration"] > 0 for v in result["alone"].values())
     together = result["concurrent"]["2"]
     assert len(together["per_run_images_per_second"]) == 2 and together["aggregate_images_per_second"] > 0
+    at_once = result["all_at_once"]
+    assert {"plain-8", "resnet-8"} <= set(at_once) and at_once["resnet-8"]["iterations"] == 8
+    # The paper-length grid is its longest run's seconds scaled to 64k iterations, plus start-up.
+    longest = max(at_once[n]["seconds"] * 64_000 / 8 for n in ("plain-8", "resnet-8"))
+    assert at_once["paper_length_seconds"] == pytest.approx(longest + at_once["start_up_seconds"])
+    assert 0 < at_once["start_up_seconds"] < at_once["wall_seconds"]
     fused = result["fused"]["resnet-8"]
     assert fused["single"] > 0 and fused["fused"]["2"]["channels_last"] > 0 and fused["fused"]["2"]["contiguous"] > 0
     assert result["host_syncs"] == {"skipped": "CUDA only"}  # CUDA's sync debug mode counts them
@@ -46,7 +53,11 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     grid = result["extrapolated_seconds"]
     assert grid["2_at_a_time"] > 0 and grid["one_at_a_time"] > 0
     md = out.with_suffix(".md").read_text()
-    assert "## Several resnet-8 at once" in md and "## K networks fused into one module" in md
+    assert (
+        "## Several resnet-8 at once" in md
+        and "## The whole grid at once" in md
+        and "## K networks fused into one module" in md
+    )
 
 
 def test_gpu_check_refuses_to_run_without_a_gpu_or_smoke(tmp_path):
