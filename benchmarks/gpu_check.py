@@ -36,6 +36,7 @@ import torch
 from fused_speed import BATCH, fused_step, single_step, sync, timed
 from fused_speed import measure as measure_fused
 from fused_speed import table as fused_table
+from speed import conventional_loop
 
 from reslab import runs
 from reslab.data import load_dataset
@@ -70,6 +71,7 @@ class Sizes:
     fused_steps: int  # also the CUDA-graph phase's
     graph_net: str
     sync_iterations: int
+    conventional_nets: list
 
 
 GPU = Sizes(
@@ -84,8 +86,11 @@ GPU = Sizes(
     fused_steps=30,
     graph_net="resnet-56",
     sync_iterations=50,
+    conventional_nets=["resnet-20", "resnet-56"],
 )
-SMOKE = Sizes(["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2, "resnet-8", 4)
+SMOKE = Sizes(
+    ["plain-8", "resnet-8"], "resnet-8", [2], 4, 8, 256, ["resnet-8"], ["resnet-8"], 2, "resnet-8", 4, ["resnet-8"]
+)
 
 
 def matmul_tflops(device: torch.device, n: int) -> float:
@@ -194,6 +199,21 @@ def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save) -> di
     return out
 
 
+def conventional(data, nets: list, device: torch.device, out: dict, save) -> dict:
+    """The hand-written loop of benchmarks/speed.py on this GPU: per-sample transforms in 2
+    DataLoader workers (as the PyTorch CIFAR tutorial has it), pinned memory, fp32, cuDNN's
+    autotuner, the loss read back every step, the test set evaluated every epoch."""
+    for net in nets:
+        c = parse_net(net)
+        try:
+            out[net] = {"seconds_per_iteration": conventional_loop(c.arch, c.depth, data, device, 2, workers=2)}
+        except Exception as e:  # noqa: BLE001 - a failure is a result here
+            out[net] = {"error": one_line(e)}
+        print(f"conventional {net}: {out[net]}", file=sys.stderr, flush=True)
+        save()
+    return out
+
+
 def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, save) -> dict:
     """K networks as one module (reslab.fused) against one alone, bare steps."""
     try:
@@ -271,15 +291,30 @@ def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: d
     return out
 
 
+def autotuned(step):
+    """`step` with cuDNN's autotuner on (torch.backends.cudnn.benchmark), and off again after."""
+
+    def run():
+        torch.backends.cudnn.benchmark = True
+        try:
+            step()
+        finally:
+            torch.backends.cudnn.benchmark = False
+
+    return run
+
+
 def graphs(net: str, ks: list, steps: int, device: torch.device, out: dict, save) -> dict:
-    """One network's bare step eager, compiled, and compiled with CUDA graphs (torch.compile's
-    reduce-overhead mode; on a CPU it compiles as the default mode): whether the graphs pay, which
-    the loop's --compile does not try yet. Then the most networks of the fused phase, compiled:
-    its images/s count all K networks."""
+    """One network's bare step eager (with cuDNN's autotuner off, reslab's setting, and on),
+    compiled, and compiled with CUDA graphs (torch.compile's reduce-overhead mode; on a CPU it
+    compiles as the default mode): whether the autotuner and the graphs pay, which reslab does not
+    use yet. Then the most networks of the fused phase, compiled: its images/s count all K."""
     config, precision = parse_net(net), resolve_precision("auto", device)
     k = max(ks)
     variants = {
         "eager": lambda: (single_step(config, device, precision), BATCH),
+        # reslab leaves cuDNN's autotuner off; the conventional loop above turns it on, as many do.
+        "eager, cuDNN autotuner": lambda: (autotuned(single_step(config, device, precision)), BATCH),
         "default": lambda: (single_step(config, device, precision, "default"), BATCH),
         "reduce-overhead": lambda: (single_step(config, device, precision, "reduce-overhead"), BATCH),
         # Last, as it may not be reached in the time: whether compiling removes what vmap costs
@@ -360,6 +395,29 @@ def all_at_once_lines(a: dict) -> list[str]:
     ]
 
 
+def conventional_lines(result: dict) -> list[str]:
+    conv = result["conventional"]
+    if not conv:
+        return []
+    lines = [
+        "",
+        "## reslab against a conventional loop (DataLoader, per-sample transforms, fp32), each alone",
+        "",
+        "| net | conventional ms per iteration | reslab ms per iteration | reslab's speed |",
+        "|---|---|---|---|",
+    ]
+    for net, c in conv.items():
+        if "error" in c:
+            lines.append(f"| {net} | failed: {c['error']} | | |")
+            continue
+        ours = result["alone"][net]["seconds_per_iteration"]
+        lines.append(
+            f"| {net} | {1000 * c['seconds_per_iteration']:.2f} | {1000 * ours:.2f} | "
+            f"{c['seconds_per_iteration'] / ours:.2f}x |"
+        )
+    return [*lines, "", "Both per iteration of the second epoch, its evaluation of the test set included."]
+
+
 def graph_lines(result: dict) -> list[str]:
     g = result["graphs"]
     if not g:
@@ -367,8 +425,8 @@ def graph_lines(result: dict) -> list[str]:
     eager = g.get("eager", {}).get("images_per_second")
     lines = [
         "",
-        f"## CUDA graphs: {result['graph_net']} bare steps, eager / compiled / compiled with CUDA graphs "
-        "/ K fused and compiled (images/s of all K)",
+        f"## {result['graph_net']} bare steps: eager (cuDNN's autotuner off, reslab's setting, and on), "
+        "compiled, compiled with CUDA graphs (reduce-overhead), K fused and compiled (images/s of all K)",
         "",
         "| step | images/s | vs eager | first 3 steps' seconds (compilation) |",
         "|---|---|---|---|",
@@ -420,6 +478,7 @@ def report(result: dict) -> str:
         per = ", ".join(f"{v:.0f}" for v in c["per_run_images_per_second"])
         lines.append(f"| {k} | {c['aggregate_images_per_second']:.0f} | {per} | {gain:.2f}x |")
     lines += all_at_once_lines(result["all_at_once"])
+    lines += conventional_lines(result)
     if result["fused"]:
         lines += [
             "",
@@ -506,6 +565,7 @@ def main() -> int:
         "concurrent_net": sizes.concurrent_net,
         "concurrent": {},
         "all_at_once": {},
+        "conventional": {},
         "accuracy_iterations": sizes.accuracy_iterations,
         "accuracy": {},
         "fused": {},
@@ -535,6 +595,7 @@ def main() -> int:
         alone(base, data, sizes.nets, tmp, result["alone"], save)
         concurrent(base, sizes.concurrent_net, sizes.ks, tmp, result["concurrent"], save)
         all_at_once(base, sizes.nets, tmp, result["all_at_once"], save)
+        conventional(data, sizes.conventional_nets, device, result["conventional"], save)
         fused(sizes.fused_nets, sizes.ks, sizes.fused_steps, device, result["fused"], save)
         host_syncs(base, data, sizes.sync_iterations, tmp, result["host_syncs"], save)
         accuracy(base, data, sizes.accuracy_iterations, tmp, result["accuracy"], save)

@@ -44,8 +44,9 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     else:  # recorded as a result, not a crash
         assert "cannot work here" in result["compiled"]["resnet-8"]["error"]
     graphs = result["graphs"]
-    assert set(graphs) == {"eager", "default", "reduce-overhead", "2 fused, default"}
-    assert graphs["eager"]["images_per_second"] > 0
+    assert set(graphs) == {"eager", "eager, cuDNN autotuner", "default", "reduce-overhead", "2 fused, default"}
+    assert graphs["eager"]["images_per_second"] > 0 and graphs["eager, cuDNN autotuner"]["images_per_second"] > 0
+    assert result["conventional"]["resnet-8"]["seconds_per_iteration"] > 0
     if accel.compiler_missing(torch.device("cpu")) is None:
         assert (
             graphs["reduce-overhead"]["images_per_second"] > 0 and graphs["2 fused, default"]["images_per_second"] > 0
