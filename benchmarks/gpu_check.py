@@ -12,12 +12,13 @@ includes one evaluation of the test set per epoch, as in the real runs.
 
 Phases, in order (the results are written after each, so a check cut short still reports):
 each network alone; K ResNet-56 processes at once; the whole grid at once, one process per
-network, its timeline scaled to 64k iterations (the moonshot's measured estimate); K networks
-fused into one module (reslab.fused, bare steps, benchmarks/fused_speed.py), to decide between
-fusing and processes; host synchronisations per step (CUDA's sync debug mode); a short ResNet-20
-run in bf16 and fp32 for accuracy; ResNet-20/56 through torch.compile against eager; ResNet-56's
-bare step eager, compiled and compiled with CUDA graphs (torch.compile's reduce-overhead mode),
-and K fused ResNet-56 compiled.
+network, its timeline scaled to 64k iterations (the moonshot's measured estimate); speed.py's
+conventional loop on the GPU against reslab's; K networks fused into one module (reslab.fused,
+bare steps, benchmarks/fused_speed.py), to decide between fusing and processes; host
+synchronisations per step (CUDA's sync debug mode); a short ResNet-20 run in bf16 and fp32 for
+accuracy; ResNet-20/56 through torch.compile against eager; ResNet-56's bare step eager (cuDNN's
+autotuner off and on), compiled and compiled with CUDA graphs (torch.compile's reduce-overhead
+mode), and K fused ResNet-56 compiled.
 """
 
 from __future__ import annotations
