@@ -115,30 +115,39 @@ def conventional_loop(arch, depth, data, device=torch.device("cpu"), epochs=3, w
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     mean, std = data.normalization()
     gpu = device.type == "cuda"
-    torch.backends.cudnn.benchmark = gpu
     loader = dict(batch_size=BATCH, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0)
     train_loader = torch.utils.data.DataLoader(
         PerSampleDataset(data.train_x, data.train_y, mean, std, True), shuffle=True, drop_last=True, **loader
     )
     test_loader = torch.utils.data.DataLoader(PerSampleDataset(data.test_x, data.test_y, mean, std, False), **loader)
     stamps = []
-    for _ in range(epochs):
-        model.train()
-        running_loss = 0.0
-        for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            running_loss += loss.item()  # the usual running loss for the progress line
-        model.eval()  # eval every epoch, as such loops do
-        with torch.no_grad():
-            for x, _ in test_loader:
-                model(x.to(device, non_blocking=True))
-        sync(device)
-        stamps.append(time.perf_counter())
+    autotuner = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = gpu
+    try:
+        for _ in range(epochs):
+            stamps.append(conventional_epoch(model, opt, train_loader, test_loader, device))
+    finally:  # the caller's setting again (gpu_check measures other loops after this one)
+        torch.backends.cudnn.benchmark = autotuner
     return (stamps[-1] - stamps[0]) / ((epochs - 1) * len(train_loader))
+
+
+def conventional_epoch(model, opt, train_loader, test_loader, device) -> float:
+    """One epoch of the conventional loop, ending with the test set; returns when it ended."""
+    model.train()
+    running_loss = 0.0
+    for x, y in train_loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running_loss += loss.item()  # the usual running loss for the progress line
+    model.eval()  # eval every epoch, as such loops do
+    with torch.no_grad():
+        for x, _ in test_loader:
+            model(x.to(device, non_blocking=True))
+    sync(device)
+    return time.perf_counter()
 
 
 KINDS = {
