@@ -396,17 +396,19 @@ def all_at_once_lines(a: dict) -> list[str]:
     ]
 
 
+def section(title: str, columns: list) -> list[str]:
+    """A report section's heading and its table's header."""
+    return ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def conventional_lines(result: dict) -> list[str]:
     conv = result["conventional"]
     if not conv:
         return []
-    lines = [
-        "",
-        "## reslab against a conventional loop (DataLoader, per-sample transforms, fp32), each alone",
-        "",
-        "| net | conventional ms per iteration | reslab ms per iteration | reslab's speed |",
-        "|---|---|---|---|",
-    ]
+    lines = section(
+        "reslab against a conventional loop (DataLoader, per-sample transforms, fp32), each alone",
+        ["net", "conventional ms per iteration", "reslab ms per iteration", "reslab's speed"],
+    )
     for net, c in conv.items():
         if "error" in c:
             lines.append(f"| {net} | failed: {c['error']} | | |")
@@ -424,14 +426,11 @@ def graph_lines(result: dict) -> list[str]:
     if not g:
         return []
     eager = g.get("eager", {}).get("images_per_second")
-    lines = [
-        "",
-        f"## {result['graph_net']} bare steps: eager (cuDNN's autotuner off, reslab's setting, and on), "
+    lines = section(
+        f"{result['graph_net']} bare steps: eager (cuDNN's autotuner off, reslab's setting, and on), "
         "compiled, compiled with CUDA graphs (reduce-overhead), K fused and compiled (images/s of all K)",
-        "",
-        "| step | images/s | vs eager | first 3 steps' seconds (compilation) |",
-        "|---|---|---|---|",
-    ]
+        ["step", "images/s", "vs eager", "first 3 steps' seconds (compilation)"],
+    )
     for mode, r in g.items():
         if "error" in r:
             lines.append(f"| {mode} | failed: {r['error']} | | |")
