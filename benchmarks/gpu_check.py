@@ -143,6 +143,14 @@ def alone(base: TrainConfig, data, nets: list, tmp: Path, out: dict, save) -> di
     return out
 
 
+def first_failure(outcomes: list[dict]) -> str | None:
+    """The first run of an experiment that did not finish, in one line; None when all did."""
+    for o in outcomes:
+        if o["state"] != "finished":
+            return f"{o['name']}: {o['state']}: {o.get('message', '')}"
+    return None
+
+
 def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save) -> dict:
     """K copies of `net` (seeds 0..K-1) trained at once by `reslab experiment --runs-per-gpu K`."""
     c = parse_net(net)
@@ -153,9 +161,8 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
             exp, grid(base, [c.arch], [c.depth], list(range(k))), jobs=k, runs_per_gpu=k, log=lambda *_: None
         )
         wall = time.perf_counter() - t
-        bad = [o for o in outcomes if o["state"] != "finished"]
-        if bad:
-            out[k] = {"error": f"{bad[0]['name']}: {bad[0]['state']}: {bad[0].get('message', '')}"}
+        if bad := first_failure(outcomes):
+            out[k] = {"error": bad}
             save()
             continue
         each = [steady(exp / o["name"]) for o in outcomes]
@@ -180,9 +187,8 @@ def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save) -> di
     t = time.perf_counter()
     outcomes = run_experiment(exp, cells, jobs=len(cells), runs_per_gpu=len(cells), log=lambda *_: None)
     wall = time.perf_counter() - t
-    bad = [o for o in outcomes if o["state"] != "finished"]
-    if bad:
-        out["error"] = f"{bad[0]['name']}: {bad[0]['state']}: {bad[0].get('message', '')}"
+    if bad := first_failure(outcomes):
+        out["error"] = bad
         save()
         return out
     for net, o in zip(nets, outcomes):

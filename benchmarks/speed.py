@@ -107,9 +107,9 @@ class PerSampleDataset(torch.utils.data.Dataset):
 
 def conventional_loop(arch, depth, data, device=torch.device("cpu"), epochs=3, workers=0) -> float:
     """Seconds per training iteration over epochs 2..`epochs` (epoch 1 holds the one-off start),
-    each epoch a pass over the training set ending with an evaluation of the test set. On a GPU
-    it is written as such loops are for one: DataLoader workers with pinned memory, batches
-    copied to the device, cuDNN's autotuner on."""
+    each epoch a pass over the training set ending with an evaluation of the test set, its
+    samples prepared in `workers` DataLoader workers (0: in this process). On a GPU it is written
+    as such loops are for one: pinned memory, batches copied over, cuDNN's autotuner on."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch, depth)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

@@ -266,8 +266,8 @@ class SyncCounter(TorchDispatchMode):
 
 
 def test_training_steps_do_not_wait_on_the_device(tmp_path):
-    """Runs of N and 2N iterations with one evaluation each: the host reads values back at
-    the evaluation, checkpoint and first step, and not once in the N steps between."""
+    """Runs of N and 2N iterations with one evaluation each: the host reads values back in the
+    evaluation (twice), and not once in the N steps more."""
     counts = []
     for n in (16, 32):
         with SyncCounter() as counter:
