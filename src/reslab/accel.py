@@ -14,7 +14,7 @@ import torch
 from reslab.errors import UserError, one_line
 
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
-# saves 2-8% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
+# saves 1-8% per iteration there (benchmarks/results/speed_cpu.md): worth it only for long runs.
 COMPILE_FROM = 4000  # iterations
 
 
