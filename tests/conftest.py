@@ -8,7 +8,7 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def run_cli(*args, cwd=None, timeout=300):
+def run_cli(*args, cwd=None, timeout=900):
     """`python -m reslab ARGS` in a subprocess, as a user would run it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(

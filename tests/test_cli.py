@@ -92,7 +92,7 @@ def test_output_directory_with_a_different_run(cli, tmp_path):
     out = tmp_path / "r"
     assert cli("train", "--depth", "8", *QUICK, "--out", out).returncode == 0
     before = (out / "config.json").read_text()
-    assert_user_error(cli("train", "--depth", "14", *QUICK, "--out", out), "different run")
+    assert_user_error(cli("train", "--depth", "14", *QUICK, "--out", out), "other settings")
     assert (out / "config.json").read_text() == before  # nothing was overwritten
 
 
@@ -173,7 +173,7 @@ def test_a_crafted_config_cannot_write_elsewhere(cli, tmp_path):
     config = json.loads((out / "config.json").read_text())
     config["model"]["depth"] = "../../../escaped"
     (out / "config.json").write_text(json.dumps(config))
-    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "invalid model fields: depth")
+    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "model.depth missing")
     config["model"]["depth"], config["model"]["arch"] = 8, "../../escaped"
     (out / "config.json").write_text(json.dumps(config))
     assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "unknown architecture")

@@ -103,7 +103,7 @@ def test_same_seed_same_run(tmp_path):
 
 def test_output_directory_holding_another_run_is_refused(tmp_path):
     train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
-    with pytest.raises(UserError, match="different run"):
+    with pytest.raises(UserError, match="other settings"):
         train(small(depth=14), tmp_path / "r", data=tiny_data(), progress=False, log=None)
     with pytest.raises(UserError, match="--resume"):
         train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
@@ -208,7 +208,7 @@ def test_experiment_directory_is_locked(tmp_path):
             with experiment_lock(tmp_path):
                 pass
     with runs.run_lock(tmp_path / "run"):
-        with pytest.raises(UserError, match="another process is training"):
+        with pytest.raises(UserError, match="another process is writing"):
             train(small(), tmp_path / "run", data=tiny_data(), progress=False, log=None)
 
 
@@ -239,7 +239,7 @@ def test_resume_removes_what_a_killed_writer_left(tmp_path):
     out = tmp_path / "r"
     train(small(iterations=12), out, data=tiny_data(), progress=False, log=None)
     runs.write_status(out, "interrupted")
-    stale = out / ".checkpoint.pt.k1ll3d.tmp"
+    stale = out / f"{runs.TMP_PREFIX}checkpoint.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
     train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False, log=None)
     assert not stale.exists()

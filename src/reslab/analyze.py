@@ -3,6 +3,7 @@ OUT/analyses/NAME.json and OUT/figures/NAME.png|svg, which the report turns into
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -214,6 +215,10 @@ def run_landscape(
 ) -> dict:
     from reslab.train import resolve_precision
 
+    if not resolution >= 3:
+        raise UserError(f"--resolution must be 3 or more (a grid needs a centre and two sides), got {resolution}.")
+    if not (math.isfinite(span) and span > 0):
+        raise UserError(f"--span must be a positive finite number, got {span}.")
     precision = resolve_precision(precision, torch.device("cpu"))
     axis = [span * (2 * i / (resolution - 1) - 1) for i in range(resolution)]
     results = []

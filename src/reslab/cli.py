@@ -115,6 +115,15 @@ def add_model_options(p: argparse.ArgumentParser, depth_default=20) -> None:
     p.add_argument("--width", type=positive_int, default=16, help="filters in the first stage (default 16)")
 
 
+def add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the runs in --out that were trained with other settings and train them anew "
+        "(without it, such a directory is refused)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reslab",
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, help="parallel training processes (default: one per core, one per GPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/demo", help="experiment directory (default %(default)s)")
+    add_overwrite_option(p)
 
     p = sub.add_parser(
         "experiment",
@@ -197,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="runs/degradation",
         help="experiment directory (default %(default)s); with a Ray cluster, on storage every node sees",
     )
+    add_overwrite_option(p)
 
     p = sub.add_parser("train", help="train one network into a run directory")
     add_model_options(p)
@@ -360,6 +371,12 @@ def cmd_analyze(args) -> int:
     run_dirs = [Path(d) for d in args.runs]
     if name == "responses":
         r = analyze.run_responses(run_dirs, args.out, args.split, args.limit, **data)
+        for run in r["runs"]:
+            stds = [x["std"] for x in run["layers"]]
+            print(
+                f"{run['label']}: response std over {len(stds)} 3x3 layers: mean {sum(stds) / len(stds):.3f}, "
+                f"first {stds[0]:.3f}, last {stds[-1]:.3f}"
+            )
         for f in r["findings"]:
             print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
     elif name == "lesion":
@@ -409,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
             rank = env_rank()
             print(f"reslab{f' (rank {rank})' if rank else ''}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from reslab.experiment import ExperimentInterrupted
+
+        if not isinstance(e, ExperimentInterrupted):
+            raise
+        print(f"\nreslab: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(
             "reslab: interrupted. Nothing written so far is lost: run the same command again (a training run "
@@ -437,9 +461,11 @@ def cmd_train(args) -> int:
         from reslab.train import TrainConfig
 
         # Where data is kept is this machine's business: never taken from a (possibly foreign) file.
-        given = {
-            k: v for k, v in read_json(Path(args.config)).get("train", {}).items() if k not in ("data_dir", "download")
-        }
+        found = read_json(Path(args.config))
+        section = found.get("train") if isinstance(found, dict) else None
+        if not isinstance(section, dict):
+            raise UserError(f"--config {args.config} is not a reslab config.json (it has no 'train' section).")
+        given = {k: v for k, v in section.items() if k not in ("data_dir", "download")}
         cfg = TrainConfig.from_dict({**given, "data_dir": args.data_dir, "download": args.download})
     else:
         cfg = config_from_args(args)
@@ -474,20 +500,23 @@ def mark(holds: bool | None) -> str:
 
 def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> list[dict]:
     """Train the grid, print the table and verdicts; returns the cells' outcomes."""
-    from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
+    from reslab.experiment import gather, grid, run_experiment, summarize, summary_table
     from reslab.verdicts import degradation_verdicts
 
     cells = grid(base, archs, depths, list(range(seeds)))
     print(
-        f"training {len(cells)} networks into {out}: {', '.join(archs)} x depths "
+        f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
         f"{', '.join(map(str, depths))} x {seeds} seed(s) on {base.dataset}"
     )
     outcomes = run_experiment(out, cells, jobs=jobs, spec=spec, **backend)
+    together, skipped = gather(out)
+    for name, why in skipped:
+        print(f"left out of the summary: {name}: {why}")
     summary = summarize(out)
     print()
     print(summary_table(summary))
     print()
-    for v in degradation_verdicts(summary, load_runs(out)):
+    for v in degradation_verdicts(summary, together):
         print(f"[{mark(v.holds)}] {v.claim}: {v.text}")
     return outcomes
 
@@ -548,7 +577,7 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": args.dataset, "epochs": epochs, "subset": subset}
     out, archs = Path(args.out), split_archs(args.archs)
-    outcomes = run_grid(out, base, archs, args.depths, args.seeds, args.jobs, spec)
+    outcomes = run_grid(out, base, archs, args.depths, args.seeds, args.jobs, spec, overwrite=args.overwrite)
     demo_analyses(out, archs, args.depths)
     code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
@@ -565,6 +594,7 @@ def cmd_experiment(args) -> int:
         runs_per_gpu=args.runs_per_gpu,
         cpus_per_run=args.cpus_per_run,
         retries=args.retries,
+        overwrite=args.overwrite,
     )
     return finish(
         out, run_grid(out, base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec, **backend)
@@ -631,8 +661,10 @@ def cmd_models(args) -> int:
 def cmd_datasets(args) -> int:
     from reslab.data import describe_datasets
 
-    for name, where in describe_datasets(args.data_dir):
-        print(f"{name:<16}{where}")
+    found = describe_datasets(args.data_dir)
+    width = max(len(name) for name, _ in found) + 2
+    for name, where in found:
+        print(f"{name:<{width}}{where}")
     return 0
 
 

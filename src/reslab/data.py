@@ -371,6 +371,9 @@ def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
         for label, cls in enumerate(classes):
             folder = root / split / cls
             found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+            broken = [p for p in found if not p.is_file()]
+            if broken:
+                raise UserError(f"{broken[0]} is not a readable file (a broken or looping link?); fix or remove it.")
             if not found:
                 raise UserError(f"{folder} holds no images (.png/.jpg): every class needs images in both splits.")
             items += [(p, label) for p in found]
@@ -382,16 +385,25 @@ def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
 
 
 def decode_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     images, shape = [], None
     for path, _ in items:
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB" if im.mode not in ("L", "I;16", "I", "1") else "L")
-                a = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            with warnings.catch_warnings(), Image.open(path) as im:
+                # A file that would decode to a huge image is refused before it is decoded.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im.load()
+                a = to_uint8(im)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
             raise UserError(f"{path} is not a readable image ({e}); fix or remove it.") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UserError(
+                f"{path} would decode to more than {Image.MAX_IMAGE_PIXELS:,} pixels, far more than an image of a "
+                "dataset for these networks; reslab refuses it (a decompression bomb?)."
+            ) from None
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if shape is None:
             shape = a.shape
@@ -404,6 +416,19 @@ def decode_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray
     return np.stack(images), np.array([label for _, label in items], dtype=np.int64)
 
 
+def to_uint8(im) -> np.ndarray:
+    """An image's pixels as uint8, grey (H, W) or RGB (H, W, 3). 16- and 32-bit grey images are
+    scaled (65535 -> 255), not clipped at 255."""
+    if im.mode.startswith("I"):  # I;16, I;16B, I (PNG's 16-bit grey opens as one of these)
+        a = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        return np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+    if im.mode == "F":
+        a = np.asarray(im)
+        return np.clip(np.rint(a * 255.0 if a.max(initial=0) <= 1 else a), 0, 255).astype(np.uint8)
+    return np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), np.uint8)
+
+
 def image_folder_cache_path(root: Path) -> Path:
     """Beside the folder when writable, else in the user cache (keyed by the folder's path)."""
     beside = root.parent / f".{root.name}.reslab-cache.npz"
@@ -413,14 +438,23 @@ def image_folder_cache_path(root: Path) -> Path:
     return DEFAULT_DATA_DIR / "imagefolder-cache" / f"{root.name}-{key}.npz"
 
 
+def folder_fingerprint(root: Path, files: dict) -> str:
+    """What the cache is keyed by: every file's path, label, size, modification time and content,
+    so that an image edited in place (same name, same size) is decoded again, never served stale."""
+    h = hashlib.blake2b(digest_size=32)
+    for split in files:
+        for p, label in files[split]:
+            st = p.stat()
+            h.update(f"{split} {p.relative_to(root)} {label} {st.st_size} {st.st_mtime_ns}\n".encode())
+            h.update(hashlib.blake2b(p.read_bytes(), digest_size=16).digest())
+    return h.hexdigest()
+
+
 def load_image_folder(root: Path) -> Dataset:
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist.")
     files, classes = scan_image_folder(root)
-    listing = "\n".join(
-        f"{s} {p.relative_to(root)} {p.stat().st_size} {label}" for s in files for p, label in files[s]
-    ).encode()
-    fingerprint = hashlib.sha256(listing).hexdigest()
+    fingerprint = folder_fingerprint(root, files)
     cache = image_folder_cache_path(root)
     arrays = None
     if cache.exists():

@@ -10,3 +10,8 @@ def one_line(e: BaseException, limit: int = 160) -> str:
     """An exception's type and the first line of its message, for a log line or a results file."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+
+
+def plural(n: int, word: str) -> str:
+    """'1 channel', '3 channels', '10 classes'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"

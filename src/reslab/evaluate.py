@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
 from reslab import runs
-from reslab.errors import UserError
-from reslab.models import ModelConfig, build_model
+from reslab.errors import UserError, one_line, plural
+from reslab.models import ModelConfig, build_model, check_size
 
 
 def model_config(config: dict, run_dir: Path) -> ModelConfig:
@@ -22,14 +23,25 @@ def model_config(config: dict, run_dir: Path) -> ModelConfig:
     bad = [k for k, t in types.items() if type(getattr(cfg, k)) is not t]
     if bad:
         raise UserError(f"{run_dir / 'config.json'} has invalid model fields: {', '.join(bad)}.")
+    try:
+        check_size(cfg)
+    except UserError as e:
+        raise UserError(f"{run_dir / 'config.json'} describes a network reslab does not build: {e}") from None
     return cfg
 
 
 def normalization(config: dict, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel mean and std a run's inputs were normalised with, shaped [1, C, 1, 1]."""
-    norm = config["resolved"]["normalization"]
-    mean = torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1)
-    return mean, torch.tensor(norm["std"], device=device).view(1, -1, 1, 1)
+    norm = config["resolved"].get("normalization")
+    try:
+        mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    except (TypeError, KeyError, ValueError, RuntimeError):
+        raise UserError("the run's config.json has no valid resolved.normalization (mean and std lists).") from None
+    channels = config["model"].get("in_channels")
+    if mean.numel() != channels or std.numel() != channels or not bool((std > 0).all()):
+        raise UserError(f"the run's normalization does not fit its {channels}-channel input.")
+    return mean, std
 
 
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
@@ -37,8 +49,16 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     run_dir = Path(run_dir)
     if not runs.is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
-    config = runs.read_json(run_dir / "config.json")
+    config = runs.read_config(run_dir)
     model = build_model(model_config(config, run_dir))
+    status = runs.read_status(run_dir)
+    if status["state"] != "finished":
+        at = f" at iteration {status['iteration']} of {status['total']}" if "total" in status else ""
+        print(
+            f"reslab: note: {run_dir} is not a finished run (it is {status['state']}{at}); the weights of its "
+            "last checkpoint are used.",
+            file=sys.stderr,
+        )
     weights = run_dir / "model.safetensors"
     if weights.exists():
         from safetensors import SafetensorError
@@ -51,14 +71,21 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
     elif (run_dir / "checkpoint.pt").exists():
         from reslab.train import load_checkpoint
 
-        state = load_checkpoint(run_dir / "checkpoint.pt")["model"]
+        state = load_checkpoint(run_dir / "checkpoint.pt")
+        state = state.get("model") if isinstance(state, dict) else None
     else:
         raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(state, dict):
+        raise UserError(f"the checkpoint of {run_dir} holds no model weights; it is damaged.")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        missing, unexpected = [], lines[:1] or [one_line(e)]
     if missing or unexpected:
         raise UserError(
             f"the weights in {run_dir} do not fit its configured model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+            f"(missing {missing[:3]}, unexpected or wrongly shaped {unexpected[:3]})."
         )
     model.eval()
     return model, config
@@ -79,9 +106,9 @@ def evaluate_run(
         or data.num_classes > config["model"]["num_classes"]
     ):
         raise UserError(
-            f"{name} ({data.image_shape[0]} channels, {data.num_classes} classes) does not fit the "
-            f"network of {run_dir} ({config['model']['in_channels']} channels, "
-            f"{config['model']['num_classes']} classes)."
+            f"{name} ({plural(data.image_shape[0], 'channel')}, {plural(data.num_classes, 'class')}) does not "
+            f"fit the network of {run_dir} ({plural(config['model']['in_channels'], 'channel')}, "
+            f"{plural(config['model']['num_classes'], 'class')})."
         )
     dev = resolve_device(device)
     mean, std = normalization(config, dev)

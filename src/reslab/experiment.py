@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import fcntl
 import io
 import math
 import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from reslab import runs
 from reslab.errors import UserError
+from reslab.signals import Catching
 from reslab.train import TrainConfig
 
 SUMMARY_FIELDS = [
@@ -56,22 +58,69 @@ def grid(base: TrainConfig, archs: list[str], depths: list[int], seeds: list[int
                 cfg = dataclasses.replace(base, arch=arch, depth=depth, seed=seed)
                 cfg.validate()
                 cells.append(cfg)
+    if not cells:
+        raise UserError("the grid is empty: give at least one architecture and one depth.")
     return cells
 
 
 @contextmanager
 def experiment_lock(exp_dir: Path):
-    """One reslab process per experiment directory; a second one is refused with a message."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    with open(exp_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"another reslab process is running the experiment in {exp_dir}; wait for it to "
-                "finish (or stop it) before starting this one."
-            ) from None
+    """One reslab process per experiment directory; a second one is refused with a message. Only
+    a new, empty or reslab experiment directory is ever written into."""
+    runs.claim_dir(exp_dir, "experiment")
+    busy = (
+        f"another reslab process is running the experiment in {exp_dir}; wait for it to finish (or stop it) "
+        "before starting this one."
+    )
+    with runs.locked(exp_dir, busy):
         yield
+
+
+# The grid's varying settings; everything else in a cell's training configuration is the recipe.
+GRID_KEYS = ("arch", "depth", "seed")
+
+
+def recipe(train: dict) -> dict:
+    """What every run of one experiment must share: its training settings less the grid's own and
+    less where or how fast it trains."""
+    return {k: v for k, v in train.items() if k not in GRID_KEYS and k not in runs.NOT_RECIPE}
+
+
+def stale_cells(exp_dir: Path, cells: list[TrainConfig]) -> dict[str, list[str]]:
+    """Cells whose run directory already holds a run trained with other settings than asked,
+    each with the differences; a cell directory that is not reslab's is refused outright."""
+    stale = {}
+    for cfg in cells:
+        run_dir = exp_dir / cell_name(cfg)
+        if not run_dir.exists():
+            continue
+        runs.claim_dir(run_dir, "run")
+        if runs.is_run_dir(run_dir):
+            changed = runs.differences(runs.read_config(run_dir)["train"], dataclasses.asdict(cfg))
+            if changed:
+                stale[run_dir.name] = changed
+    return stale
+
+
+def refuse_or_remove_stale(exp_dir: Path, cells: list[TrainConfig], overwrite: bool, log) -> None:
+    """A re-run with other settings must never show the old results as if they were the new ones:
+    refuse it with the differences, or with overwrite delete those runs so they train anew."""
+    stale = stale_cells(exp_dir, cells)
+    if not stale:
+        return
+    if not overwrite:
+        first, changed = next(iter(stale.items()))
+        raise UserError(
+            f"{exp_dir} holds {len(stale)} run(s) trained with other settings than asked "
+            f"({first}: {'; '.join(changed[:5])}). Their results would be shown as if they were this "
+            "experiment's. Choose another --out, or add --overwrite to delete them and train them anew."
+        )
+    import shutil
+
+    for name in stale:
+        with runs.locked(exp_dir / name, f"another process is training {exp_dir / name}; stop it first."):
+            shutil.rmtree(exp_dir / name)
+    log(f"--overwrite: deleted {len(stale)} run(s) trained with other settings: {', '.join(stale)}")
 
 
 BUSY = threading.Event()  # set while a worker process trains a cell
@@ -80,6 +129,9 @@ BUSY = threading.Event()  # set while a worker process trains a cell
 def init_worker(threads: int, gpus) -> None:
     """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
     it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
+    from reslab.train import StopRequest
+
+    StopRequest.in_worker()
     die_with_parent()
     parent = os.getppid()
 
@@ -110,8 +162,12 @@ def die_with_parent() -> None:
 
 
 def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome."""
+    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome. A
+    worker asked to stop before the cell began does not start it."""
+    from reslab.train import StopRequest
 
+    if StopRequest.early is not None:
+        return {"name": run_dir.name, "state": "not started", "message": "the experiment was stopped", "seconds": 0}
     BUSY.set()
     try:
         return train_cell(cfg, run_dir)
@@ -123,20 +179,29 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
     from reslab.train import Diverged, Interrupted, train
 
     t0 = time.perf_counter()
+
+    def failed(message: str) -> dict:
+        if runs.owner(run_dir) == "run":  # only ever a status of reslab's own run, never a stranger's file
+            runs.write_status(run_dir, "failed", message)
+        return {"name": run_dir.name, "state": "failed", "message": message, "seconds": time.perf_counter() - t0}
+
     try:
         resume = runs.is_run_dir(run_dir)
         row = train(cfg, run_dir, resume=resume, progress=False, log=lambda *_: None)
         return {"name": run_dir.name, "state": "finished", "row": row, "seconds": time.perf_counter() - t0}
-    except (Diverged, Interrupted, UserError) as e:
-        state = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(e), "failed")
-        if state == "failed":
-            runs.write_status(run_dir, "failed", str(e)) if run_dir.exists() else None
+    except runs.Locked as e:  # another process is training it: its status is that process's to write
+        return {"name": run_dir.name, "state": "busy", "message": str(e), "seconds": time.perf_counter() - t0}
+    except (Diverged, Interrupted) as e:
+        state = "diverged" if isinstance(e, Diverged) else "interrupted"
         return {"name": run_dir.name, "state": state, "message": str(e), "seconds": time.perf_counter() - t0}
+    except UserError as e:
+        return failed(str(e))
     except Exception as e:  # a bug in one cell must not stop the others; its status says what happened
-        msg = f"{type(e).__name__}: {e}"
-        if run_dir.exists():
-            runs.write_status(run_dir, "failed", msg)
-        return {"name": run_dir.name, "state": "failed", "message": msg, "seconds": time.perf_counter() - t0}
+        return failed(f"{type(e).__name__}: {e}")
+
+
+class ExperimentInterrupted(Exception):
+    """The experiment was stopped on request; its running cells saved checkpoints."""
 
 
 def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
@@ -186,6 +251,7 @@ def run_experiment(
     cpus_per_run: int | None = None,
     retries: int = 3,
     progress_every: float = 60.0,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Run every cell not yet finished with the local or the Ray backend; returns one outcome
     per cell, in grid order. Both backends write the same run directories and summary."""
@@ -196,6 +262,8 @@ def run_experiment(
 
         ray_backend.import_ray()  # says how to install it before anything is loaded or written
     exp_dir = Path(exp_dir)
+    runs.claim_dir(exp_dir, "experiment")
+    refuse_or_remove_stale(exp_dir, cells, overwrite, log)
     unfinished = [c for c in cells if runs.read_status(exp_dir / cell_name(c))["state"] != "finished"]
     # Load (download, decode) each dataset once before anything is written: a bad dataset is one
     # clear error, and parallel workers do not race to fetch or cache the same files.
@@ -207,7 +275,12 @@ def run_experiment(
         if backend == "ray" and unfinished:
             stack.enter_context(ray_backend.cluster(address))  # joined before anything is written
         stack.enter_context(experiment_lock(exp_dir))
-        runs.write_json(exp_dir / "experiment.json", {**(spec or {}), "cells": [cell_name(c) for c in cells]})
+        record = {
+            **(spec or {}),
+            "cells": [cell_name(c) for c in cells],
+            "recipe": recipe(dataclasses.asdict(cells[0])) if cells else {},
+        }
+        runs.write_json(exp_dir / "experiment.json", record)
         todo, outcomes = [], {}
         for cfg in cells:
             run_dir = exp_dir / cell_name(cfg)
@@ -229,21 +302,28 @@ def run_experiment(
             log(describe_outcome(outcome, done, len(todo), time.perf_counter() - t0))
 
         progress = GridProgress(exp_dir, todo, log, progress_every)
-        if backend == "ray" and todo:
-            ray_backend.run(exp_dir, todo, finished, progress, runs_per_gpu, cpus_per_run, retries)
-        else:
-            run_local(exp_dir, todo, finished, progress, jobs, runs_per_gpu)
-        write_summary(exp_dir)
+        try:
+            if backend == "ray" and todo:
+                ray_backend.run(exp_dir, todo, finished, progress, runs_per_gpu, cpus_per_run, retries)
+            else:
+                run_local(exp_dir, todo, finished, progress, jobs, runs_per_gpu)
+        finally:
+            write_summary(exp_dir)
     return [outcomes[cell_name(c)] for c in cells]
 
 
 def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=None, runs_per_gpu=1) -> None:
     """The local backend: worker processes on this machine, each with its share of the cores or
-    of the GPUs (runs_per_gpu processes per GPU)."""
+    of the GPUs (runs_per_gpu processes per GPU). Ctrl-C (or SIGTERM) stops the whole grid: queued
+    cells are cancelled, running ones save a checkpoint, then ExperimentInterrupted is raised; a
+    second Ctrl-C stops the workers at once (they resume from their previous checkpoint)."""
     jobs = min(jobs or default_jobs(len(todo), runs_per_gpu), max(1, len(todo)))
     if jobs <= 1:
-        for cfg in todo:
-            finished(run_cell(cfg, exp_dir / cell_name(cfg)))
+        for i, cfg in enumerate(todo):
+            outcome = run_cell(cfg, exp_dir / cell_name(cfg))
+            finished(outcome)
+            if outcome["state"] == "interrupted":  # the user stopped it: the rest of the grid waits too
+                raise ExperimentInterrupted(stopped_message(exp_dir, [outcome], len(todo) - i - 1))
         return
     import multiprocessing as mp
 
@@ -256,15 +336,73 @@ def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=N
         gpus = ctx.Queue()
         for i in range(jobs):
             gpus.put(i % torch.cuda.device_count())
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
-    ) as pool:
+    with (
+        DriverSignals() as stop,
+        ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
+        ) as pool,
+    ):
         pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
+        stopped = []
         while pending:
-            complete, pending = wait(pending, timeout=progress.every, return_when=FIRST_COMPLETED)
+            complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in complete:
-                finished(fut.result())
+                if not fut.cancelled():
+                    stopped.append(fut.result())
+                    finished(stopped[-1])
+            if stop.count == 1 and not stop.handled:
+                stop.handled = True
+                cancelled = sum(f.cancel() for f in pending)
+                pending = {f for f in pending if not f.cancelled()}
+                stop.forward(pool)
+                print(
+                    f"stopping: {cancelled} queued cell(s) cancelled; the running ones are saving a checkpoint "
+                    "(Ctrl-C again to stop them at once)",
+                    file=sys.stderr,
+                )
+            elif stop.count > 1:
+                stop.kill(pool)
+                raise ExperimentInterrupted(
+                    f"stopped at once; the running cells lost the steps since their last checkpoint. "
+                    f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
+                )
             progress()
+        if stop.count:
+            interrupted = [o for o in stopped if o["state"] in ("interrupted", "not started")]
+            raise ExperimentInterrupted(stopped_message(exp_dir, interrupted, len(todo) - len(stopped)))
+
+
+def stopped_message(exp_dir: Path, interrupted: list[dict], not_started: int) -> str:
+    saved = [o["name"] for o in interrupted if o["state"] == "interrupted"]
+    return (
+        f"experiment stopped: {len(saved)} running cell(s) saved a checkpoint"
+        + (f" ({', '.join(saved)})" if saved else "")
+        + f", {not_started + sum(o['state'] == 'not started' for o in interrupted)} not started. "
+        f"Resume with the same command: it skips the finished cells of {exp_dir} and resumes the others."
+    )
+
+
+class DriverSignals(Catching):
+    """Ctrl-C and SIGTERM in the driver of a local grid, counted (the wait loop acts on them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count, self.handled = 0, False
+
+    def handle(self, signum, frame):
+        self.count += 1
+
+    def forward(self, pool) -> None:
+        """Ask every worker to stop: they may not have had the signal (SIGINT to the driver alone)."""
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def kill(self, pool) -> None:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:
@@ -282,15 +420,50 @@ def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:
 # summaries
 
 
-def load_runs(exp_dir: Path) -> list[dict]:
-    """Every run directory of an experiment with its config, metrics and status."""
-    out = []
+def gather(exp_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The runs of an experiment (or of any folder of runs) that belong together, each with its
+    config, metrics and status, and the (name, reason) of every run left out. Runs belong together
+    when they are cells of its experiment.json and share its recipe (dataset, schedule, shortcut,
+    width...); without an experiment.json the recipe of most runs is the reference."""
+    exp_dir = Path(exp_dir)
+    record = runs.read_json(exp_dir / "experiment.json") if (exp_dir / "experiment.json").is_file() else {}
+    record = record if isinstance(record, dict) else {}
+    cells = record.get("cells")
+    found, skipped = [], []
     for d in runs.find_runs(exp_dir):
-        config = runs.read_json(d / "config.json")
-        out.append(
-            {"dir": d, "name": d.name, "config": config, "metrics": runs.read_metrics(d), "status": runs.read_status(d)}
-        )
-    return out
+        if isinstance(cells, list) and d != exp_dir and d.name not in cells:
+            skipped.append((d.name, "not a cell of this experiment (see its experiment.json)"))
+            continue
+        try:
+            config = runs.read_config(d)
+            found.append(
+                {
+                    "dir": d,
+                    "name": d.name,
+                    "config": config,
+                    "metrics": runs.read_metrics(d),
+                    "status": runs.read_status(d),
+                }
+            )
+        except UserError as e:
+            skipped.append((d.name, str(e)))
+    reference = record.get("recipe")
+    if not isinstance(reference, dict) and found:
+        keys = [recipe(r["config"]["train"]) for r in found]
+        reference = max(keys, key=keys.count)
+    together = []
+    for r in found:
+        changed = runs.differences(reference, recipe(r["config"]["train"]), labels=("in the others", "here"))
+        if changed:
+            skipped.append((r["name"], "trained with other settings than the rest (" + "; ".join(changed[:4]) + ")"))
+        else:
+            together.append(r)
+    return together, skipped
+
+
+def load_runs(exp_dir: Path) -> list[dict]:
+    """Every run directory of an experiment that belongs to it, with its config, metrics and status."""
+    return gather(exp_dir)[0]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

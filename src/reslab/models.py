@@ -216,7 +216,30 @@ def parse_net(name: str) -> ModelConfig:
     return ModelConfig(arch, int(depth))
 
 
+# Far above the paper's largest net (ResNet-1202, 19.4 M); a bigger request is a typo or a crafted
+# file, refused before anything is allocated.
+MAX_PARAMETERS = 200_000_000
+
+
+def check_size(config: ModelConfig) -> None:
+    """Refuse, before building, a network whose 3x3 convolutions alone would exceed MAX_PARAMETERS
+    (about 18 n w^2 (1 + 4 + 16) weights for n blocks per stage of width w, 2w, 4w)."""
+    for name in ("depth", "width", "num_classes", "in_channels"):
+        v = getattr(config, name)
+        if type(v) is not int or v < 1:
+            raise UserError(f"the network's {name} must be a positive whole number, got {v!r}.")
+    n = blocks_per_stage(config.arch, config.depth)
+    estimate = 378 * n * config.width**2 + config.num_classes * 4 * config.width
+    if estimate > MAX_PARAMETERS or config.num_classes > 100_000 or config.in_channels > 1024:
+        raise UserError(
+            f"{config.arch}-{config.depth} with width {config.width} would have about {estimate / 1e6:,.0f} million "
+            f"parameters; reslab builds networks of at most {MAX_PARAMETERS // 1_000_000} million "
+            "(ResNet-1202 has 19.4 million)."
+        )
+
+
 def build_model(config: ModelConfig) -> CifarNet:
+    check_size(config)
     return CifarNet(config)
 
 

@@ -44,14 +44,21 @@ def depth_colour(depth: int) -> str:
 
 def save(fig, path: Path) -> list[Path]:
     """Write `path` as .png and .svg; returns both paths."""
+    import io
+
+    from reslab.runs import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in (".png", ".svg"):
-        p = path.with_suffix(ext)
-        fig.savefig(p, dpi=110, bbox_inches="tight")
-        out.append(p)
-    plt.close(fig)
+    try:
+        for ext in (".png", ".svg"):
+            p = path.with_suffix(ext)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext[1:], dpi=110, bbox_inches="tight")
+            atomic_write_bytes(p, buf.getvalue())  # a full disk leaves the old figure, never half of one
+            out.append(p)
+    finally:
+        plt.close(fig)
     return out
 
 

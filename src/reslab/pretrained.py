@@ -39,10 +39,13 @@ def read_state_dict(path: Path) -> tuple[dict, dict]:
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state, extra = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
-    elif isinstance(obj, dict) and all(torch.is_tensor(v) for v in obj.values()):
+    elif isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         state, extra = obj, {}
     else:
         raise UserError(f"{path} holds neither a state dict nor {{'state_dict': ...}}.")
+    odd = [str(k) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if odd:
+        raise UserError(f"{path}: its state dict holds values that are not tensors ({', '.join(odd[:3])}).")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     return state, extra
 
@@ -53,10 +56,20 @@ def infer_config(state: dict, path: Path) -> ModelConfig:
         stem, classifier = state["conv1.weight"], state["linear.weight"]
     except KeyError as e:
         raise UserError(f"{path} is not a CIFAR ResNet in the common layout (no {e} tensor).") from None
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer1\.(\d+)\.", k))}
-    if not blocks:
+    if stem.dim() != 4 or classifier.dim() != 2:
+        raise UserError(f"{path}: conv1.weight and linear.weight have the wrong number of dimensions.")
+    stages = [{int(m.group(1)) for k in state if (m := re.match(rf"layer{s}\.(\d+)\.", k))} for s in (1, 2, 3)]
+    if not stages[0]:
         raise UserError(f"{path} has no layer1 blocks; it is not a CIFAR ResNet in the common layout.")
-    n = max(blocks) + 1
+    n = max(stages[0]) + 1
+    # Every stage must hold blocks 0..n-1 before a network of that depth is built: a small crafted
+    # file naming block 3000 must not cost minutes and gigabytes.
+    if any(blocks != set(range(n)) for blocks in stages):
+        raise UserError(
+            f"{path} does not hold n blocks numbered 0..n-1 in each of layer1, layer2 and layer3 "
+            f"(found {', '.join(str(len(b)) for b in stages)} blocks, numbered up to {n - 1}); it is not a CIFAR "
+            "ResNet in the common layout."
+        )
     return ModelConfig("resnet", 6 * n + 2, "A", stem.shape[0], classifier.shape[0], stem.shape[1])
 
 
@@ -65,6 +78,7 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
     path, out = Path(path), Path(out)
     if runs.is_run_dir(out):
         raise UserError(f"{out} already holds a run; choose another --out or delete it.")
+    runs.claim_dir(out, "run")
     state, extra = read_state_dict(path)
     cfg = infer_config(state, path)
     model = build_model(cfg)
@@ -126,9 +140,11 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
         },
         "environment": environment(torch.device("cpu")),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / "model.safetensors")
-    runs.write_metrics(out, [])
-    runs.write_json(out / "config.json", config)
-    runs.write_status(out, "finished", f"imported from {path.name} (sha256 {digest[:12]})")
+    with runs.run_lock(out):  # a training run started on the same --out meanwhile is not mixed in
+        if runs.is_run_dir(out):
+            raise UserError(f"{out} already holds a run; choose another --out or delete it.")
+        save_weights(model, out / "model.safetensors")
+        runs.write_metrics(out, [])
+        runs.write_status(out, "finished", f"imported from {path.name} (sha256 {digest[:12]})")
+        runs.write_json(out / "config.json", config)  # last: it marks the directory as a whole run
     return config

@@ -6,14 +6,14 @@ Everything shown comes from the run directories; every string from them is escap
 
 from __future__ import annotations
 
-import base64
 import datetime
 from html import escape
 from pathlib import Path
 
 from reslab import runs
 from reslab.errors import UserError
-from reslab.experiment import load_runs, pct, reach_text, summarize
+from reslab.experiment import gather, pct, reach_text, summarize
+from reslab.page import Html, embed_png, esc, table, verdict_html
 from reslab.verdicts import degradation_verdicts, display
 
 CSS = """
@@ -38,25 +38,6 @@ img{max-width:100%;display:block;margin:0 auto}
 """
 
 
-def embed_png(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    h = "".join(f"<th>{escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def verdict_html(v) -> str:
-    cls, mark = {True: ("yes", "✓"), False: ("no", "✗"), None: ("", "?")}[v.holds]
-    return (
-        f'<div class="verdict {cls}"><span class="mark">{mark}</span><div><b>{escape(v.claim)}</b>'
-        f"{escape(v.text)}</div></div>"
-    )
-
-
 def common_config(all_runs: list[dict]) -> dict:
     """Training settings shared by every run (the grid's varying keys left out)."""
     configs = [r["config"]["train"] for r in all_runs]
@@ -66,9 +47,14 @@ def common_config(all_runs: list[dict]) -> dict:
 
 def build_report(exp_dir: Path) -> str:
     exp_dir = Path(exp_dir)
-    all_runs = load_runs(exp_dir)
+    all_runs, skipped = gather(exp_dir)
     if not all_runs:
-        raise UserError(f"{exp_dir} holds no run directories (folders with a config.json); nothing to report.")
+        reasons = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
+        raise UserError(
+            f"{exp_dir} holds no run directories (folders with a reslab config.json) that can be reported"
+            + (f" ({reasons})" if reasons else "")
+            + "; nothing to report."
+        )
     summary = summarize(exp_dir)
     trained = any(r["metrics"] for r in all_runs)
     title = "Deep residual learning: the degradation problem, measured" if trained else "Residual networks, analysed"
@@ -78,8 +64,8 @@ def build_report(exp_dir: Path) -> str:
     parts.append(cost_section(summary, all_runs[0]["config"]["data"]))
     from reslab.report_sections import SECTIONS
 
-    parts += [html for section in SECTIONS if (html := section(exp_dir))]
-    parts += [runs_section(all_runs), configuration_section(all_runs)]
+    parts += [html for section in SECTIONS if (html := guarded(section, exp_dir))]
+    parts += [runs_section(all_runs), skipped_section(skipped), configuration_section(all_runs)]
     body = "\n".join(parts)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -124,9 +110,9 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) 
     for r in summary:  # cells without a finished run stay in the table, with their status
         reach = reach_text(r, ",")
         rows.append(
-            [escape(display(r["arch"], r["depth"])), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
+            [display(r["arch"], r["depth"]), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
             + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])
-            + [pct(r["test_error_mean"], r["test_error_std"]), reach, escape(r["status"])]
+            + [pct(r["test_error_mean"], r["test_error_std"]), reach, r["status"]]
         )
     parts.append(
         "<h2>Summary (paper, Table 6)</h2>"
@@ -139,13 +125,40 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) 
 
 
 def cost_section(summary: list[dict], data: dict) -> str:
-    rows = [[escape(display(r["arch"], r["depth"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary]
+    rows = [[display(r["arch"], r["depth"]), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary]
     shape = "x".join(map(str, data["image_shape"]))
     return (
         "<h2>What the shortcuts cost</h2>"
         + table(["network", "parameters", f"MACs per {shape} image (M)"], rows)
         + '<p class="note">Counted from the built models (convolutions and the classifier; BN, ReLU and the '
         "element-wise additions are not counted).</p>"
+    )
+
+
+def guarded(section, exp_dir: Path) -> str | None:
+    """An analysis section, or a note that its file could not be read: a damaged or foreign
+    analyses/*.json costs its own section, never the report."""
+    try:
+        return section(exp_dir)
+    except UserError as e:
+        reason = str(e)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError) as e:
+        reason = f"{type(e).__name__}: {e}"
+    name = section.__name__.removesuffix("_section")
+    return (
+        f'<h2>{esc(name.capitalize())}</h2><p class="note">analyses/{esc(name)}.json could not be shown '
+        f"({esc(reason[:200])}); run the analysis again to replace it.</p>"
+    )
+
+
+def skipped_section(skipped: list[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    return (
+        "<h2>Runs left out</h2>"
+        + table(["run", "why it is not part of this report"], [[name, why] for name, why in skipped])
+        + '<p class="note">Only runs that belong together (the cells of the experiment, trained with one '
+        "recipe) enter the tables, curves and verdicts.</p>"
     )
 
 
@@ -156,13 +169,13 @@ def runs_section(all_runs: list[dict]) -> str:
         state = r["status"]["state"]
         rows.append(
             [
-                escape(r["name"]),
-                f'<span class="state-{escape(state)}">{escape(state)}</span>',
+                r["name"],
+                Html(f'<span class="state-{escape(state)}">{escape(state)}</span>'),
                 f"{last.get('iteration', 0):,.0f}",
                 pct(last.get("train_error")),
                 pct(last.get("test_error")),
                 f"{last.get('seconds', 0):.0f}",
-                escape(r["status"].get("message", "")),
+                r["status"].get("message", ""),
             ]
         )
     return "<h2>Runs</h2>" + table(

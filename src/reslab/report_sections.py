@@ -3,30 +3,25 @@ and returns HTML (or None when the analysis has not been run). Every number come
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 from reslab.analysis.common import read_result
 from reslab.experiment import pct as pc
+from reslab.page import count, embed_png, esc, table, verdict_html
 
 
 def figure(exp_dir: Path, name: str, alt: str) -> str:
-    from reslab.report import embed_png
-
     path = Path(exp_dir) / "figures" / f"{name}.png"
     return f'<div class="card">{embed_png(path, alt)}</div>' if path.exists() else ""
 
 
 def finding_html(f: dict) -> str:
-    from reslab.report import verdict_html
     from reslab.verdicts import Verdict
 
     return verdict_html(Verdict(f["claim"], f["holds"], f["text"]))
 
 
 def responses_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
-
     r = read_result(exp_dir, "responses")
     if not r:
         return None
@@ -36,7 +31,7 @@ def responses_section(exp_dir: Path) -> str | None:
         gammas = [x["gamma"] for x in layers if x["gamma"] is not None]
         rows.append(
             [
-                escape(run["label"]),
+                run["label"],
                 str(len(layers)),
                 f"{sum(x['std'] for x in layers) / len(layers):.3f}",
                 f"{sum(x['std_per_channel'] for x in layers) / len(layers):.3f}",
@@ -49,7 +44,7 @@ def responses_section(exp_dir: Path) -> str | None:
         + figure(exp_dir, "responses", "standard deviation of layer responses")
         + table(["network", "3x3 layers", "mean std (pooled)", "mean std (per channel)", "mean |gamma|"], rows)
         + f'<p class="note">Response: the output of the BN after each 3x3 conv, before the ReLU or the addition '
-        f"(pre-activation nets: the 3x3 conv's output), on {r['images']:,} {escape(r['split'])} images in eval "
+        f"(pre-activation nets: the 3x3 conv's output), on {count(r['images'])} {esc(r['split'])} images in eval "
         "mode. Pooled: one std over images, channels and positions; per channel: the mean over channels of "
         "each channel's std. In eval mode a channel's std after BN is close to its |gamma|. The paper's findings "
         "concern fully trained networks; after a short run the BN scales are still near their initial value 1, "
@@ -58,7 +53,6 @@ def responses_section(exp_dir: Path) -> str | None:
 
 
 def construct_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
     from reslab.verdicts import display
 
     r = read_result(exp_dir, "construct")
@@ -69,7 +63,7 @@ def construct_section(exp_dir: Path) -> str | None:
         deep = display(c["arch"], c["depth"])
         rows.append(
             [
-                escape(f"{c['source_label']} → {deep}"),
+                f"{c['source_label']} → {deep}",
                 str(c["identity_blocks"]),
                 f"{c['max_abs_difference']:.1e}",
                 pc(c["source_train_error"]),
@@ -118,8 +112,6 @@ def construct_section(exp_dir: Path) -> str | None:
 
 
 def identity_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
-
     r = read_result(exp_dir, "identity")
     if not r:
         return None
@@ -140,8 +132,6 @@ def identity_section(exp_dir: Path) -> str | None:
 
 
 def lesion_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
-
     r = read_result(exp_dir, "lesion")
     if not r:
         return None
@@ -152,7 +142,7 @@ def lesion_section(exp_dir: Path) -> str | None:
         fixed = sum(s["error"] is None for s in run["single"])
         rows.append(
             [
-                escape(run["label"]),
+                run["label"],
                 pc(run["baseline"]),
                 pc(sorted(non_down)[len(non_down) // 2]) if non_down else "-",
                 pc(max(non_down)) if non_down else "-",
@@ -174,39 +164,35 @@ def lesion_section(exp_dir: Path) -> str | None:
             ],
             rows,
         )
-        + f'<p class="note">{r["images"]:,} test images. A deleted residual block keeps its shortcut; a deleted '
+        + f'<p class="note">{count(r["images"])} test images. A deleted residual block keeps its shortcut; a deleted '
         "plain block passes its input on (impossible where it changes the shape). Random deletions: "
-        f"{r['samples']} draws per k.</p>"
+        f"{esc(r['samples'])} draws per k.</p>"
     )
 
 
 def gradients_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
-
     r = read_result(exp_dir, "gradients")
     if not r:
         return None
-    rows = [[escape(f"{x['arch']}-{x['depth']}"), f"{x['correlation']:.3f}"] for x in r["shattering"]["rows"]]
+    rows = [[f"{x['arch']}-{x['depth']}", f"{x['correlation']:.3f}"] for x in r["shattering"]["rows"]]
     return (
         "<h2>Gradient flow</h2>"
         + figure(exp_dir, "gradient_norms", "per-layer gradient norms")
         + figure(exp_dir, "shattering", "gradient correlation against depth")
         + table(["network at initialisation", "correlation of neighbouring input gradients"], rows)
-        + f'<p class="note">Gradient norms: one batch of {r["images"]} training images, cross-entropy, train-mode '
-        f"BN. Shattering (Balduzzi et al. 2017): input gradients of the top logit at {r['points']} points on a "
+        + f'<p class="note">Gradient norms: one batch of {esc(r["images"])} training images, cross-entropy, train-mode '
+        f"BN. Shattering (Balduzzi et al. 2017): input gradients of the top logit at {esc(r['points'])} points on a "
         "line through an image, BN in eval mode with statistics from real images.</p>"
     )
 
 
 def landscape_section(exp_dir: Path) -> str | None:
-    from reslab.report import table
-
     r = read_result(exp_dir, "landscape")
     if not r:
         return None
     rows = [
         [
-            escape(x["label"]),
+            x["label"],
             f"{x['grid'][len(x['axis']) // 2][len(x['axis']) // 2]:.3f}",
             f"{min(min(g) for g in x['grid']):.3f}",
             f"{max(max(g) for g in x['grid']):.3f}",
@@ -219,7 +205,8 @@ def landscape_section(exp_dir: Path) -> str | None:
         + figure(exp_dir, "landscape", "loss landscape")
         + table(["network", "loss at the trained weights", "lowest", "highest", "local minima on the grid"], rows)
         + f'<p class="note">Filter-normalised random directions, BN parameters fixed, BN in eval mode; '
-        f"{r['resolution']}x{r['resolution']} grid over [-{r['span']}, {r['span']}]², {r['images']:,} "
+        f"{esc(r['resolution'])}x{esc(r['resolution'])} grid over [-{esc(r['span'])}, {esc(r['span'])}]², "
+        f"{count(r['images'])} "
         "training images.</p>"
     )
 

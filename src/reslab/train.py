@@ -29,7 +29,16 @@ from reslab import __version__, accel, distributed, runs
 from reslab.augment import default_pad, pad_crop_flip
 from reslab.data import Dataset, load_dataset, prepare
 from reslab.errors import UserError, one_line
-from reslab.models import ARCHS, ModelConfig, blocks_per_stage, build_model, count_macs, count_parameters
+from reslab.models import (
+    ARCHS,
+    ModelConfig,
+    blocks_per_stage,
+    build_model,
+    check_size,
+    count_macs,
+    count_parameters,
+)
+from reslab.signals import STOP_SIGNALS, Catching
 
 PAPER_ITERATIONS = 64_000
 WARMUP_WINDOW = 20  # iterations over which the warm-up's training error is measured
@@ -77,20 +86,49 @@ class TrainConfig:
             raise UserError(f"not a reslab training configuration (unknown keys: {', '.join(sorted(unknown)) or '-'}).")
         return cls(**d)
 
+    def check_types(self) -> None:
+        """Every field of the type it must have (a config.json may come from anyone)."""
+        kinds = {
+            "str": str, "int": int, "float": (int, float), "bool": bool, "list[float]": list,
+            "str | None": (str, type(None)), "int | None": (int, type(None)), "float | None": (int, float, type(None)),
+        }  # fmt: skip
+        for f in fields(self):
+            v = getattr(self, f.name)
+            ok = isinstance(v, kinds[f.type]) and not (isinstance(v, bool) and f.type != "bool")
+            if f.type == "list[float]":
+                ok = ok and all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)
+            if not ok:
+                raise UserError(f"the training setting {f.name} must be {f.type.replace('|', 'or')}, got {v!r}.")
+
     def model_config(self, num_classes: int, in_channels: int) -> ModelConfig:
         shortcut = self.shortcut or ("B" if self.arch == "preact-bottleneck" else "A")
         return ModelConfig(self.arch, self.depth, shortcut, self.width, num_classes, in_channels)
 
     def validate(self) -> None:
+        self.check_types()
         if self.arch not in ARCHS:
             raise UserError(f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)}.")
         blocks_per_stage(self.arch, self.depth)
         if sum(v is not None for v in (self.iterations, self.epochs, self.scale)) > 1:
             raise UserError("give at most one of --iterations, --epochs and --scale.")
-        for name in ("iterations", "epochs", "scale", "batch_size", "lr"):
+        for name in ("iterations", "epochs", "scale", "batch_size", "lr", "warmup_lr", "width"):
             v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}.")
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise UserError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}.")
+        for name in ("momentum", "weight_decay"):
+            v = getattr(self, name)
+            if not (0 <= v < (1 if name == "momentum" else math.inf)):
+                limits = "from 0 to below 1" if name == "momentum" else "0 or more and finite"
+                raise UserError(f"--{name.replace('_', '-')} must be {limits}, got {v}.")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed}.")
+        if not 0 < self.warmup_error <= 1 or not all(0 < m <= 1 for m in self.milestones):
+            raise UserError("warmup_error and the milestones are fractions between 0 and 1.")
+        if self.val_split < 0:
+            raise UserError(f"--val-split must be 0 or more, got {self.val_split}.")
+        if self.shortcut not in (None, "A", "B", "C"):
+            raise UserError(f"--shortcut takes A, B or C, got '{self.shortcut}'.")
+        check_size(ModelConfig(self.arch, self.depth, self.shortcut or "A", self.width))
         if self.warmup not in ("auto", "on", "off") or self.augment not in ("auto", "on", "off"):
             raise UserError("--warmup and --augment take auto, on or off.")
         if self.compile not in ("auto", "on", "off"):
@@ -106,8 +144,12 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device '{name}': use auto, cpu or cuda[:N].") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"reslab trains on cpu or cuda[:N], not on '{name}'.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but this PyTorch sees no GPU; use --device cpu.")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0.")
     return dev
 
 
@@ -189,30 +231,35 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-class StopRequest:
+class StopRequest(Catching):
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is never taken
-    in the middle of an optimizer update. A second Ctrl-C interrupts at once."""
+    in the middle of an optimizer update. A second Ctrl-C interrupts at once, except in a worker
+    of an experiment: there every signal is only a request to stop (a dying driver can send
+    several), and one that arrives between cells keeps the next cell from starting."""
+
+    worker = False
+    early = None  # in a worker: the signal that asked it to stop, if one came
+
+    @classmethod
+    def in_worker(cls) -> None:
+        cls.worker = True
+        for s in STOP_SIGNALS:
+            signal.signal(s, cls.note)
+
+    @classmethod
+    def note(cls, signum, frame) -> None:
+        cls.early = cls.early or signum
 
     def __init__(self):
-        self.signal = None
-        self.previous = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.previous[s] = signal.signal(s, self.handle)
-        return self
+        super().__init__()
+        self.signal = StopRequest.early
 
     def handle(self, signum, frame):
-        if self.signal is not None:
+        if StopRequest.worker:
+            StopRequest.note(signum, frame)
+        elif self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, h in self.previous.items():
-            signal.signal(s, h)
+        self.signal = self.signal or signum
 
 
 @dataclass
@@ -336,17 +383,22 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
         state = load_file(path)
     except (SafetensorError, OSError) as e:
         raise UserError(f"--init-from {path} cannot be read as safetensors weights ({e}).") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"--init-from {path} does not fit this network: {str(e).splitlines()[0]}") from None
-
-
-def same_run(a: dict, b: dict) -> bool:
-    """Whether two config.json describe the same training (device and paths may differ)."""
-    ignore = {"device", "data_dir", "download", "tensorboard", "sync_bn", "compile"}
-    strip = lambda c: {k: v for k, v in c.get("train", {}).items() if k not in ignore}  # noqa: E731
-    return strip(a) == strip(b)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} here, {tuple(own[k].shape)} wanted"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = [
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"wrong shapes: {'; '.join(wrong[:3])}" if wrong else "",
+        ]
+        raise UserError(f"--init-from {path} does not fit this network ({'; '.join(x for x in parts if x)}).")
+    model.load_state_dict(state)
 
 
 def train(
@@ -366,6 +418,16 @@ def train(
         run, config = group.together(lambda: setup(cfg, out, data, group, device))
 
         def start() -> dict | None:
+            if resume and not runs.is_run_dir(out):
+                raise UserError(
+                    f"--resume: {out} holds no run to resume"
+                    + (
+                        " (it has a checkpoint but no config.json: it is damaged)"
+                        if (out / "checkpoint.pt").exists()
+                        else ""
+                    )
+                    + "; leave out --resume to start a new run there."
+                )
             stack.enter_context(runs.run_lock(out))
             return check_run_dir(config, out, resume, log)
 
@@ -379,17 +441,15 @@ def check_run_dir(config: dict, out: Path, resume: bool, log) -> dict | None:
     """Refuse to mix runs; write config.json. Returns the final row if the run is already finished."""
     config_path = out / "config.json"
     if config_path.exists():
-        old = runs.read_json(config_path)
-        if not same_run(old, config):
+        old = runs.read_config(out)
+        changed = runs.differences(old["train"], config["train"])
+        if changed:
             raise UserError(
-                f"{out} holds a different run ({old.get('model', {}).get('arch')}-"
-                f"{old.get('model', {}).get('depth')} on {old.get('train', {}).get('dataset')}); "
-                "choose another --out or delete that directory."
+                f"{out} holds a run trained with other settings ({'; '.join(changed[:6])}); "
+                "choose another --out, or delete that directory to train anew."
             )
         if not resume:
             raise UserError(f"{out} already holds this run; add --resume to continue it, or choose another --out.")
-    elif resume and (out / "checkpoint.pt").exists():
-        raise UserError(f"{out} has a checkpoint but no config.json; it is damaged, delete it to start over.")
     status = runs.read_status(out)
     if resume and status["state"] == "finished":
         log(f"{out} is already finished; nothing to do.")
@@ -421,6 +481,8 @@ def load_checkpoint(path: Path) -> dict:
 def load_failure(e: Exception) -> str:
     """A short reason for a failed safe torch.load."""
     text = str(e)
+    if any(k in text for k in ("Unsupported operand", "invalid load key", "magic number", "zip archive")):
+        return "it is not a PyTorch checkpoint file at all"
     if "Weights only load failed" in text:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
@@ -480,14 +542,22 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     # Rank 0 reads the checkpoint and hands it to the others: nodes need not share a disk.
     saved = group.from_main(load_checkpoint(ckpt_path) if main and resume and ckpt_path.exists() else None)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        order_gen.set_state(saved["order_rng"])
-        aug_gen.set_state(saved["augment_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        st = LoopState(**saved["loop"])
-        for name in ("loss_sum", "wrong", "window_wrong", "first_bad"):
-            setattr(st, name, getattr(st, name).to(dev))
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            order_gen.set_state(saved["order_rng"])
+            aug_gen.set_state(saved["augment_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            st = LoopState(**saved["loop"])
+            for name in ("loss_sum", "wrong", "window_wrong", "first_bad"):
+                setattr(st, name, getattr(st, name).to(dev))
+            if not 0 <= st.iteration <= run.total:
+                raise ValueError(f"iteration {st.iteration} is outside 0..{run.total}")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise UserError(
+                f"{ckpt_path} does not fit this run ({one_line(e, 100)}); it is damaged or from another "
+                "network. Delete it to restart the run."
+            ) from None
         if not main:  # the saved running sums are the totals of all ranks, kept by rank 0
             clear_sums(st)
         log(f"resuming {out} at iteration {st.iteration} of {run.total}")
@@ -597,6 +667,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
                     channels_last=cfg.channels_last,
                     group=group,
                 )
+                # A checkpoint is only ever written of weights that are all finite.
+                if not (math.isfinite(row["test_loss"]) and finite_weights(model)):
+                    return diverged(run, st, bar)
                 st.seconds += time.perf_counter() - period_start
                 row.update(seconds=round(st.seconds, 3), images_per_second=round(ips, 1))
                 st.rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
@@ -690,13 +763,21 @@ def diverged(run: Run, st: LoopState, bar) -> dict:
     first_bad = int(run.group.first(st.first_bad).item())
     last = int(st.rows[-1]["iteration"]) if st.rows else 0
     kept = f"the last good checkpoint (iteration {last}) is kept" if st.rows else "no checkpoint had been written yet"
-    msg = (
-        f"training diverged: the loss became NaN or infinite at iteration {first_bad}; "
-        f"{kept}. Lower --lr or turn on --warmup."
+    where = (
+        f"the loss became NaN or infinite at iteration {first_bad}"
+        if first_bad > 0
+        else f"the weights or the test loss became NaN or infinite by iteration {st.iteration}"
     )
+    msg = f"training diverged: {where}; {kept}. Lower --lr or turn on --warmup."
     if run.group.main:
         runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
     raise Diverged(msg)
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer is finite (one host read)."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

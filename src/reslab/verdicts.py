@@ -51,13 +51,22 @@ def seeds_where(all_runs, arch, deep, shallow, better_deep: bool) -> tuple[int, 
     return hits, len(common)
 
 
+def next_step(status: str) -> str:
+    """What to do about a network with no finished run, by why it has none."""
+    if "diverged" in status:
+        return "it diverged, and running it again would diverge again: lower --lr or turn on --warmup."
+    if "failed" in status:
+        return "its run's status message says why it failed."
+    return "run the same command again to finish it."
+
+
 def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verdict]:
     rows = {(r["arch"], r["depth"]): r for r in summary if r["runs"]}
     out = [
         Verdict(
             f"{display(r['arch'], r['depth'])} has no finished run",
             None,
-            f"its status: {r['status']}. The claims below leave it out; run the same command again to finish it.",
+            f"its status: {r['status']}. The claims below leave it out; {next_step(r['status'])}",
         )
         for r in summary
         if not r["runs"]

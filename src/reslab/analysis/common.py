@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from reslab import runs
-from reslab.errors import UserError
+from reslab.errors import UserError, plural
 from reslab.evaluate import load_run_model, normalization
 from reslab.verdicts import display
 
@@ -62,7 +62,7 @@ def load_split(
         raise UserError(f"unknown split '{split}': use train or test.")
     if ds.image_shape[0] != config["model"]["in_channels"]:
         raise UserError(
-            f"{ds.name} has {ds.image_shape[0]} channels, the network of {run_dir} expects "
+            f"{ds.name} has {plural(ds.image_shape[0], 'channel')}, the network of {run_dir} expects "
             f"{config['model']['in_channels']}."
         )
     if limit and limit < len(y):
@@ -73,13 +73,22 @@ def load_split(
 
 
 def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
-    """Where an analysis writes: --out, else the experiment directory holding the runs."""
+    """Where an analysis writes: --out; else the experiment directory holding the runs; else, for
+    one run of no experiment, that run's own directory. Never a folder reslab did not make: a
+    standalone run's analysis must not land among other files (or runs) beside it."""
     if out:
-        return Path(out)
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a directory.")
+        return out
     parents = {Path(d).resolve().parent for d in run_dirs}
-    if len(parents) == 1:
+    if len(parents) == 1 and runs.owner(next(iter(parents))) == "experiment":
         return parents.pop()
-    raise UserError("the runs are in different directories; say where to write the results with --out.")
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0])
+    raise UserError(
+        "the runs are not the cells of one experiment directory; say where to write the results with --out."
+    )
 
 
 def write_result(out: Path, name: str, result: dict) -> Path:

@@ -1,0 +1,42 @@
+"""The pieces of the HTML report: tables, verdicts and figures, with every value from disk
+escaped (only markup reslab writes itself, marked Html, goes into the page as it is)."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+
+class Html(str):
+    """Markup reslab wrote itself; every other string that reaches the page is escaped."""
+
+
+def esc(value) -> str:
+    """Any value from disk, as text safe to put into the page."""
+    return escape(str(value))
+
+
+def count(value) -> str:
+    """A whole number with thousands separators, or the value escaped when a file holds no number."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else esc(value)
+
+
+def embed_png(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{escape(c)}</th>" for c in head)
+    cell = lambda c: c if isinstance(c, Html) else escape(str(c))  # noqa: E731
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def verdict_html(v) -> str:
+    cls, mark = {True: ("yes", "✓"), False: ("no", "✗"), None: ("", "?")}[v.holds]
+    return (
+        f'<div class="verdict {cls}"><span class="mark">{mark}</span><div><b>{escape(v.claim)}</b>'
+        f"{escape(v.text)}</div></div>"
+    )

@@ -1,0 +1,533 @@
+"""Results a user can trust, files that are never lost, bad input that gets one sentence: each
+case here was reproduced on an earlier version (issue 15) and failed there."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from reslab import runs
+from reslab.cli import main
+from reslab.errors import UserError
+from reslab.experiment import gather, grid, run_experiment
+from reslab.train import Diverged, TrainConfig, train
+
+EXP_QUICK = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32"]
+QUICK = [*EXP_QUICK, "--no-progress"]
+quiet = lambda *_: None  # noqa: E731
+
+
+def cfg(**kw):
+    base = dict(dataset="digits", iterations=4, batch_size=32, precision="fp32", device="cpu", arch="plain", depth=8)
+    return TrainConfig(**{**base, **kw})
+
+
+def refused(capsys, argv, *phrases):
+    """The CLI says one sentence and exits 2 (an uncaught exception fails the test with its traceback)."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for p in phrases:
+        assert p in err, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. re-running with changed settings never shows the old results
+
+
+def test_experiment_rerun_with_other_settings_is_refused_then_overwritten(tmp_path):
+    first = grid(cfg(), ["plain"], [8], [0])
+    run_experiment(tmp_path, first, jobs=1, log=quiet)
+    changed = grid(cfg(iterations=6), ["plain"], [8], [0])
+    with pytest.raises(UserError, match="iterations 4 there, 6 asked"):
+        run_experiment(tmp_path, changed, jobs=1, log=quiet)
+    assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 4  # untouched
+    out = run_experiment(tmp_path, changed, jobs=1, log=quiet, overwrite=True)
+    assert out[0]["state"] == "finished" and "skipped" not in out[0]
+    assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 6
+
+
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--dataset", "synthetic", "--iterations", "4"], "dataset"),
+        (["--dataset", "digits", "--iterations", "4", "--shortcut", "B"], "shortcut"),
+        (["--dataset", "digits", "--iterations", "6"], "iterations"),
+    ],
+)
+def test_cli_experiment_with_other_settings_names_them(capsys, tmp_path, flags, named):
+    args = ["experiment", "degradation", "--archs", "resnet", "--depths", "8", "--batch-size", "32"]
+    out = ["--out", tmp_path / "e"]
+    assert main([str(a) for a in args + ["--dataset", "digits", "--iterations", "4"] + out]) == 0
+    capsys.readouterr()
+    refused(capsys, args + flags + out, "other settings", named, "--overwrite")
+
+
+def test_train_into_a_run_with_other_settings_names_the_difference(capsys, tmp_path):
+    assert main(["train", "--depth", "8", *QUICK, "--out", str(tmp_path / "r")]) == 0
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--lr", "0.05", "--out", tmp_path / "r"], "lr 0.1 there, 0.05")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. unrelated runs are never mixed into one table
+
+
+def test_train_into_an_experiment_directory_is_refused(capsys, tmp_path):
+    run_experiment(tmp_path / "demo", grid(cfg(), ["plain"], [8], [0]), jobs=1, log=quiet)
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", tmp_path / "demo"], "experiment directory")
+
+
+def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
+    exp = tmp_path / "exp"
+    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), jobs=1, log=quiet)
+    train(cfg(arch="resnet", depth=14), exp / "stranger", log=quiet, progress=False)  # not a cell
+    together, skipped = gather(exp)
+    assert sorted(r["name"] for r in together) == ["plain-8-seed0", "resnet-8-seed0"]
+    assert skipped == [("stranger", "not a cell of this experiment (see its experiment.json)")]
+
+    folder = tmp_path / "runs"  # no experiment.json: the runs sharing the most common recipe
+    for name, c in [("a", cfg()), ("b", cfg(arch="resnet")), ("c", cfg(dataset="synthetic"))]:
+        train(c, folder / name, log=quiet, progress=False)
+    together, skipped = gather(folder)
+    assert [r["name"] for r in together] == ["a", "b"]
+    assert skipped[0][0] == "c" and "dataset 'digits' in the others, 'synthetic' here" in skipped[0][1]
+    from reslab.report import build_report
+
+    html = build_report(folder)
+    assert "Runs left out" in html and "synthetic" in html
+
+
+def test_analysis_of_a_standalone_run_stays_in_that_run(tmp_path):
+    from reslab import analyze
+
+    train(cfg(), tmp_path / "mine", log=quiet, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    analyze.run_responses([tmp_path / "mine"])
+    assert (tmp_path / "mine" / "analyses" / "responses.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. divergence never keeps a NaN checkpoint
+
+
+def test_divergence_keeps_only_finite_checkpoints(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(Diverged) as e:
+        train(cfg(iterations=40, eval_every=1, lr=1e6), out, log=quiet, progress=False)
+    assert "diverged" in runs.read_status(out)["state"]
+    if (out / "checkpoint.pt").exists():
+        saved = torch.load(out / "checkpoint.pt", weights_only=True)
+        bad = [k for k, v in saved["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        assert bad == []
+        assert f"iteration {saved['iteration']})" in str(e.value)
+
+
+def test_diverged_cell_verdict_does_not_say_run_it_again():
+    from reslab.verdicts import next_step
+
+    assert "run the same command again" not in next_step("diverged") and "--lr" in next_step("diverged")
+    assert "run the same command again" in next_step("interrupted")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. unfinished runs are named as such
+
+
+def test_eval_of_an_interrupted_run_says_so(capsys, tmp_path):
+    out = tmp_path / "r"
+    assert main(["train", "--depth", "8", *QUICK, "--out", str(out)]) == 0
+    runs.write_status(out, "interrupted", iteration=2, total=4)
+    (out / "model.safetensors").unlink()
+    assert main(["eval", str(out)]) == 0
+    assert "is not a finished run (it is interrupted at iteration 2 of 4)" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_run_is_refused(capsys, tmp_path):
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", tmp_path / "typo", "--resume"], "no run to resume")
+    assert not (tmp_path / "typo").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. image folders: 16-bit images and edited files
+
+
+def image_folder(root, make):
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                make(root / split / c / f"{i}.png", i)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    image_folder(tmp_path / "f", lambda p, i: Image.fromarray(ramp).save(p))
+    x = load_image_folder(tmp_path / "f").train_x
+    assert x.shape[1:] == (1, 64, 64)
+    assert float((x == 255).float().mean()) < 0.01  # was 99.9% before: clipped at 255
+    assert abs(float(x.float().mean()) - 127.5) < 1
+
+
+def test_an_edited_image_of_the_same_size_is_decoded_again(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    image_folder(tmp_path / "f", lambda p, i: Image.new("L", (8, 8), 10).save(p))
+    assert int(load_image_folder(tmp_path / "f").train_x.max()) == 10
+    target = tmp_path / "f" / "train" / "a" / "0.png"
+    size = target.stat().st_size
+    Image.new("L", (8, 8), 200).save(target)
+    assert target.stat().st_size == size  # same name, same size: only the content changed
+    assert int(load_image_folder(tmp_path / "f").train_x.max()) == 200
+
+
+def test_image_folder_links_and_bombs_get_a_sentence(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    image_folder(tmp_path / "f", lambda p, i: Image.new("L", (8, 8), 10).save(p))
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "f" / "train" / "a" / "dangling.png")
+    with pytest.raises(UserError, match="broken or looping link"):
+        load_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "a" / "dangling.png").unlink()
+    os.symlink("loop.png", tmp_path / "f" / "train" / "a" / "loop.png")
+    with pytest.raises(UserError, match="broken or looping link"):
+        load_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "a" / "loop.png").unlink()
+    Image.new("1", (20000, 20000)).save(tmp_path / "f" / "train" / "a" / "0.png")  # 400 Mpixel, a few KB
+    with pytest.raises(UserError, match="decompression bomb"):
+        load_image_folder(tmp_path / "f")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. a user's files are never overwritten or deleted
+
+
+@pytest.mark.parametrize("command", ["train", "experiment", "import"])
+def test_a_directory_of_the_users_files_is_refused(capsys, tmp_path, command):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("metrics.csv", "status.json", "report.html", ".draft.tmp", "summary.csv"):
+        (mine / name).write_text("my own words")
+    argv = {
+        "train": ["train", "--depth", "8", *QUICK, "--out", mine],
+        "experiment": ["experiment", "degradation", "--depths", "8", *EXP_QUICK, "--out", mine],
+        "import": ["import", tmp_path / "x.th", "--out", mine],
+    }[command]
+    if command == "import":
+        torch.save({"state_dict": {}}, tmp_path / "x.th")
+    refused(capsys, argv, str(mine))
+    assert sorted(p.name for p in mine.iterdir()) == sorted(
+        ["metrics.csv", "status.json", "report.html", ".draft.tmp", "summary.csv"]
+    )
+    assert all(p.read_text() == "my own words" for p in mine.iterdir())
+
+
+def test_out_that_is_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", tmp_path / "f"], "is a file")
+    refused(capsys, ["experiment", "degradation", "--depths", "8", *EXP_QUICK, "--out", tmp_path / "f"], "is a file")
+
+
+def test_only_reslabs_own_temporary_files_are_cleaned_up(tmp_path):
+    out = tmp_path / "r"
+    train(cfg(), out, log=quiet, progress=False)
+    (out / ".notes.tmp").write_text("mine")
+    (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").write_text("left by a killed writer")
+    runs.write_status(out, "interrupted")
+    train(cfg(), out, resume=True, log=quiet, progress=False)
+    assert (out / ".notes.tmp").read_text() == "mine"
+    assert not (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. locks and atomic figures
+
+
+def test_import_is_refused_while_another_process_writes_the_directory(tmp_path):
+    from test_pretrained import RefResNet, save_like_original
+
+    from reslab.pretrained import import_checkpoint
+
+    path = tmp_path / "resnet8.th"
+    save_like_original(RefResNet(1), path)
+    with runs.run_lock(tmp_path / "r"):  # as a training run holds it
+        with pytest.raises(runs.Locked):
+            import_checkpoint(path, tmp_path / "r")
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_experiment_leaves_a_cell_locked_by_another_process_alone(tmp_path):
+    cells = grid(cfg(), ["plain"], [8], [0])
+    cell = tmp_path / "plain-8-seed0"
+    train(cells[0], cell, log=quiet, progress=False)
+    runs.write_status(cell, "running", iteration=2, total=4, pid=1)
+    before = (cell / "status.json").read_text()
+    with runs.run_lock(cell):
+        out = run_experiment(tmp_path, cells, jobs=1, log=quiet)
+    assert out[0]["state"] == "busy"
+    assert (cell / "status.json").read_text() == before
+
+
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from reslab import plots
+
+    fig = plt.figure()
+    plots.save(fig, tmp_path / "f")
+    before = (tmp_path / "f.png").read_bytes()
+
+    def disk_full(path, data):
+        raise runs.WriteError("disk full")
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full)
+    with pytest.raises(runs.WriteError):
+        plots.save(plt.figure(figsize=(9, 2)), tmp_path / "f")
+    assert (tmp_path / "f.png").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. the report escapes every value from disk
+
+CRAFTED = "<script>document.title='pwned'</script>"
+
+
+def crafted_experiment(root):
+    from test_experiment import fake_run
+
+    fake_run(root, "plain", 8, 0, [0.5, 0.4], 0.5)
+    fake_run(root, "resnet", 8, 0, [0.5, 0.3], 0.4)
+    a = root / "analyses"
+    runs.write_json(a / "lesion.json", {"images": CRAFTED, "samples": CRAFTED, "runs": []})
+    runs.write_json(
+        a / "gradients.json", {"images": CRAFTED, "points": CRAFTED, "runs": [], "shattering": {"rows": []}}
+    )
+    runs.write_json(
+        a / "landscape.json",
+        {
+            "images": CRAFTED,
+            "resolution": CRAFTED,
+            "span": CRAFTED,
+            "runs": [{"label": "x", "axis": [0], "grid": [[1.0]], "local_minima": CRAFTED}],
+        },
+    )
+    runs.write_json(
+        a / "construct.json",
+        {
+            "results": [
+                {
+                    "arch": "plain",
+                    "depth": 14,
+                    "source_label": "plain-8",
+                    "identity_blocks": CRAFTED,
+                    "max_abs_difference": 0.0,
+                    "source_train_error": 0.1,
+                    "constructed_train_error": 0.1,
+                }
+            ]
+        },
+    )
+    runs.write_json(
+        a / "identity.json",
+        {"steps": 1, "plain": [{"k": CRAFTED, "error": 1.0}], "residual": [{"k": CRAFTED, "error": 0.1}]},
+    )
+    runs.write_json(a / "responses.json", {"images": 5, "split": "test", "runs": "not a list", "findings": []})
+
+
+def test_report_escapes_crafted_analysis_files(tmp_path):
+    from reslab.report import build_report
+
+    crafted_experiment(tmp_path)
+    html = build_report(tmp_path)
+    assert "<script" not in html
+    assert html.count("&lt;script&gt;") >= 8
+    assert "analyses/responses.json could not be shown" in html
+
+
+def test_report_escapes_crafted_files_in_a_real_browser(tmp_path):
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no Chromium here (apt-get install chromium) to open the crafted report in")
+    from reslab.report import write_report
+
+    crafted_experiment(tmp_path)
+    page = write_report(tmp_path)
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "<title>" in dom and "pwned" not in dom.split("</title>")[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. one sentence and exit 2, never a traceback
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "r"
+    train(cfg(), out, log=quiet, progress=False)
+    return out
+
+
+def copy_run(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained, tmp_path / "r")
+    return tmp_path / "r"
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [{}, {"model": {}, "optimizer": {}}, "shapes"],
+    ids=["empty", "missing-keys", "wrong-shapes"],
+)
+def test_wrongly_shaped_checkpoints(capsys, tmp_path, trained, checkpoint):
+    run = copy_run(trained, tmp_path)
+    if checkpoint == "shapes":
+        saved = torch.load(run / "checkpoint.pt", weights_only=True)
+        saved["model"] = {k: torch.zeros(3) for k in saved["model"]}
+        checkpoint = saved
+    torch.save(checkpoint, run / "checkpoint.pt")
+    runs.write_status(run, "interrupted")
+    refused(
+        capsys,
+        ["train", "--depth", "8", "--arch", "plain", *QUICK, "--precision", "fp32", "--out", run, "--resume"],
+        "checkpoint.pt",
+    )
+    (run / "model.safetensors").unlink()
+    refused(capsys, ["eval", run], str(run))
+
+
+def test_wrongly_shaped_weights_on_eval(capsys, tmp_path, trained):
+    from safetensors.torch import save_file
+
+    run = copy_run(trained, tmp_path)
+    save_file({"conv1.weight": torch.zeros(2, 2)}, run / "model.safetensors")
+    refused(capsys, ["eval", run], "do not fit")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c["model"].update(depth="8"),
+        lambda c: c.pop("model"),
+        lambda c: c["resolved"].update(parameters="many"),
+        lambda c: c["model"].update(depth=1_200_002),
+    ],
+    ids=["depth-a-string", "no-model", "parameters-a-string", "huge-depth"],
+)
+@pytest.mark.parametrize("command", ["eval", "report", "analyze"])
+def test_damaged_config(capsys, tmp_path, trained, change, command):
+    run = copy_run(trained, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    change(config)
+    (run / "config.json").write_text(json.dumps(config))
+    argv = {"eval": ["eval", run], "report": ["report", run], "analyze": ["analyze", "lesion", run]}[command]
+    if (command, config.get("model", {}).get("depth")) == ("report", 1_200_002):
+        assert main([str(a) for a in argv]) == 0  # the report builds no network: it shows what the files say
+        return
+    refused(capsys, argv, "config.json")
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["garbage\x00\x01", "epoch,iteration\n1", "TRUNCATED", "EXTRA"],
+    ids=["binary", "other-columns", "truncated-row", "extra-column"],
+)
+def test_damaged_metrics(capsys, tmp_path, trained, content):
+    run = copy_run(trained, tmp_path)
+    text = (run / "metrics.csv").read_text()
+    content = {"TRUNCATED": text.rsplit(",", 3)[0], "EXTRA": text.rstrip("\n") + ",7\n"}.get(content, content)
+    (run / "metrics.csv").write_text(content)
+    refused(capsys, ["report", run], "metrics.csv")
+
+
+def test_empty_status_file(capsys, tmp_path, trained):
+    run = copy_run(trained, tmp_path)
+    (run / "status.json").write_text("{}")
+    refused(capsys, ["report", run], "status.json")
+    refused(
+        capsys,
+        ["train", "--depth", "8", "--arch", "plain", *QUICK, "--precision", "fp32", "--out", run, "--resume"],
+        "status.json",
+    )
+
+
+@pytest.mark.parametrize(
+    "flags,phrase",
+    [
+        (["--momentum", "-1"], "--momentum"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--lr", "nan"], "--lr"),
+        (["--seed", str(2**70)], "--seed"),
+        (["--device", "meta"], "meta"),
+        (["--width", "100000"], "million"),
+        (["--depth", "1200002"], "million"),
+    ],
+)
+def test_bad_training_options(capsys, tmp_path, flags, phrase):
+    base = ["train", "--depth", "8", "--dataset", "digits", "--batch-size", "32", "--no-progress"]
+    refused(capsys, base + ["--epochs", "inf", "--out", tmp_path / "r"], "--epochs")
+    refused(capsys, base + ["--iterations", "4", *flags, "--out", tmp_path / "r"], phrase)
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_config_with_wrong_types(capsys, tmp_path, trained):
+    config = json.loads((trained / "config.json").read_text())
+    config["train"]["depth"] = "20"
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    refused(capsys, ["train", "--config", tmp_path / "c.json", "--out", tmp_path / "r"], "depth")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    refused(capsys, ["train", "--config", tmp_path / "c.json", "--out", tmp_path / "r"], "not a reslab config.json")
+
+
+def test_import_of_odd_files(capsys, tmp_path):
+    torch.save({"state_dict": {"conv1.weight": 3}}, tmp_path / "values.th")
+    refused(capsys, ["import", tmp_path / "values.th", "--out", tmp_path / "a"], "not tensors")
+    torch.save({"conv1.weight": torch.tensor(1.0), "linear.weight": torch.tensor(2.0)}, tmp_path / "scalars.th")
+    refused(capsys, ["import", tmp_path / "scalars.th", "--out", tmp_path / "b"], "dimensions")
+
+
+def test_small_crafted_checkpoint_is_refused_before_building(capsys, tmp_path):
+    import time
+
+    state = {
+        "conv1.weight": torch.zeros(16, 3, 3, 3),
+        "linear.weight": torch.zeros(10, 64),
+        "layer1.3000.conv1.weight": torch.zeros(1),
+    }
+    torch.save({"state_dict": state}, tmp_path / "crafted.th")
+    t0 = time.perf_counter()
+    refused(capsys, ["import", tmp_path / "crafted.th", "--out", tmp_path / "a"], "numbered 0..n-1")
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("flags,phrase", [(["--resolution", "1"], "--resolution"), (["--span", "nan"], "--span")])
+def test_bad_landscape_options(capsys, trained, flags, phrase):
+    refused(capsys, ["analyze", "landscape", trained, *flags], phrase)
+
+
+def test_unwritable_output(capsys, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere: a read-only directory cannot be made here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", ro / "r"], "cannot write")
