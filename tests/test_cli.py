@@ -106,7 +106,7 @@ def test_demo_writes_an_experiment_directory_with_report(cli, tmp_path):
     r = cli("demo", "--depths", "8,14", "--epochs", "2", "--out", out)
     assert r.returncode == 0, r.stderr
     assert "Deeper plain nets" in r.stdout and "Identity shortcuts are free" in r.stdout
-    assert "constructed plain-14 from plain-8: outputs equal to 0.0e+00" in r.stdout
+    assert "constructed plain-14 from plain-8: computes the same outputs (largest logit difference 0.0e+00)" in r.stdout
     names = sorted(p.name for p in out.iterdir())
     assert {
         "plain-8-seed0",

@@ -105,7 +105,7 @@ def test_verdicts_follow_the_numbers(tmp_path):
     for s in (0, 1):
         fake_run(tmp_path, "plain", 20, s, [0.5, 0.1, 0.0], 0.05)
         fake_run(tmp_path, "plain", 56, s, [0.8, 0.6, 0.4 + 0.02 * s], 0.45)
-        fake_run(tmp_path, "resnet", 20, s, [0.4, 0.05, 0.0], 0.04)
+        fake_run(tmp_path, "resnet", 20, s, [0.4, 0.05, 0.02], 0.04)
         fake_run(tmp_path, "resnet", 56, s, [0.3, 0.005, 0.0], 0.03)
     from reslab.experiment import load_runs
 

@@ -519,7 +519,10 @@ def test_small_crafted_checkpoint_is_refused_before_building(capsys, tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
-@pytest.mark.parametrize("flags,phrase", [(["--resolution", "1"], "--resolution"), (["--span", "nan"], "--span")])
+@pytest.mark.parametrize(
+    "flags,phrase",
+    [(["--resolution", "1"], "--resolution"), (["--resolution", "4"], "odd"), (["--span", "nan"], "--span")],
+)
 def test_bad_landscape_options(capsys, trained, flags, phrase):
     refused(capsys, ["analyze", "landscape", trained, *flags], phrase)
 
@@ -531,3 +534,74 @@ def test_unwritable_output(capsys, tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     refused(capsys, ["train", "--depth", "8", *QUICK, "--out", ro / "r"], "cannot write")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 3: the construct finding says what was measured
+
+
+@pytest.mark.parametrize(
+    "diff,same,words",
+    [
+        (0.0, True, "computes the same outputs"),
+        (0.3, True, "computes different outputs (largest logit difference 3.0e-01, the same predictions"),
+        (2.0, False, "and changes some predictions"),
+    ],
+)
+def test_construct_finding_follows_the_measured_difference(tmp_path, diff, same, words):
+    from test_experiment import fake_run
+
+    from reslab.report_sections import construct_section
+
+    fake_run(tmp_path, "plain", 8, 0, [0.1], 0.2)
+    result = {
+        "arch": "plain", "depth": 14, "source_label": "plain-8", "identity_blocks": 1, "max_abs_difference": diff,
+        "same_predictions": same, "source_train_error": 0.1, "constructed_train_error": 0.1, "scratch_train_error": 0.3,
+    }  # fmt: skip
+    runs.write_json(tmp_path / "analyses" / "construct.json", {"results": [result]})
+    html = construct_section(tmp_path)
+    assert words in html
+    assert ("computes the same outputs" in html) == (diff == 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. a newcomer is told how long a run will be before it starts
+
+
+def test_the_papers_length_on_a_small_dataset_is_said_before_training(tmp_path):
+    from reslab.train import plan_text, setup
+
+    run, _ = setup(TrainConfig(dataset="digits", device="cpu"), tmp_path / "r")
+    text = plan_text(run)
+    assert "64,000 iterations" in text and "5,818.2 epochs of 1,438 training images" in text
+    assert "shorten it with --epochs" in text
+    short, _ = setup(TrainConfig(dataset="digits", device="cpu", epochs=3), tmp_path / "s")
+    assert "shorten" not in plan_text(short) and "33 iterations" in plan_text(short)
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts that follow from the measurements (issues 15.12 and 17.2)
+
+
+def verdicts_of(tmp_path, nets):
+    from test_experiment import fake_run
+
+    from reslab.experiment import summarize
+    from reslab.verdicts import degradation_verdicts
+
+    for arch, depth, train_errors in nets:
+        fake_run(tmp_path, arch, depth, 0, train_errors, 0.2)
+    return {v.claim.split(" (")[0]: v for v in degradation_verdicts(summarize(tmp_path), gather(tmp_path)[0])}
+
+
+def test_both_residual_nets_at_zero_training_error_is_a_floor_effect(tmp_path):
+    v = verdicts_of(tmp_path, [("plain", 8, [0.5, 0.0]), ("plain", 14, [0.5, 0.3]), ("resnet", 8, [0.5, 0.0]),
+                               ("resnet", 14, [0.5, 0.0])])  # fmt: skip
+    floor = v["Deeper residual nets do not degrade"]
+    assert floor.holds is None and "floor effect" in floor.text
+
+
+def test_removing_the_degradation_is_not_claimed_without_a_second_residual_depth(tmp_path):
+    v = verdicts_of(tmp_path, [("plain", 8, [0.5, 0.1]), ("plain", 14, [0.5, 0.3]), ("resnet", 14, [0.5, 0.1])])
+    assert "Deeper residual nets do not degrade" not in v
+    assert "removes the degradation" not in v["Shortcuts help at depth 14"].text

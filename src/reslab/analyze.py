@@ -215,8 +215,11 @@ def run_landscape(
 ) -> dict:
     from reslab.train import resolve_precision
 
-    if not resolution >= 3:
-        raise UserError(f"--resolution must be 3 or more (a grid needs a centre and two sides), got {resolution}.")
+    if not (resolution >= 3 and resolution % 2):
+        raise UserError(
+            f"--resolution must be odd and 3 or more, so that the grid has its centre at the trained weights, "
+            f"got {resolution}."
+        )
     if not (math.isfinite(span) and span > 0):
         raise UserError(f"--span must be a positive finite number, got {span}.")
     precision = resolve_precision(precision, torch.device("cpu"))

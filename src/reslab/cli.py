@@ -538,6 +538,7 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
     """The why, in seconds: layer responses of every net, and the constructed solution from the
     shallowest to the deepest net of each architecture, compared with SGD's."""
     from reslab import analyze, runs
+    from reslab.analysis.construct import outputs_text
 
     finished = [
         d
@@ -556,7 +557,7 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
             c = analyze.run_construct(source, hi, out)
             scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""
             print(
-                f"constructed {arch}-{hi} from {arch}-{lo}: outputs equal to {c['max_abs_difference']:.1e}, "
+                f"constructed {arch}-{hi} from {arch}-{lo}: {outputs_text(c)}, "
                 f"training error {c['constructed_train_error']:.1%}{scratch}"
             )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reslab.analysis.common import read_result
+from reslab.analysis.construct import outputs_text
 from reslab.experiment import pct as pc
 from reslab.page import count, embed_png, esc, table, verdict_html
 
@@ -75,7 +76,7 @@ def construct_section(exp_dir: Path) -> str | None:
             better = c["constructed_train_error"] < c["scratch_train_error"] - 0.01
             text = (
                 f"{deep} built from the trained {c['source_label']} plus {c['identity_blocks']} identity blocks "
-                f"computes the same outputs (max difference {c['max_abs_difference']:.1e}) and has "
+                f"{outputs_text(c)} and has "
                 f"{pc(c['constructed_train_error'])}% training error; SGD from scratch reached "
                 f"{pc(c['scratch_train_error'])}%."
             )
@@ -193,7 +194,7 @@ def landscape_section(exp_dir: Path) -> str | None:
     rows = [
         [
             x["label"],
-            f"{x['grid'][len(x['axis']) // 2][len(x['axis']) // 2]:.3f}",
+            f"{x['grid'][len(x['axis']) // 2][len(x['axis']) // 2]:.3f}",  # the centre: --resolution is odd
             f"{min(min(g) for g in x['grid']):.3f}",
             f"{max(max(g) for g in x['grid']):.3f}",
             str(x["local_minima"]),

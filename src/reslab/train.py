@@ -592,6 +592,8 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
             },
         )
 
+    if st.iteration == 0:
+        log(plan_text(run))
     bar = make_progress(run, st.iteration, progress)
     board = tensorboard_writer(out) if cfg.tensorboard and main else None
     where = process_info()
@@ -709,6 +711,20 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         save_weights(model, out / "model.safetensors")
         runs.write_status(out, "finished", f"finished {run.total} iterations", iteration=st.iteration, total=run.total)
     return st.rows[-1]
+
+
+def plan_text(run: Run) -> str:
+    """What is about to be trained and for how long, said before it starts: the paper's 64k
+    iterations are 2,900 epochs of a 45k-image split but thousands on a small dataset."""
+    epochs = run.total / run.steps_per_epoch
+    text = (
+        f"{run.cfg.arch}-{run.cfg.depth} on {run.data.name}: {run.total:,} iterations of {run.batch_size} images "
+        f"({epochs:,.1f} epochs of {len(run.data.train_y):,} training images), lr drops at "
+        f"{', '.join(f'{m:,}' for m in run.milestones)}, evaluated every {min(run.eval_every, run.total):,} iterations"
+    )
+    if epochs > 1000 and run.cfg.iterations is None and run.cfg.epochs is None and run.cfg.scale is None:
+        text += "; that is the paper's length, chosen for CIFAR-10: shorten it with --epochs or --iterations"
+    return text
 
 
 def process_info() -> dict:

@@ -51,6 +51,10 @@ def seeds_where(all_runs, arch, deep, shallow, better_deep: bool) -> tuple[int, 
     return hits, len(common)
 
 
+# Training errors at or below this count as fitting the training set: no depth can do better.
+FLOOR = 0.001
+
+
 def next_step(status: str) -> str:
     """What to do about a network with no finished run, by why it has none."""
     if "diverged" in status:
@@ -99,12 +103,19 @@ def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verd
         else:
             hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
             better_test = hi["test_error_mean"] < lo["test_error_mean"]
-            if not worse:
+            floor = max(hi["train_error_mean"], lo["train_error_mean"]) <= FLOOR
+            holds = None if floor else not worse
+            if floor:
+                text = (
+                    f"{numbers}: both fit the training set, so this budget cannot tell whether depth degrades "
+                    "them (a floor effect); a harder dataset or a shorter run can."
+                )
+            elif not worse:
                 text = f"{numbers}: no degradation (on {hits} of {n} seeds)"
                 text += "; the deeper net is also better on the test set." if better_test else "."
             else:
                 text = f"{numbers}: the deeper residual net is worse here too."
-            out.append(Verdict(f"Deeper residual nets do not degrade ({shallow} vs {deep})", not worse, text))
+            out.append(Verdict(f"Deeper residual nets do not degrade ({shallow} vs {deep})", holds, text))
 
     common = sorted(d for a, d in rows if a == "plain" and ("resnet", d) in rows)
     if common:
@@ -121,6 +132,8 @@ def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verd
             text += " No clear advantage at this budget."
         elif residual_ok is False:
             text += " The shortcuts reduce the degradation, but at this budget do not remove it."
+        elif residual_ok is None:
+            text += " Whether deeper residual nets still degrade is not settled here (see above)."
         else:
             text += " Residual learning removes the degradation."
         out.append(Verdict(f"Shortcuts help at depth {d}", holds, text))

@@ -62,3 +62,17 @@ def construct_deeper(shallow: CifarNet, depth: int, seed: int = 0) -> tuple[Cifa
             make_identity_block(stage[j], cfg.arch)
             added.append(f"layer{s}.{j}")
     return deep.eval(), added
+
+
+SAME_OUTPUTS = 1e-4  # largest logit difference still called "the same" (fp32 sums in another order)
+
+
+def outputs_text(result: dict) -> str:
+    """What was measured about the constructed net's outputs, in words that follow the numbers."""
+    diff = result["max_abs_difference"]
+    if diff <= SAME_OUTPUTS:
+        return f"computes the same outputs (largest logit difference {diff:.1e})"
+    same = result.get("same_predictions")
+    return f"computes different outputs (largest logit difference {diff:.1e}" + (
+        ", the same predictions on every image)" if same else ", and changes some predictions)"
+    )
