@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reslab.errors import UserError
+from reslab.errors import ExperimentInterrupted, UserError
 
 EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
 
@@ -426,11 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             rank = env_rank()
             print(f"reslab{f' (rank {rank})' if rank else ''}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        from reslab.experiment import ExperimentInterrupted
-
-        if not isinstance(e, ExperimentInterrupted):
-            raise
+    except ExperimentInterrupted as e:
         print(f"\nreslab: {e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
@@ -512,7 +508,7 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> li
     together, skipped = gather(out)
     for name, why in skipped:
         print(f"left out of the summary: {name}: {why}")
-    summary = summarize(out)
+    summary = summarize(out, all_runs=together)
     print()
     print(summary_table(summary))
     print()

@@ -6,6 +6,11 @@ class UserError(Exception):
     """A bad input or environment: the message says what is wrong and what to do."""
 
 
+class ExperimentInterrupted(Exception):
+    """An experiment stopped on request (Ctrl-C, SIGTERM); its running cells saved checkpoints.
+    The message says how to resume; the CLI prints it and exits with 130."""
+
+
 def one_line(e: BaseException, limit: int = 160) -> str:
     """An exception's type and the first line of its message, for a log line or a results file."""
     text = str(e).strip()

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from reslab import runs
-from reslab.errors import UserError, one_line, plural
-from reslab.models import ModelConfig, build_model, check_size
+from reslab.errors import UserError, plural
+from reslab.models import ModelConfig, build_model, check_size, state_mismatch
 
 
 def model_config(config: dict, run_dir: Path) -> ModelConfig:
@@ -77,16 +77,10 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
         raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")
     if not isinstance(state, dict):
         raise UserError(f"the checkpoint of {run_dir} holds no model weights; it is damaged.")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes that do not fit
-        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
-        missing, unexpected = [], lines[:1] or [one_line(e)]
-    if missing or unexpected:
-        raise UserError(
-            f"the weights in {run_dir} do not fit its configured model "
-            f"(missing {missing[:3]}, unexpected or wrongly shaped {unexpected[:3]})."
-        )
+    detail = state_mismatch(model, state)
+    if detail:
+        raise UserError(f"the weights in {run_dir} do not fit its configured model ({detail}).")
+    model.load_state_dict(state, strict=False)
     model.eval()
     return model, config
 

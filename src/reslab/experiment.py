@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab import runs
-from reslab.errors import UserError
+from reslab.errors import ExperimentInterrupted, UserError
 from reslab.signals import Catching
 from reslab.train import TrainConfig
 
@@ -65,9 +65,8 @@ def grid(base: TrainConfig, archs: list[str], depths: list[int], seeds: list[int
 
 @contextmanager
 def experiment_lock(exp_dir: Path):
-    """One reslab process per experiment directory; a second one is refused with a message. Only
-    a new, empty or reslab experiment directory is ever written into."""
-    runs.claim_dir(exp_dir, "experiment")
+    """One reslab process per experiment directory; a second one is refused with a message (the
+    caller has checked with runs.claim_dir that the directory may be written)."""
     busy = (
         f"another reslab process is running the experiment in {exp_dir}; wait for it to finish (or stop it) "
         "before starting this one."
@@ -153,8 +152,6 @@ def init_worker(threads: int, gpus) -> None:
 
 def die_with_parent() -> None:
     import ctypes
-    import signal
-    import sys
 
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
@@ -198,10 +195,6 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
         return failed(str(e))
     except Exception as e:  # a bug in one cell must not stop the others; its status says what happened
         return failed(f"{type(e).__name__}: {e}")
-
-
-class ExperimentInterrupted(Exception):
-    """The experiment was stopped on request; its running cells saved checkpoints."""
 
 
 def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
@@ -343,13 +336,13 @@ def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=N
         ) as pool,
     ):
         pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
-        stopped = []
+        outcomes, cancelled = [], 0
         while pending:
             complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in complete:
                 if not fut.cancelled():
-                    stopped.append(fut.result())
-                    finished(stopped[-1])
+                    outcomes.append(fut.result())
+                    finished(outcomes[-1])
             if stop.count == 1 and not stop.handled:
                 stop.handled = True
                 cancelled = sum(f.cancel() for f in pending)
@@ -368,16 +361,17 @@ def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=N
                 )
             progress()
         if stop.count:
-            interrupted = [o for o in stopped if o["state"] in ("interrupted", "not started")]
-            raise ExperimentInterrupted(stopped_message(exp_dir, interrupted, len(todo) - len(stopped)))
+            raise ExperimentInterrupted(stopped_message(exp_dir, outcomes, cancelled))
 
 
-def stopped_message(exp_dir: Path, interrupted: list[dict], not_started: int) -> str:
-    saved = [o["name"] for o in interrupted if o["state"] == "interrupted"]
+def stopped_message(exp_dir: Path, outcomes: list[dict], cancelled: int) -> str:
+    """What a stop left: the cells that saved a checkpoint, and how many never started."""
+    saved = [o["name"] for o in outcomes if o["state"] == "interrupted"]
+    not_started = cancelled + sum(o["state"] == "not started" for o in outcomes)
     return (
         f"experiment stopped: {len(saved)} running cell(s) saved a checkpoint"
         + (f" ({', '.join(saved)})" if saved else "")
-        + f", {not_started + sum(o['state'] == 'not started' for o in interrupted)} not started. "
+        + f", {not_started} not started. "
         f"Resume with the same command: it skips the finished cells of {exp_dir} and resumes the others."
     )
 
@@ -491,9 +485,10 @@ def choose_threshold(all_runs: list[dict]) -> float:
     return next((t for t in REACH_CANDIDATES if t >= worst), 1.0)
 
 
-def summarize(exp_dir: Path, threshold: float | None = None) -> list[dict]:
-    """Table-6-style rows, one per (arch, depth): errors as mean and std over seeds."""
-    all_runs = load_runs(exp_dir)
+def summarize(exp_dir: Path, threshold: float | None = None, all_runs: list[dict] | None = None) -> list[dict]:
+    """Table-6-style rows, one per (arch, depth): errors as mean and std over seeds (of the runs
+    gather() finds, unless the caller has them already)."""
+    all_runs = load_runs(exp_dir) if all_runs is None else all_runs
     threshold = threshold if threshold is not None else choose_threshold(all_runs)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in all_runs:

@@ -238,6 +238,24 @@ def check_size(config: ModelConfig) -> None:
         )
 
 
+def state_mismatch(model: nn.Module, state: dict, optional: tuple[str, ...] = ("num_batches_tracked",)) -> str:
+    """How a state dict fails to fit `model`, in words ('' when it fits): the tensors it has in
+    excess, those it lacks (names ending in `optional` may be absent), those of the wrong shape."""
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(optional))
+    shape = lambda v: tuple(v.shape) if torch.is_tensor(v) else type(v).__name__  # noqa: E731
+    wrong = [k for k in sorted(set(state) & set(own)) if shape(state[k]) != tuple(own[k].shape)]
+    parts = [
+        f"unexpected tensors {unexpected[:4]}" if unexpected else "",
+        f"missing tensors {missing[:4]}" if missing else "",
+        "wrong shapes " + ", ".join(f"{k} {shape(state[k])} vs {tuple(own[k].shape)}" for k in wrong[:4])
+        if wrong
+        else "",
+    ]
+    return "; ".join(x for x in parts if x)
+
+
 def build_model(config: ModelConfig) -> CifarNet:
     check_size(config)
     return CifarNet(config)

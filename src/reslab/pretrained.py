@@ -17,7 +17,7 @@ import torch
 
 from reslab import runs
 from reslab.errors import UserError
-from reslab.models import ModelConfig, build_model, count_macs, count_parameters
+from reslab.models import ModelConfig, build_model, count_macs, count_parameters, state_mismatch
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -82,22 +82,8 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
     state, extra = read_state_dict(path)
     cfg = infer_config(state, path)
     model = build_model(cfg)
-    own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    if unexpected or missing or wrong:
-        detail = "; ".join(
-            s
-            for s in (
-                f"unexpected tensors {unexpected[:4]}" if unexpected else "",
-                f"missing tensors {missing[:4]}" if missing else "",
-                "wrong shapes " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4])
-                if wrong
-                else "",
-            )
-            if s
-        )
+    detail = state_mismatch(model, state)
+    if detail:
         raise UserError(
             f"{path} does not match reslab's ResNet-{cfg.depth} with option-A shortcuts: {detail}. "
             "Only the common CIFAR ResNet layout (conv1, bn1, layer1..3, linear) can be imported."

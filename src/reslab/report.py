@@ -55,7 +55,7 @@ def build_report(exp_dir: Path) -> str:
             + (f" ({reasons})" if reasons else "")
             + "; nothing to report."
         )
-    summary = summarize(exp_dir)
+    summary = summarize(exp_dir, all_runs=all_runs)
     trained = any(r["metrics"] for r in all_runs)
     title = "Deep residual learning: the degradation problem, measured" if trained else "Residual networks, analysed"
     parts = [f"<h1>{escape(title)}</h1>", subtitle(exp_dir, all_runs)]

@@ -37,6 +37,7 @@ from reslab.models import (
     check_size,
     count_macs,
     count_parameters,
+    state_mismatch,
 )
 from reslab.signals import STOP_SIGNALS, Catching
 
@@ -383,22 +384,10 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
         state = load_file(path)
     except (SafetensorError, OSError) as e:
         raise UserError(f"--init-from {path} cannot be read as safetensors weights ({e}).") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} here, {tuple(own[k].shape)} wanted"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-            f"wrong shapes: {'; '.join(wrong[:3])}" if wrong else "",
-        ]
-        raise UserError(f"--init-from {path} does not fit this network ({'; '.join(x for x in parts if x)}).")
-    model.load_state_dict(state)
+    detail = state_mismatch(model, state)
+    if detail:
+        raise UserError(f"--init-from {path} does not fit this network ({detail}).")
+    model.load_state_dict(state, strict=False)
 
 
 def train(
@@ -715,7 +704,7 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
 
 def plan_text(run: Run) -> str:
     """What is about to be trained and for how long, said before it starts: the paper's 64k
-    iterations are 2,900 epochs of a 45k-image split but thousands on a small dataset."""
+    iterations are 182 epochs of its 45k-image split, but thousands on a small dataset."""
     epochs = run.total / run.steps_per_epoch
     text = (
         f"{run.cfg.arch}-{run.cfg.depth} on {run.data.name}: {run.total:,} iterations of {run.batch_size} images "
