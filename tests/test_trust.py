@@ -605,3 +605,32 @@ def test_removing_the_degradation_is_not_claimed_without_a_second_residual_depth
     v = verdicts_of(tmp_path, [("plain", 8, [0.5, 0.1]), ("plain", 14, [0.5, 0.3]), ("resnet", 14, [0.5, 0.1])])
     assert "Deeper residual nets do not degrade" not in v
     assert "removes the degradation" not in v["Shortcuts help at depth 14"].text
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. the report's figures and its account of imported networks
+
+
+def test_error_curves_mark_the_lr_drops_and_show_training_error_on_a_log_axis(tmp_path):
+    from test_experiment import fake_run
+
+    from reslab import plots
+
+    for arch in ("plain", "resnet"):
+        fake_run(tmp_path, arch, 8, 0, [0.5, 0.01, 0.0], 0.2)
+    svg = plots.error_curves(gather(tmp_path)[0], tmp_path / "curves")[1].read_text()
+    assert "lr ÷ 10" in svg and "training error" in svg and "test error" in svg  # a legend, not a caption
+    assert "log" in svg and "drawn at 0.1%" in svg
+
+
+def test_report_of_imported_networks_does_not_claim_a_recipe(tmp_path):
+    from test_pretrained import RefResNet, save_like_original
+
+    from reslab.pretrained import import_checkpoint
+    from reslab.report import build_report
+
+    save_like_original(RefResNet(1), tmp_path / "r8.th")
+    import_checkpoint(tmp_path / "r8.th", tmp_path / "pretrained" / "resnet-8")
+    html = build_report(tmp_path / "pretrained")
+    assert "1 imported network, trained elsewhere" in html and "how is not recorded" in html
+    assert "warmup_lr" not in html and "weight_decay" not in html  # reslab's defaults are not its recipe

@@ -73,35 +73,59 @@ def mean_curve(metric_runs: list[list[dict]], key: str) -> tuple[list[float], li
     return its, [100 * sum(by_it[i]) / len(by_it[i]) for i in its]
 
 
+# Training errors below this are drawn at it on the log panel (a log axis has no 0).
+LOG_FLOOR = 0.1
+
+
 def error_curves(all_runs: list[dict], path: Path, title: str = "") -> list[Path]:
-    """Figure 1 / Figure 6: one panel per architecture, error (%) against iterations."""
+    """Figure 1 / Figure 6: one column per architecture. Top: error (%) against iterations,
+    training dashed, test solid, dotted lines at the lr drops. Bottom: training error alone on a
+    log axis, where the differences near 0% that the verdicts rest on can be seen."""
+    from matplotlib.lines import Line2D
+
     groups: dict[str, dict[int, list[list[dict]]]] = {}
+    drops: dict[str, list] = {}
     for r in all_runs:
         if r["metrics"]:
             m = r["config"]["model"]
             groups.setdefault(m["arch"], {}).setdefault(m["depth"], []).append(r["metrics"])
-    archs = [a for a in PANEL_TITLES if a in groups]
-    fig, axes = plt.subplots(1, max(1, len(archs)), figsize=(6.4 * max(1, len(archs)), 4.8), sharey=True, squeeze=False)
+            drops.setdefault(m["arch"], r["config"]["resolved"].get("milestones") or [])
+    archs = [a for a in PANEL_TITLES if a in groups] or [None]
+    fig, axes = plt.subplots(
+        2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
+    )
     top = 0.0
-    for ax, arch in zip(axes[0], archs):
-        for depth in sorted(groups[arch]):
+    for col, arch in enumerate(archs):
+        ax, low = axes[0][col], axes[1][col]
+        for depth in sorted(groups.get(arch, {})):
             colour = depth_colour(depth)
             n = len(groups[arch][depth])
             label = f"{arch}-{depth}" + (f" (mean of {n})" if n > 1 else "")
             its, train = mean_curve(groups[arch][depth], "train_error")
             ax.plot(its, train, "--", color=colour, lw=1.2)
+            low.plot(its, [max(v, LOG_FLOOR) for v in train], "--", color=colour, lw=1.6, label=label)
             its, test = mean_curve(groups[arch][depth], "test_error")
             ax.plot(its, test, "-", color=colour, lw=2.4, label=label)
             top = max([top, *train, *test])
-        ax.set_title(PANEL_TITLES[arch])
-        ax.set_xlabel("iterations")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", frameon=False)
+        for a in (ax, low):
+            for i, m in enumerate(drops.get(arch, [])):
+                a.axvline(m, color="#5b6475", ls=":", lw=1.2, label="lr ÷ 10" if a is ax and i == 0 else None)
+            a.grid(alpha=0.3)
+        ax.set_title(PANEL_TITLES.get(arch, ""))
+        low.set_xlabel("iterations")
+        low.set_yscale("log")
+        handles, _ = ax.get_legend_handles_labels()
+        styles = [
+            Line2D([], [], color="#333", ls="--", lw=1.2, label="training error"),
+            Line2D([], [], color="#333", ls="-", lw=2.4, label="test error"),
+        ]
+        ax.legend(handles=handles + styles, loc="upper right", frameon=False)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    fig.text(0.5, -0.04, "dashed: training error    solid: test error", ha="center", fontsize=12)
+    axes[1][0].set_ylabel(f"training error (%), log\n(below {LOG_FLOOR:g}% drawn at {LOG_FLOOR:g}%)")
     if title:
         fig.suptitle(title, y=1.02)
+    fig.tight_layout()
     return save(fig, path)
 
 

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from reslab import runs
-from reslab.errors import UserError
+from reslab.errors import UserError, plural
 from reslab.experiment import gather, pct, reach_text, summarize
 from reslab.page import Html, embed_png, esc, table, verdict_html
 from reslab.verdicts import degradation_verdicts, display
@@ -74,14 +74,24 @@ def build_report(exp_dir: Path) -> str:
     )
 
 
+def imported(all_runs: list[dict]) -> bool:
+    """Whether every run is an imported checkpoint: trained elsewhere, by a recipe not recorded."""
+    return all("imported" in r["config"] for r in all_runs)
+
+
 def subtitle(exp_dir: Path, all_runs: list[dict]) -> str:
     first = all_runs[0]["config"]
+    made = f"report made {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    if imported(all_runs):
+        return (
+            f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "imported network")}, trained '
+            f"elsewhere (for <b>{esc(first['data']['name'])}</b>, as imported) · {made}</p>"
+        )
     wall = sum((r["metrics"][-1]["seconds"] if r["metrics"] else 0) for r in all_runs)
     return (
-        f'<p class="sub">{escape(str(exp_dir.resolve().name))} · {len(all_runs)} runs on '
-        f"<b>{escape(first['data']['name'])}</b> · {escape(first['environment'].get('device', '?'))} · "
-        f"{wall / 60:.1f} min of training in all · report made "
-        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"
+        f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "run")} on '
+        f"<b>{esc(first['data']['name'])}</b> · {esc(first['environment'].get('device', '?'))} · "
+        f"{wall / 60:.1f} min of training in all · {made}</p>"
     )
 
 
@@ -186,6 +196,19 @@ def runs_section(all_runs: list[dict]) -> str:
 def configuration_section(all_runs: list[dict]) -> str:
     first = all_runs[0]["config"]
     data, resolved = first["data"], first["resolved"]
+    if imported(all_runs):  # reslab's own recipe would be a false description of how they were trained
+        kv = {
+            r[
+                "name"
+            ]: f"{r['config']['imported'].get('file', '?')} (sha256 {r['config']['imported'].get('sha256', '?')[:12]})"
+            for r in all_runs
+        }
+        kv["input normalisation"] = resolved.get("normalization")
+        return (
+            "<h2>Configuration</h2>"
+            + '<p class="note">Imported checkpoints: they were trained elsewhere, and how is not recorded in '
+            "them; reslab knows only their weights and the input normalisation given at import.</p>" + kv_html(kv)
+        )
     kv = {k: v for k, v in common_config(all_runs).items() if v is not None}
     extra = {
         "iterations": resolved.get("iterations"),
