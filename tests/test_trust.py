@@ -634,3 +634,33 @@ def test_report_of_imported_networks_does_not_claim_a_recipe(tmp_path):
     html = build_report(tmp_path / "pretrained")
     assert "1 imported network, trained elsewhere" in html and "how is not recorded" in html
     assert "warmup_lr" not in html and "weight_decay" not in html  # reslab's defaults are not its recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. long analyses show how far they are (a progress bar with ETA that ends at its total)
+
+
+def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained):
+    from reslab import analyze
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(analyze, "progress_bar", Bar)
+    out = trained.parent / "analysis-out"
+    analyze.run_lesion([trained], out, limit=50, samples=2)
+    analyze.run_landscape([trained], out, resolution=3, images=50, log=quiet)
+    analyze.run_gradients([trained], out, depths=[8], images=8, points=4)
+    analyze.run_identity(out, max_k=2, steps=2, log=quiet)
+    assert [b.desc.split()[0] for b in bars] == ["lesion", "landscape", "gradients", "identity"]
+    assert all(b.closed and b.n == b.total > 0 for b in bars), [(b.desc, b.n, b.total) for b in bars]

@@ -11,7 +11,7 @@ import torch
 
 from reslab import plots
 from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
-from reslab.analysis.common import error_rate, load_split, output_dir, predict, write_result
+from reslab.analysis.common import error_rate, load_split, output_dir, predict, progress_bar, write_result
 from reslab.errors import UserError
 from reslab.models import ARCHS, ModelConfig, build_model
 
@@ -124,11 +124,14 @@ def read_list(out: Path, name: str):
 
 def run_identity(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=print) -> dict:
     rows = {"plain": [], "residual": []}
+    bar = progress_bar(2 * sum(range(1, max_k + 1)), "identity (layers trained)")  # a stack's cost grows with k
     for k in range(1, max_k + 1):
         for kind in rows:
             err = identity.identity_error("plain" if kind == "plain" else "residual", k, steps=steps, seed=seed)
             rows[kind].append({"k": k, "error": err})
+            bar.update(k)
         log(f"k={k}: plain {rows['plain'][-1]['error']:.4f}, residual {rows['residual'][-1]['error']:.4f}")
+    bar.close()
     result = {**rows, "steps": steps, "unit": {"plain": "conv-BN-ReLU layers", "residual": "residual blocks"}}
     write_result(out, "identity", result)
     plots.identity_learning(result, Path(out) / "figures" / "identity")
@@ -141,6 +144,8 @@ def run_lesion(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=N
         run = load_split(d, "test", limit, dataset, data_dir)
         m = len(run.model.blocks())
         ks = list(range(1, m + 1)) if m <= 12 else sorted({1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, m // 2, m})
+        removable = sum(map(lesion.removable, run.model.blocks()))
+        bar = progress_bar(m + samples * sum(k <= removable for k in ks), f"lesion {run.label}")
         results.append(
             {
                 "run": run.dir.name,
@@ -149,10 +154,11 @@ def run_lesion(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=N
                 "depth": run.depth,
                 "baseline": error_rate(run.model, run.x, run.y),
                 "blocks": m,
-                "single": lesion.single_deletions(run.model, run.x, run.y),
-                "random": lesion.random_deletions(run.model, run.x, run.y, ks, samples),
+                "single": lesion.single_deletions(run.model, run.x, run.y, bar.update),
+                "random": lesion.random_deletions(run.model, run.x, run.y, ks, samples, progress=bar.update),
             }
         )
+        bar.close()
     out = output_dir(run_dirs, out)
     result = {"images": len(run.y), "samples": samples, "runs": results}
     write_result(out, "lesion", result)
@@ -165,6 +171,7 @@ def run_gradients(
 ) -> dict:
     results = []
     run = None
+    bar = progress_bar(3 * len(run_dirs) + 2 * len(depths), "gradients")
     for d in run_dirs:
         run = load_split(d, "train", images, dataset, data_dir)
         torch.manual_seed(run.config["train"].get("seed", 0))
@@ -182,6 +189,7 @@ def run_gradients(
                 "correlation_trained": gradients.gradient_correlation(run.model, run.x[0], points),
             }
         )
+        bar.update(3)
     # Shattering against depth, at initialisation, on the runs' input shape and data.
     base = run.config["model"]
     rows = []
@@ -193,6 +201,8 @@ def run_gradients(
             rows.append(
                 {"arch": arch, "depth": depth, "correlation": gradients.gradient_correlation(net, run.x[0], points)}
             )
+            bar.update()
+    bar.close()
     out = output_dir(run_dirs, out)
     result = {"images": len(run.y), "points": points, "runs": results, "shattering": {"rows": rows}}
     write_result(out, "gradients", result)
@@ -233,9 +243,11 @@ def run_landscape(
         d1 = landscape.filter_normalized_direction(model, g)
         d2 = landscape.filter_normalized_direction(model, g)
         t0 = time.perf_counter()
-        line = landscape.surface(model, x, run.y, [d1], [[a] for a in axis], precision)
         coords = [[a, b] for b in axis for a in axis]
-        grid = landscape.surface(model, x, run.y, [d1, d2], coords, precision)
+        bar = progress_bar(len(axis) + len(coords), f"landscape {run.label}")
+        line = landscape.surface(model, x, run.y, [d1], [[a] for a in axis], precision, bar.update)
+        grid = landscape.surface(model, x, run.y, [d1, d2], coords, precision, bar.update)
+        bar.close()
         log(
             f"{run.label}: {len(coords) + len(axis)} evaluations on {len(run.y)} images in "
             f"{time.perf_counter() - t0:.0f} s"

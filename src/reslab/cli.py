@@ -301,7 +301,12 @@ def add_analyze_parsers(sub) -> None:
     )
     asub = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     for name, text in ANALYZE_HELP.items():
-        a = asub.add_parser(name, help=text.split(":")[0].split(";")[0], description=text + ".")
+        timing = (
+            " On a terminal a progress bar shows how far it is and how long it will take."
+            if name in ("identity", "lesion", "gradients", "landscape")
+            else ""
+        )
+        a = asub.add_parser(name, help=text.split(":")[0].split(";")[0], description=text + "." + timing)
         if name == "construct":
             a.add_argument("--from", dest="source", required=True, help="the trained shallower run directory")
             a.add_argument("--depth", type=int, required=True, help="depth of the constructed network")
@@ -400,7 +405,8 @@ def cmd_analyze(args) -> int:
         for run in r["runs"]:
             print(
                 f"{run['label']}: loss at the centre {run['grid'][len(run['axis']) // 2][len(run['axis']) // 2]:.3f},"
-                f" {run['local_minima']} local minima on the {args.resolution}x{args.resolution} grid"
+                f" {run['local_minima']} local {'minimum' if run['local_minima'] == 1 else 'minima'} on the "
+                f"{args.resolution}x{args.resolution} grid"
             )
     print(f"results in {analyze.output_dir(run_dirs, args.out) / 'analyses'}; run `reslab report` to include them")
     return 0

@@ -111,3 +111,11 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> t
 
 def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (predict(model, x).argmax(1) != y).float().mean().item()
+
+
+def progress_bar(total: int, desc: str):
+    """A progress bar with ETA on the terminal (tqdm; silent when stderr is not one), for the
+    analyses that take minutes. Call .update() per evaluation and .close() at the end."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="eval", disable=None, leave=False, dynamic_ncols=True)

@@ -50,13 +50,15 @@ def delete_blocks(model: CifarNet, indices: set[int]) -> CifarNet:
     return lesioned.eval()
 
 
-def single_deletions(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+def single_deletions(model: CifarNet, x: torch.Tensor, y: torch.Tensor, progress=None) -> list[dict]:
     """Error after deleting each block alone (None where a plain block cannot be removed)."""
     out = []
     for i, block in enumerate(model.blocks()):
         downsampling = block.conv1.stride != (1, 1) or block.conv1.in_channels != _out_channels(block)
         error = error_rate(delete_blocks(model, {i}), x, y) if removable(block) else None
         out.append({"block": i + 1, "downsampling": downsampling, "error": error})
+        if progress:
+            progress()
     return out
 
 
@@ -65,7 +67,7 @@ def _out_channels(block: nn.Module) -> int:
 
 
 def random_deletions(
-    model: CifarNet, x: torch.Tensor, y: torch.Tensor, ks: list[int], samples: int = 10, seed: int = 0
+    model: CifarNet, x: torch.Tensor, y: torch.Tensor, ks: list[int], samples: int = 10, seed: int = 0, progress=None
 ) -> list[dict]:
     """Mean and std of the error after deleting k random removable blocks, for each k."""
     g = torch.Generator().manual_seed(seed)
@@ -78,6 +80,8 @@ def random_deletions(
         for _ in range(samples):
             pick = torch.randperm(len(candidates), generator=g)[:k].tolist()
             errors.append(error_rate(delete_blocks(model, {candidates[p] for p in pick}), x, y))
+            if progress:
+                progress()
         mean = sum(errors) / len(errors)
         std = (sum((e - mean) ** 2 for e in errors) / max(1, len(errors) - 1)) ** 0.5
         out.append({"k": k, "error_mean": mean, "error_std": std, "samples": len(errors)})
