@@ -107,6 +107,7 @@ def test_demo_writes_an_experiment_directory_with_report(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Deeper plain nets" in r.stdout and "Identity shortcuts are free" in r.stdout
     assert "constructed plain-14 from plain-8: computes the same outputs (largest logit difference 0.0e+00)" in r.stdout
+    assert "in eval mode on the training images" in r.stdout  # not the table's running train-mode error
     names = sorted(p.name for p in out.iterdir())
     assert {
         "plain-8-seed0",

@@ -664,3 +664,16 @@ def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained)
     analyze.run_identity(out, max_k=2, steps=2, log=quiet)
     assert [b.desc.split()[0] for b in bars] == ["lesion", "landscape", "gradients", "identity"]
     assert all(b.closed and b.n == b.total > 0 for b in bars), [(b.desc, b.n, b.total) for b in bars]
+
+
+def test_a_training_subset_is_scored_on_a_test_subset_in_proportion(tmp_path):
+    from reslab.train import setup
+
+    part, config = setup(TrainConfig(dataset="digits", device="cpu", subset=719), tmp_path / "a")
+    assert len(part.data.test_y) == round(359 * 719 / 1438) == config["data"]["test_size"]
+    assert sorted(torch.bincount(part.data.test_y).tolist())[0] >= 17  # class-balanced: 18 per class
+    whole, _ = setup(TrainConfig(dataset="digits", device="cpu", subset=719, test_subset=0), tmp_path / "b")
+    assert len(whole.data.test_y) == 359
+    assert torch.equal(part.data.train_x, whole.data.train_x)  # the training images do not depend on it
+    full, _ = setup(TrainConfig(dataset="digits", device="cpu"), tmp_path / "c")
+    assert len(full.data.test_y) == 359

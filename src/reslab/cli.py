@@ -59,6 +59,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--subset", type=positive_int, help="train on a class-balanced subset of N training images")
     p.add_argument(
+        "--test-subset",
+        type=non_negative_int,
+        metavar="N",
+        help="evaluate on N class-balanced test images (default: in proportion to --subset, all without it; 0: all)",
+    )
+    p.add_argument(
         "--val-split",
         type=int,
         default=0,
@@ -560,7 +566,8 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
             scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""
             print(
                 f"constructed {arch}-{hi} from {arch}-{lo}: {outputs_text(c)}, "
-                f"training error {c['constructed_train_error']:.1%}{scratch}"
+                f"training error {c['constructed_train_error']:.1%}{scratch} (in eval mode on the training "
+                "images; the table's training error is the running error of the last epoch's batches)"
             )
 
 

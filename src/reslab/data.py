@@ -606,8 +606,12 @@ def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -
     return out[torch.randperm(len(out), generator=generator)]
 
 
-def prepare(ds: Dataset, subset: int | None = None, val_split: int = 0, seed: int = 0) -> Dataset:
-    """Hold out `val_split` training images for validation (class-balanced), then subsample."""
+def prepare(
+    ds: Dataset, subset: int | None = None, val_split: int = 0, seed: int = 0, test_subset: int | None = None
+) -> Dataset:
+    """Hold out `val_split` training images for validation (class-balanced), then subsample the
+    training images to `subset`, and the test images to `test_subset` (None: in the proportion of
+    the training subset, so a small run does not spend its time scoring the whole test set; 0: all)."""
     n = len(ds.train_y)
     g = torch.Generator().manual_seed(seed)
     if val_split:
@@ -624,6 +628,15 @@ def prepare(ds: Dataset, subset: int | None = None, val_split: int = 0, seed: in
             raise UserError(f"--subset {subset} must be between 1 and {n} for {ds.name}.")
         idx = balanced_indices(ds.train_y, subset, g).sort().values
         ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
+    n_test = len(ds.test_y)
+    if test_subset is None:
+        test_subset = max(ds.num_classes, round(n_test * subset / n)) if subset else 0
+    if test_subset > n_test:
+        raise UserError(f"--test-subset {test_subset} must be at most {n_test}, the test images of {ds.name}.")
+    if 0 < test_subset < n_test:
+        # Its own generator: the training images drawn are the same whatever the test subset.
+        idx = balanced_indices(ds.test_y, test_subset, torch.Generator().manual_seed(seed + 3)).sort().values
+        ds.test_x, ds.test_y = ds.test_x[idx], ds.test_y[idx]
     return ds
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True
     subset: int | None = None
+    test_subset: int | None = None  # None: in proportion to subset (all without one); 0: all
     val_split: int = 0
     batch_size: int = 128
     lr: float = 0.1
@@ -125,6 +126,8 @@ class TrainConfig:
             raise UserError(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed}.")
         if not 0 < self.warmup_error <= 1 or not all(0 < m <= 1 for m in self.milestones):
             raise UserError("warmup_error and the milestones are fractions between 0 and 1.")
+        if self.test_subset is not None and self.test_subset < 0:
+            raise UserError(f"--test-subset must be 0 (all) or more, got {self.test_subset}.")
         if self.val_split < 0:
             raise UserError(f"--val-split must be 0 or more, got {self.val_split}.")
         if self.shortcut not in (None, "A", "B", "C"):
@@ -299,7 +302,7 @@ def setup(
     device = device or resolve_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    data = prepare(data, cfg.subset, cfg.val_split, cfg.seed)
+    data = prepare(data, cfg.subset, cfg.val_split, cfg.seed, cfg.test_subset)
     n = len(data.train_y)
     batch_size = min(cfg.batch_size, n)
     if batch_size % group.world:
