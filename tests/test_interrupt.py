@@ -109,3 +109,25 @@ def test_workers_of_a_killed_driver_checkpoint_even_when_signalled_twice(tmp_pat
         time.sleep(0.2)
     time.sleep(3)  # a queued cell would start now if a worker lived on
     check_stopped(out, started)
+
+
+def test_ctrl_c_while_compiling_stops_at_once(tmp_path):
+    """Compiling the first step takes ~20 s for ResNet-8 on this 2-core CPU (a fresh compiler cache);
+    a Ctrl-C during it must not wait for the compile to finish."""
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "reslab", "train", "--depth", "8", "--dataset", "digits", "--iterations", "20",
+           "--batch-size", "32", "--precision", "fp32", "--compile", "on", "--no-progress",
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if "compiling the training step" in line:
+            break
+    time.sleep(2)  # inside the compile
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert time.perf_counter() - t0 < 8, f"took {time.perf_counter() - t0:.0f} s to stop"
+    assert "while compiling" in stderr and "Traceback" not in stderr
+    assert runs.read_status(out)["state"] == "interrupted"

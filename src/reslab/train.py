@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -257,6 +258,7 @@ class StopRequest(Catching):
     def __init__(self):
         super().__init__()
         self.signal = StopRequest.early
+        self.abortable = False  # set while the first step compiles: a stop need not wait for it
 
     def handle(self, signum, frame):
         if StopRequest.worker:
@@ -264,6 +266,8 @@ class StopRequest(Catching):
         elif self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = self.signal or signum
+        if self.abortable:
+            raise KeyboardInterrupt  # nothing to save: the step being compiled has changed no weight yet
 
 
 @dataclass
@@ -592,6 +596,9 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     if main:
         runs.write_status(out, "running", iteration=st.iteration, total=run.total, **where)
     period_start = time.perf_counter()
+    # The first step of a compiled run compiles it (a minute on a CPU): a stop asked for meanwhile
+    # ends it at once (one process only: under torchrun the ranks must agree on the step).
+    compiling = run.compile and not group.active
     with StopRequest() as stop:
         while st.iteration < run.total:
             pos = st.iteration % run.steps_per_epoch
@@ -610,11 +617,20 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
             lr = cfg.warmup_lr if warming else lr_at(st.iteration, cfg.lr, run.milestones)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(dev, run.precision):
-                logits = net(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            stop.abortable = compiling
+            try:
+                with quiet_interrupt(compiling):
+                    with autocast(dev, run.precision):
+                        logits = net(xb)
+                    loss = F.cross_entropy(logits.float(), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+            except KeyboardInterrupt:
+                if not compiling:
+                    raise
+                return stopped_while_compiling(run, st, bar)
+            finally:
+                stop.abortable = compiling = False
             opt.step()
             # Metrics stay on the device: no host synchronisation per step.
             wrong = (logits.argmax(1) != yb).sum()
@@ -703,6 +719,32 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
         save_weights(model, out / "model.safetensors")
         runs.write_status(out, "finished", f"finished {run.total} iterations", iteration=st.iteration, total=run.total)
     return st.rows[-1]
+
+
+@contextlib.contextmanager
+def quiet_interrupt(compiling: bool):
+    """While the first step compiles, an interrupt inside the backward makes autograd warn with the
+    forward's stack trace: not a message for someone who pressed Ctrl-C."""
+    if not compiling:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Error detected in")
+        yield
+
+
+def stopped_while_compiling(run: Run, st: LoopState, bar) -> dict:
+    """A stop during the compiling first step: no weight has changed since the last checkpoint."""
+    if bar is not None:
+        bar.close()
+    msg = (
+        f"interrupted while compiling the training step, at iteration {st.iteration} of {run.total} "
+        "(nothing was lost: the run is as its last checkpoint left it). Resume with the same command and "
+        f"--resume (reslab train ... --out {run.out} --resume)."
+    )
+    if run.group.main:
+        runs.write_status(run.out, "interrupted", msg, iteration=st.iteration, total=run.total)
+    raise Interrupted(msg)
 
 
 def plan_text(run: Run) -> str:
