@@ -131,3 +131,19 @@ def test_ctrl_c_while_compiling_stops_at_once(tmp_path):
     assert time.perf_counter() - t0 < 8, f"took {time.perf_counter() - t0:.0f} s to stop"
     assert "while compiling" in stderr and "Traceback" not in stderr
     assert runs.read_status(out)["state"] == "interrupted"
+
+
+def test_ctrl_c_stops_a_grid_on_the_ray_backend(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "exp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "reslab", *GRID, "--backend", "ray", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    started = running(out, 2, proc)  # Ray sees 2 CPUs here: two cells run, two wait
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)  # before: ignored for minutes, the tasks trained on
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.perf_counter() - t0 < 60
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Resume with the same command" in stderr
+    check_stopped(out, started)

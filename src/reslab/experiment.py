@@ -343,22 +343,15 @@ def run_local(exp_dir: Path, todo: list[TrainConfig], finished, progress, jobs=N
                 if not fut.cancelled():
                     outcomes.append(fut.result())
                     finished(outcomes[-1])
-            if stop.count == 1 and not stop.handled:
-                stop.handled = True
+            if stop.first():
                 cancelled = sum(f.cancel() for f in pending)
                 pending = {f for f in pending if not f.cancelled()}
-                stop.forward(pool)
-                print(
-                    f"stopping: {cancelled} queued cell(s) cancelled; the running ones are saving a checkpoint "
-                    "(Ctrl-C again to stop them at once)",
-                    file=sys.stderr,
-                )
-            elif stop.count > 1:
-                stop.kill(pool)
-                raise ExperimentInterrupted(
-                    f"stopped at once; the running cells lost the steps since their last checkpoint. "
-                    f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
-                )
+                signal_workers(pool, signal.SIGTERM)  # they may not have had it (SIGINT to the driver alone)
+                stop.say_stopping(cancelled)
+            elif stop.again():
+                signal_workers(pool, signal.SIGKILL)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise stop.at_once(exp_dir)
             progress()
         if stop.count:
             raise ExperimentInterrupted(stopped_message(exp_dir, outcomes, cancelled))
@@ -377,7 +370,8 @@ def stopped_message(exp_dir: Path, outcomes: list[dict], cancelled: int) -> str:
 
 
 class DriverSignals(Catching):
-    """Ctrl-C and SIGTERM in the driver of a local grid, counted (the wait loop acts on them)."""
+    """Ctrl-C and SIGTERM in the driver of a grid, counted; the backend's wait loop asks first()
+    (cancel the queued cells, ask the running ones to checkpoint) and again() (stop at once)."""
 
     def __init__(self):
         super().__init__()
@@ -386,17 +380,38 @@ class DriverSignals(Catching):
     def handle(self, signum, frame):
         self.count += 1
 
-    def forward(self, pool) -> None:
-        """Ask every worker to stop: they may not have had the signal (SIGINT to the driver alone)."""
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
+    def first(self) -> bool:
+        """True once, when the first signal is seen."""
+        if self.count == 1 and not self.handled:
+            self.handled = True
+            return True
+        return False
 
-    def kill(self, pool) -> None:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-        pool.shutdown(wait=False, cancel_futures=True)
+    def again(self) -> bool:
+        return self.count > 1
+
+    @staticmethod
+    def say_stopping(cancelled: int | None) -> None:
+        queued = "the queued cells" if cancelled is None else f"{cancelled} queued cell(s)"
+        print(
+            f"stopping: {queued} cancelled; the running ones are saving a checkpoint "
+            "(Ctrl-C again to stop them at once)",
+            file=sys.stderr,
+        )
+
+    @staticmethod
+    def at_once(exp_dir: Path) -> ExperimentInterrupted:
+        return ExperimentInterrupted(
+            "stopped at once; the running cells lost the steps since their last checkpoint. "
+            f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
+        )
+
+
+def signal_workers(pool, signum: int) -> None:
+    """Send `signum` to every worker process of a local pool."""
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
 
 
 def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:

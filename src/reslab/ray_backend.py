@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab import runs
-from reslab.errors import UserError
+from reslab.errors import ExperimentInterrupted, UserError
 
 
 def import_ray():
@@ -90,30 +90,53 @@ def cell_task(cfg, run_dir: str, threads: int) -> dict:
 
 def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_run=None, retries=3):
     """Submit every cell as a task and report each outcome to `finished` as it arrives;
-    `progress()` is called while waiting, so the driver shows the whole grid."""
+    `progress()` is called while waiting, so the driver shows the whole grid. Ctrl-C (or SIGTERM)
+    cancels the tasks: queued ones never start, and running ones get SIGINT from Ray, which makes
+    them save a checkpoint; then ExperimentInterrupted is raised."""
     import ray
 
-    from reslab.experiment import cell_name
+    from reslab.experiment import DriverSignals, cell_name, stopped_message
 
     request = resources(ray, runs_per_gpu, cpus_per_run)
     task = ray.remote(cell_task).options(max_retries=retries, retry_exceptions=False, **request)
     exp_dir = os.path.abspath(exp_dir)
     refs = {task.remote(cfg, os.path.join(exp_dir, cell_name(cfg)), request["num_cpus"]): cfg for cfg in todo}
-    while refs:
-        ready, _ = ray.wait(list(refs), num_returns=1, timeout=progress.every)
-        if not ready:
+    outcomes = []
+    with DriverSignals() as stop:
+        while refs:
+            # Short waits: Ray blocks signals' effect until it returns, and a Ctrl-C must act at once.
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            for ref in ready:
+                outcomes.append(outcome_of(ray, ref, refs.pop(ref), exp_dir, retries))
+                finished(outcomes[-1])
+            if stop.first():
+                for ref in refs:
+                    ray.cancel(ref)  # a running task gets SIGINT: reslab's stop request, a checkpoint
+                stop.say_stopping(None)
+            elif stop.again():
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+                raise stop.at_once(exp_dir)
             progress()
-            continue
-        for ref in ready:
-            cfg = refs.pop(ref)
-            try:
-                finished(ray.get(ref))
-            except Exception as e:  # the worker died more often than it may be retried
-                run_dir = Path(exp_dir) / cell_name(cfg)
-                message = (
-                    f"its worker died {retries + 1} time(s) ({type(e).__name__}); run the same command again "
-                    "to resume it from its last checkpoint"
-                )
-                if runs.is_run_dir(run_dir):
-                    runs.write_status(run_dir, "failed", message)
-                finished({"name": run_dir.name, "state": "failed", "message": message, "seconds": 0.0})
+    if stop.count:
+        raise ExperimentInterrupted(stopped_message(Path(exp_dir), outcomes, 0))
+
+
+def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
+    """A finished task's outcome; a cancelled one was not started; a task whose worker died more
+    often than it may be retried is marked failed."""
+    from reslab.experiment import cell_name
+
+    run_dir = Path(exp_dir) / cell_name(cfg)
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return {"name": run_dir.name, "state": "not started", "message": "the experiment was stopped", "seconds": 0}
+    except Exception as e:
+        message = (
+            f"its worker died {retries + 1} time(s) ({type(e).__name__}); run the same command again "
+            "to resume it from its last checkpoint"
+        )
+        if runs.owner(run_dir) == "run":
+            runs.write_status(run_dir, "failed", message)
+        return {"name": run_dir.name, "state": "failed", "message": message, "seconds": 0.0}
