@@ -3,6 +3,7 @@ case here was reproduced on an earlier version (issue 15) and failed there."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -528,12 +529,14 @@ def test_bad_landscape_options(capsys, trained, flags, phrase):
 
 
 def test_unwritable_output(capsys, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root may write anywhere: a read-only directory cannot be made here")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", ro / "r"], "cannot write")
+    if os.geteuid() == 0:  # root writes anywhere on disk; /proc refuses even root
+        target = Path("/proc/reslab-unwritable")
+    else:
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)
+        target = tmp_path / "ro" / "r"
+    refused(capsys, ["train", "--depth", "8", *QUICK, "--out", target], "cannot write")
+    refused(capsys, ["experiment", "degradation", "--depths", "8", *EXP_QUICK, "--out", target], "cannot write")
 
 
 # ---------------------------------------------------------------------------------------------
