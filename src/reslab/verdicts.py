@@ -64,6 +64,77 @@ def next_step(status: str) -> str:
     return "run the same command again to finish it."
 
 
+def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list[dict], wants_degradation: bool) -> Verdict:
+    """Whether depth degrades `arch`: the deepest against the shallowest net, every step between
+    them, and on how many seeds; unclear when the seeds disagree or both fit the training set."""
+    err = {d: rows[(arch, d)]["train_error_mean"] for d in depths}
+    lo, hi = rows[(arch, depths[0])], rows[(arch, depths[-1])]
+    worse = err[depths[-1]] - err[depths[0]] > MARGIN
+    worse_steps = [(a, b) for a, b in zip(depths, depths[1:]) if err[b] - err[a] > MARGIN]
+    deep, shallow = display(arch, depths[-1]), display(arch, depths[0])
+    numbers = (
+        f"{deep} ends at {pc(err[depths[-1]])} training error against {pc(err[depths[0]])} for {shallow} "
+        f"(test error {pc(hi['test_error_mean'])} against {pc(lo['test_error_mean'])})"
+    )
+    if len(depths) > 2:
+        numbers += "; training error by depth " + ", ".join(f"{d}: {pc(err[d])}" for d in depths)
+    if wants_degradation:
+        hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=False)
+        claim = f"Deeper plain nets degrade ({shallow} vs {deep})"
+        if not worse:
+            return Verdict(claim, False, f"{numbers}: no degradation at this budget.")
+        text = (
+            f"{numbers}: degradation observed on {hits} of {n} seeds. The deeper plain net is worse on the "
+            "training set itself, so this is not overfitting."
+        )
+        if hi["test_error_mean"] <= lo["test_error_mean"]:
+            text += " (Its test error is not higher here.)"
+        if len(depths) > 2 and len(worse_steps) < len(depths) - 1:
+            text += " Not every deeper step is worse, though."
+        if 2 * hits <= n:
+            return Verdict(claim, None, text + " That is on the mean only: most seeds do not show it.")
+        return Verdict(claim, True, text)
+    hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
+    claim = f"Deeper {'residual' if arch == 'resnet' else NAMES[arch]} nets do not degrade ({shallow} vs {deep})"
+    if max(err.values()) <= FLOOR:
+        return Verdict(
+            claim,
+            None,
+            f"{numbers}: all fit the training set, so this budget cannot tell whether depth degrades them (a floor "
+            "effect); a harder dataset or a shorter run can.",
+        )
+    if worse or worse_steps:
+        steps = ", ".join(f"{display(arch, b)} is worse than {display(arch, a)}" for a, b in worse_steps)
+        return Verdict(claim, False, f"{numbers}: the deeper residual net is worse here too ({steps or 'overall'}).")
+    text = f"{numbers}: no degradation (on {hits} of {n} seeds)"
+    text += "; the deeper net is also better on the test set." if hi["test_error_mean"] < lo["test_error_mean"] else "."
+    if 2 * hits <= n:
+        return Verdict(claim, None, text + " That is on the mean only: most seeds do not show it.")
+    return Verdict(claim, True, text)
+
+
+def convergence_verdict(d: int, p: dict, r: dict) -> Verdict:
+    """Which of the two nets at depth `d` reaches the threshold first; a tie at the same
+    evaluation is unclear, and a ResNet that never gets there is a NO, never left out."""
+    pr, rr, t = p["iterations_to_reach"], r["iterations_to_reach"], 100 * p["reach_threshold"]
+    res, plain = display("resnet", d), display("plain", d)
+    claim = f"Residual nets converge faster (depth {d})"
+    if rr is None and pr is None:
+        return Verdict(claim, None, f"Neither {res} nor {plain} reaches {t:g}% training error.")
+    if rr is None:
+        return Verdict(
+            claim, False, f"{plain} reaches {t:g}% training error after {pr:.0f} iterations; {res} never does."
+        )
+    if pr is None:
+        return Verdict(
+            claim, True, f"{res} reaches {t:g}% training error after {rr:.0f} iterations; {plain} never does."
+        )
+    text = f"{res} reaches {t:g}% training error after {rr:.0f} iterations, {plain} after {pr:.0f}."
+    if rr == pr:
+        return Verdict(claim, None, text + " A tie at the resolution of the evaluations.")
+    return Verdict(claim, rr < pr, text)
+
+
 def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verdict]:
     rows = {(r["arch"], r["depth"]): r for r in summary if r["runs"]}
     out = [
@@ -77,45 +148,8 @@ def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verd
     ]
     for arch, wants_degradation in (("plain", True), ("resnet", False), ("preact", False)):
         depths = sorted(d for a, d in rows if a == arch)
-        if len(depths) < 2:
-            continue
-        lo, hi = rows[(arch, depths[0])], rows[(arch, depths[-1])]
-        worse = hi["train_error_mean"] - lo["train_error_mean"] > MARGIN
-        deep, shallow = display(arch, depths[-1]), display(arch, depths[0])
-        numbers = (
-            f"{deep} ends at {pc(hi['train_error_mean'])} training error against "
-            f"{pc(lo['train_error_mean'])} for {shallow} (test error {pc(hi['test_error_mean'])} against "
-            f"{pc(lo['test_error_mean'])})"
-        )
-        if wants_degradation:
-            hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=False)
-            test_worse = hi["test_error_mean"] > lo["test_error_mean"]
-            if worse:
-                text = (
-                    f"{numbers}: degradation observed on {hits} of {n} seeds. The deeper plain net is worse on "
-                    "the training set itself, so this is not overfitting."
-                )
-                if not test_worse:
-                    text += " (Its test error is not higher here.)"
-            else:
-                text = f"{numbers}: no degradation at this budget."
-            out.append(Verdict(f"Deeper plain nets degrade ({shallow} vs {deep})", worse, text))
-        else:
-            hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
-            better_test = hi["test_error_mean"] < lo["test_error_mean"]
-            floor = max(hi["train_error_mean"], lo["train_error_mean"]) <= FLOOR
-            holds = None if floor else not worse
-            if floor:
-                text = (
-                    f"{numbers}: both fit the training set, so this budget cannot tell whether depth degrades "
-                    "them (a floor effect); a harder dataset or a shorter run can."
-                )
-            elif not worse:
-                text = f"{numbers}: no degradation (on {hits} of {n} seeds)"
-                text += "; the deeper net is also better on the test set." if better_test else "."
-            else:
-                text = f"{numbers}: the deeper residual net is worse here too."
-            out.append(Verdict(f"Deeper residual nets do not degrade ({shallow} vs {deep})", holds, text))
+        if len(depths) >= 2:
+            out.append(depth_verdict(arch, depths, rows, all_runs, wants_degradation))
 
     common = sorted(d for a, d in rows if a == "plain" and ("resnet", d) in rows)
     if common:
@@ -137,21 +171,7 @@ def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verd
         else:
             text += " Residual learning removes the degradation."
         out.append(Verdict(f"Shortcuts help at depth {d}", holds, text))
-        pr, rr, t = p["iterations_to_reach"], r["iterations_to_reach"], p["reach_threshold"]
-        if rr is not None:
-            if pr is None:
-                text = (
-                    f"{display('resnet', d)} reaches {100 * t:g}% training error after {rr:.0f} iterations; "
-                    f"{display('plain', d)} never does."
-                )
-                faster = True
-            else:
-                faster = rr < pr
-                text = (
-                    f"{display('resnet', d)} reaches {100 * t:g}% training error after {rr:.0f} iterations, "
-                    f"{display('plain', d)} after {pr:.0f}."
-                )
-            out.append(Verdict(f"Residual nets converge faster (depth {d})", faster, text))
+        out.append(convergence_verdict(d, p, r))
         out.append(cost_verdict(rows, common))
     return out
 
