@@ -680,3 +680,85 @@ def test_a_training_subset_is_scored_on_a_test_subset_in_proportion(tmp_path):
     assert torch.equal(part.data.train_x, whole.data.train_x)  # the training images do not depend on it
     full, _ = setup(TrainConfig(dataset="digits", device="cpu"), tmp_path / "c")
     assert len(full.data.test_y) == 359
+
+
+def seeded_verdicts(tmp_path, nets):
+    """nets: (arch, depth, seed, train_errors); reach thresholds come from the curves."""
+    from test_experiment import fake_run
+
+    from reslab.experiment import summarize
+    from reslab.verdicts import degradation_verdicts
+
+    for arch, depth, seed, train_errors in nets:
+        fake_run(tmp_path, arch, depth, seed, train_errors, 0.2)
+    return {v.claim.split(" (")[0]: v for v in degradation_verdicts(summarize(tmp_path), gather(tmp_path)[0])}
+
+
+def test_a_resnet_that_never_reaches_the_threshold_is_a_no_not_left_out(tmp_path):
+    nets = [("plain", 8, 0, [0.5, 0.01]), ("resnet", 8, 0, [0.5, 0.01])]  # the threshold: 1%
+    nets += [("plain", 14, 0, [0.5, 0.01]), ("resnet", 14, 0, [0.5, 0.3])]
+    faster = seeded_verdicts(tmp_path, nets)["Residual nets converge faster"]
+    assert faster.holds is False and "ResNet-14 never does" in faster.text
+
+
+def test_reaching_the_threshold_at_the_same_evaluation_is_unclear(tmp_path):
+    v = seeded_verdicts(tmp_path, [("plain", 8, 0, [0.5, 0.01]), ("resnet", 8, 0, [0.5, 0.01])])
+    assert v["Residual nets converge faster"].holds is None
+
+
+def test_an_intermediate_depth_that_degrades_is_seen(tmp_path):
+    v = seeded_verdicts(
+        tmp_path, [("resnet", 8, 0, [0.5, 0.10]), ("resnet", 14, 0, [0.5, 0.30]), ("resnet", 20, 0, [0.5, 0.10])]
+    )
+    verdict = v["Deeper residual nets do not degrade"]
+    assert verdict.holds is False and "ResNet-14 is worse than ResNet-8" in verdict.text
+    assert "by depth 8: 10.0%, 14: 30.0%, 20: 10.0%" in verdict.text
+
+
+def test_a_verdict_on_the_mean_that_most_seeds_do_not_share_is_unclear(tmp_path):
+    nets = [("plain", 8, s, [0.5, 0.10]) for s in range(3)]
+    nets += [("plain", 14, 0, [0.5, 0.60]), ("plain", 14, 1, [0.5, 0.10]), ("plain", 14, 2, [0.5, 0.10])]
+    verdict = seeded_verdicts(tmp_path, nets)["Deeper plain nets degrade"]
+    assert "1 of 3 seeds" in verdict.text and verdict.holds is None and "mean only" in verdict.text
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 1: learning the identity, judged at equal convolutions and over depth
+
+
+def identity_result(plain, residual):
+    rows = lambda errors, per: [{"k": c // per, "convs": c, "error": e} for c, e in zip((2, 4, 6, 8), errors)]  # noqa: E731
+    return {"steps": 10, "plain": rows(plain, 1), "residual": rows(residual, 2)}
+
+
+@pytest.mark.parametrize(
+    "plain,residual,holds",
+    [
+        ([0.01, 0.11, 0.39, 0.50], [0.002, 0.003, 0.011, 0.014], True),  # measured shape (lr 0.01, 400 steps)
+        ([0.01, 0.02, 0.02, 0.03], [0.02, 0.03, 0.03, 0.04], False),
+        ([0.01, 0.11, 0.05, 0.50], [0.002, 0.05, 0.011, 0.3], None),
+    ],
+)
+def test_identity_finding_follows_the_trend(plain, residual, holds):
+    from reslab.analysis.identity import finding
+
+    f = finding(identity_result(plain, residual))
+    assert f["holds"] is holds, f["text"]
+
+
+def test_identity_compares_equal_convolutions_on_one_thread(tmp_path):
+    from reslab import analyze
+
+    threads = torch.get_num_threads()
+    r = analyze.run_identity(tmp_path, max_k=2, steps=2, log=quiet)
+    assert [(p["convs"], p["k"], q["k"]) for p, q in zip(r["plain"], r["residual"])] == [(2, 2, 1), (4, 4, 2)]
+    assert torch.get_num_threads() == threads  # restored
+
+
+def test_identity_default_learning_rate_is_the_documented_one():
+    import inspect
+
+    from reslab.analysis import identity
+
+    assert inspect.signature(identity.identity_error).parameters["lr"].default == 0.01
+    assert "lr 0.01" in identity.__doc__

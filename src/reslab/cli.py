@@ -290,8 +290,8 @@ ANALYZE_HELP = {
     "construct": "build a deeper net from a trained shallower one plus identity layers (Dirac convs with "
     "pass-through BN for plain nets, zeroed residual branches for residual nets); check it computes the same "
     "function, and compare its training error with SGD's from scratch",
-    "identity": "train k plain conv-BN-ReLU layers and k residual blocks to reproduce their (non-negative) input; "
-    "the relative error left against k",
+    "identity": "train k residual blocks and 2k plain conv-BN-ReLU layers (the same number of 3x3 convs) to "
+    "reproduce their (non-negative) input; the relative error left against depth",
     "lesion": "delete each residual block in turn at test time (keeping its shortcut), then k random blocks "
     "(Veit et al. 2016); in plain nets a deleted block passes its input on, where the shape allows",
     "gradients": "per-layer gradient norms at initialisation and after training (train-mode BN, one batch), and "
@@ -323,7 +323,12 @@ def add_analyze_parsers(sub) -> None:
         elif name != "identity":
             a.add_argument("runs", nargs="+", help="run directories")
         if name == "identity":
-            a.add_argument("--max-layers", type=positive_int, default=10, help="largest k (default %(default)s)")
+            a.add_argument(
+                "--max-layers",
+                type=positive_int,
+                default=10,
+                help="largest k, in residual blocks (default %(default)s)",
+            )
             a.add_argument("--steps", type=positive_int, default=400, help="training steps per stack")
             a.add_argument("--out", required=True, help="directory to write analyses/ and figures/ into")
             continue
@@ -359,7 +364,10 @@ def cmd_analyze(args) -> int:
 
     name = args.analysis
     if name == "identity":
-        analyze.run_identity(Path(args.out), args.max_layers, args.steps)
+        from reslab.analysis.identity import finding
+
+        f = finding(analyze.run_identity(Path(args.out), args.max_layers, args.steps))
+        print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
         print(f"results: {Path(args.out) / 'analyses' / 'identity.json'}")
         return 0
     data = {"dataset": args.dataset, "data_dir": args.data_dir}

@@ -160,14 +160,14 @@ def identity_learning(result: dict, path: Path) -> list[Path]:
     ):
         rows = result[kind]
         ax.plot(
-            [r["k"] for r in rows],
+            [r["convs"] for r in rows],
             [max(r["error"], 1e-8) for r in rows],
             label=f"{kind} ({result['unit'][kind]})",
             lw=2,
             **style,
         )
     ax.set_yscale("log")
-    ax.set_xlabel("number of stacked layers / blocks k")
+    ax.set_xlabel("3x3 convolutions in the stack (2k plain layers, k residual blocks)")
     ax.set_ylabel("relative error ‖f(x) − x‖² / ‖x‖²")
     ax.set_title("learning the identity mapping")
     ax.grid(alpha=0.3, which="both")

@@ -113,22 +113,20 @@ def construct_section(exp_dir: Path) -> str | None:
 
 
 def identity_section(exp_dir: Path) -> str | None:
+    from reslab.analysis.identity import finding
+
     r = read_result(exp_dir, "identity")
     if not r:
         return None
-    rows = [[str(p["k"]), f"{p['error']:.2e}", f"{q['error']:.2e}"] for p, q in zip(r["plain"], r["residual"])]
-    last_p, last_r = r["plain"][-1], r["residual"][-1]
-    finding = {
-        "claim": "Stacked nonlinear layers have trouble learning the identity",
-        "holds": last_p["error"] > 10 * last_r["error"],
-        "text": f"After {r['steps']} steps, {last_p['k']} plain layers leave a relative error of "
-        f"{last_p['error']:.2e}, {last_r['k']} residual blocks {last_r['error']:.2e}.",
-    }
+    rows = [
+        [str(p["convs"]), str(p["k"]), f"{p['error']:.2e}", str(q["k"]), f"{q['error']:.2e}"]
+        for p, q in zip(r["plain"], r["residual"])
+    ]
     return (
         "<h2>Learning the identity</h2>"
-        + finding_html(finding)
+        + finding_html(finding(r))
         + figure(exp_dir, "identity", "identity error")
-        + table(["k", "plain conv-BN-ReLU layers", "residual blocks"], rows)
+        + table(["3x3 convs", "plain layers", "plain error", "residual blocks", "residual error"], rows)
     )
 
 
