@@ -167,6 +167,7 @@ def identity_learning(result: dict, path: Path) -> list[Path]:
             **style,
         )
     ax.set_yscale("log")
+    ax.set_xticks([r["convs"] for r in result["plain"]])
     ax.set_xlabel("3x3 convolutions in the stack (2k plain layers, k residual blocks)")
     ax.set_ylabel("relative error ‖f(x) − x‖² / ‖x‖²")
     ax.set_title("learning the identity mapping")
