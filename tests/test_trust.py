@@ -312,7 +312,8 @@ def crafted_experiment(root):
     a = root / "analyses"
     runs.write_json(a / "lesion.json", {"images": CRAFTED, "samples": CRAFTED, "runs": []})
     runs.write_json(
-        a / "gradients.json", {"images": CRAFTED, "points": CRAFTED, "runs": [], "shattering": {"rows": []}}
+        a / "gradients.json",
+        {"images": CRAFTED, "points": CRAFTED, "lines": CRAFTED, "runs": [], "shattering": {"rows": []}},
     )
     runs.write_json(
         a / "landscape.json",
@@ -762,3 +763,18 @@ def test_identity_default_learning_rate_is_the_documented_one():
 
     assert inspect.signature(identity.identity_error).parameters["lr"].default == 0.01
     assert "lr 0.01" in identity.__doc__
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 5: shattering measured on several lines, with its spread
+
+
+def test_gradient_correlation_is_averaged_over_lines_with_its_spread(trained):
+    from reslab import analyze
+
+    r = analyze.run_gradients([trained], trained.parent / "grad-out", depths=[8], images=8, points=8, lines=3)
+    for row in r["shattering"]["rows"]:
+        assert len(row["values"]) == 3 and len(set(row["values"])) == 3  # three different lines
+        assert row["correlation"] == pytest.approx(sum(row["values"]) / 3)
+        assert row["correlation_std"] > 0
+    assert len(r["runs"][0]["correlation_trained"]["values"]) == 3

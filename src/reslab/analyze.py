@@ -173,11 +173,18 @@ def run_lesion(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=N
 
 
 def run_gradients(
-    run_dirs: list[Path], out=None, depths=(8, 20, 56, 110), images=128, points=128, dataset=None, data_dir=None
+    run_dirs: list[Path],
+    out=None,
+    depths=(8, 20, 56, 110),
+    images=128,
+    points=128,
+    dataset=None,
+    data_dir=None,
+    lines=4,
 ) -> dict:
     results = []
     run = None
-    bar = progress_bar(3 * len(run_dirs) + 2 * len(depths), "gradients")
+    bar = progress_bar((2 + lines) * len(run_dirs) + 2 * len(depths) * lines, "gradients")
     for d in run_dirs:
         run = load_split(d, "train", images, dataset, data_dir)
         torch.manual_seed(run.config["train"].get("seed", 0))
@@ -192,10 +199,10 @@ def run_gradients(
                     "init": gradients.conv_gradient_norms(init, run.x, run.y),
                     "trained": gradients.conv_gradient_norms(run.model, run.x, run.y),
                 },
-                "correlation_trained": gradients.gradient_correlation(run.model, run.x[0], points),
+                "correlation_trained": gradients.correlation_spread(run.model, run.x[:lines], points, bar.update),
             }
         )
-        bar.update(3)
+        bar.update(2)
     # Shattering against depth, at initialisation, on the runs' input shape and data.
     base = run.config["model"]
     rows = []
@@ -204,13 +211,11 @@ def run_gradients(
             torch.manual_seed(0)
             net = build_model(ModelConfig(**{**base, "arch": arch, "depth": depth}))
             net = gradients.calibrate_bn(net, run.x)
-            rows.append(
-                {"arch": arch, "depth": depth, "correlation": gradients.gradient_correlation(net, run.x[0], points)}
-            )
-            bar.update()
+            spread = gradients.correlation_spread(net, run.x[:lines], points, bar.update)
+            rows.append({"arch": arch, "depth": depth, **spread})
     bar.close()
     out = output_dir(run_dirs, out)
-    result = {"images": len(run.y), "points": points, "runs": results, "shattering": {"rows": rows}}
+    result = {"images": len(run.y), "points": points, "lines": lines, "runs": results, "shattering": {"rows": rows}}
     write_result(out, "gradients", result)
     plots.gradient_norms(results, out / "figures" / "gradient_norms")
     plots.shattering(result["shattering"], out / "figures" / "shattering")

@@ -351,7 +351,13 @@ def add_analyze_parsers(sub) -> None:
                 help="depths for the shattering curve (default 8,20,56,110)",
             )
             a.add_argument("--images", type=positive_int, default=128, help="batch for the gradient norms")
-            a.add_argument("--points", type=positive_int, default=128, help="inputs along the line")
+            a.add_argument("--points", type=positive_int, default=128, help="inputs along each line")
+            a.add_argument(
+                "--lines",
+                type=positive_int,
+                default=4,
+                help="lines (each through its own image, along its own random direction) averaged (default 4)",
+            )
         if name == "landscape":
             a.add_argument("--resolution", type=positive_int, default=21, help="grid points per axis (default 21)")
             a.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span")
@@ -411,9 +417,12 @@ def cmd_analyze(args) -> int:
                 )
             )
     elif name == "gradients":
-        r = analyze.run_gradients(run_dirs, args.out, args.depths, args.images, args.points, **data)
+        r = analyze.run_gradients(run_dirs, args.out, args.depths, args.images, args.points, **data, lines=args.lines)
         for row in r["shattering"]["rows"]:
-            print(f"{row['arch']}-{row['depth']} at init: neighbouring-gradient correlation {row['correlation']:.3f}")
+            print(
+                f"{row['arch']}-{row['depth']} at init: neighbouring-gradient correlation {row['correlation']:.3f} "
+                f"± {row['correlation_std']:.3f} over {len(row['values'])} lines"
+            )
     elif name == "landscape":
         r = analyze.run_landscape(run_dirs, args.out, args.resolution, args.span, args.images, args.precision, **data)
         for run in r["runs"]:

@@ -242,14 +242,16 @@ def shattering(result: dict, path: Path) -> list[Path]:
     for arch, colour, ls in (("plain", "#d62728", "--"), ("resnet", "#1f77b4", "-")):
         rows = [r for r in result["rows"] if r["arch"] == arch]
         if rows:
-            ax.plot(
+            ax.errorbar(
                 [r["depth"] for r in rows],
                 [r["correlation"] for r in rows],
+                yerr=[r.get("correlation_std", 0) for r in rows],
                 marker="o",
                 color=colour,
                 ls=ls,
                 lw=2,
-                label=arch,
+                capsize=4,
+                label=f"{arch} (mean ± std over lines)",
             )
     ax.set_xlabel("depth")
     ax.set_ylabel("correlation of neighbouring input gradients")

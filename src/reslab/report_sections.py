@@ -173,15 +173,19 @@ def gradients_section(exp_dir: Path) -> str | None:
     r = read_result(exp_dir, "gradients")
     if not r:
         return None
-    rows = [[f"{x['arch']}-{x['depth']}", f"{x['correlation']:.3f}"] for x in r["shattering"]["rows"]]
+    rows = [
+        [f"{x['arch']}-{x['depth']}", f"{x['correlation']:.3f}", f"{x['correlation_std']:.3f}"]
+        for x in r["shattering"]["rows"]
+    ]
     return (
         "<h2>Gradient flow</h2>"
         + figure(exp_dir, "gradient_norms", "per-layer gradient norms")
         + figure(exp_dir, "shattering", "gradient correlation against depth")
-        + table(["network at initialisation", "correlation of neighbouring input gradients"], rows)
+        + table(["network at initialisation", "correlation of neighbouring input gradients", "std over lines"], rows)
         + f'<p class="note">Gradient norms: one batch of {esc(r["images"])} training images, cross-entropy, train-mode '
-        f"BN. Shattering (Balduzzi et al. 2017): input gradients of the top logit at {esc(r['points'])} points on a "
-        "line through an image, BN in eval mode with statistics from real images.</p>"
+        f"BN. Shattering (Balduzzi et al. 2017): input gradients of the top logit at {esc(r['points'])} points on each "
+        f"of {esc(r['lines'])} lines (each through its own image, along its own random direction); the mean and "
+        "the standard deviation over the lines; BN in eval mode with statistics from real images.</p>"
     )
 
 

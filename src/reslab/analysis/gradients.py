@@ -61,3 +61,16 @@ def gradient_correlation(
     g = g - g.mean(1, keepdim=True)
     g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return (g[:-1] * g[1:]).sum(1).mean().item()
+
+
+def correlation_spread(model: CifarNet, images: torch.Tensor, points: int = 128, progress=None) -> dict:
+    """gradient_correlation on one line through each of `images`, each along its own random
+    direction: the mean, the standard deviation over lines, and every value (one line is noisy)."""
+    values = []
+    for i, image in enumerate(images):
+        values.append(gradient_correlation(model, image, points, seed=i))
+        if progress:
+            progress()
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return {"correlation": mean, "correlation_std": std, "values": values}
