@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from reslab.cli import mark
 from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
 from reslab.report import write_report
 from reslab.train import TrainConfig
@@ -50,6 +51,29 @@ def cifar_folder(args) -> Path | None:
     return extract(args.tarball, args.extract_to)
 
 
+def len_test(all_runs: list[dict]) -> int:
+    return all_runs[0]["config"]["data"]["test_size"]
+
+
+def verdict_line(v) -> str:
+    """A verdict as the results file shows it (tests/test_results.py checks it against the code)."""
+    return f"- [{mark(v.holds)}] **{v.claim}**: {v.text}"
+
+
+def measured_runs(all_runs: list[dict]) -> list[dict]:
+    """What the verdicts read of each run, kept in the results file so that they can be derived
+    again from it (tests/test_results.py does)."""
+    return [
+        {
+            "name": r["name"],
+            "config": {"model": r["config"]["model"], "train": {"seed": r["config"]["train"]["seed"]}},
+            "status": {"state": r["status"]["state"]},
+            "metrics": r["metrics"][-1:],
+        }
+        for r in all_runs
+    ]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cifar_options(p)
@@ -74,6 +98,7 @@ def main() -> int:
     base = TrainConfig(
         dataset=f"imagefolder:{folder}",
         subset=args.subset,
+        test_subset=0,  # every test image, whatever the training subset
         epochs=args.epochs,
         warmup=args.warmup,
         eval_every=args.eval_every,
@@ -98,7 +123,8 @@ def main() -> int:
         f"Command: `{command}`",
         "",
         f"Data: {folder} (from {args.tarball.name}), class-balanced subset of {args.subset} training images, "
-        f"all 10,000 test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, pad-crop-flip, "
+        f"all {len_test(all_runs):,} test images; {args.epochs:g} epochs, lr drops at 50% and 75%, batch 128, "
+        "pad-crop-flip, "
         f"warm-up {args.warmup} (lr 0.01 until training error < 80%; auto: depth >= 110 only).",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}. Training time per run (two runs at a time, one thread each): {per_run}. "
@@ -108,7 +134,7 @@ def main() -> int:
         table,
         "```",
         "",
-        *[f"- [{'yes' if v.holds else 'NO'}] **{v.claim}**: {v.text}" for v in verdicts],
+        *[verdict_line(v) for v in verdicts],
         "",
         f"Per-run curves and the report: `{args.out}/` (not committed).",
         "",
@@ -121,6 +147,7 @@ def main() -> int:
                 "command": command,
                 "wall_seconds": round(wall, 1),
                 "summary": summary,
+                "runs": measured_runs(all_runs),
                 "verdicts": [v.__dict__ for v in verdicts],
             },
             indent=2,
