@@ -82,6 +82,7 @@ def error_curves(all_runs: list[dict], path: Path, title: str = "") -> list[Path
     training dashed, test solid, dotted lines at the lr drops. Bottom: training error alone on a
     log axis, where the differences near 0% that the verdicts rest on can be seen."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     groups: dict[str, dict[int, list[list[dict]]]] = {}
     drops: dict[str, list] = {}
@@ -119,9 +120,15 @@ def error_curves(all_runs: list[dict], path: Path, title: str = "") -> list[Path
             Line2D([], [], color="#333", ls="--", lw=1.2, label="training error"),
             Line2D([], [], color="#333", ls="-", lw=2.4, label="test error"),
         ]
-        ax.legend(handles=handles + styles, loc="upper right", frameon=False)
+        ax.legend(handles=handles + styles, loc="best", framealpha=0.85, edgecolor="none")
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
+    # Tick labels as plain numbers (50, not 5x10^1); the in-between ones only within one decade.
+    low_min, low_max = axes[1][0].get_ylim()
+    axes[1][0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[1][0].yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}") if low_max / low_min < 10 else NullFormatter()
+    )
     axes[1][0].set_ylabel(f"training error (%), log\n(below {LOG_FLOOR:g}% drawn at {LOG_FLOOR:g}%)")
     if title:
         fig.suptitle(title, y=1.02)
