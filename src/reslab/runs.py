@@ -282,4 +282,5 @@ def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked
     there, new asked' phrases (empty when they describe the same training)."""
     keys = sorted((set(old) | set(new)) - set(ignore))
     a, b = labels
-    return [f"{k} {old.get(k)!r} {a}, {new.get(k)!r} {b}" for k in keys if old.get(k) != new.get(k)]
+    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731  (30 and 2.0 read as 30 and 2)
+    return [f"{k} {show(old.get(k))} {a}, {show(new.get(k))} {b}" for k in keys if old.get(k) != new.get(k)]
