@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from reslab.cli import mark
-from reslab.experiment import grid, load_runs, run_experiment, summarize, summary_table
+from reslab.config import TrainConfig
+from reslab.experiment import grid, run_experiment
 from reslab.report import write_report
-from reslab.train import TrainConfig
-from reslab.verdicts import degradation_verdicts
+from reslab.runs import load_runs
+from reslab.summary import summarize, summary_table
+from reslab.verdicts import Measured, degradation_verdicts, mark
 
 ROOT = Path(__file__).resolve().parents[1]
 TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -58,20 +59,6 @@ def len_test(all_runs: list[dict]) -> int:
 def verdict_line(v) -> str:
     """A verdict as the results file shows it (tests/test_results.py checks it against the code)."""
     return f"- [{mark(v.holds)}] **{v.claim}**: {v.text}"
-
-
-def measured_runs(all_runs: list[dict]) -> list[dict]:
-    """What the verdicts read of each run, kept in the results file so that they can be derived
-    again from it (tests/test_results.py does)."""
-    return [
-        {
-            "name": r["name"],
-            "config": {"model": r["config"]["model"], "train": {"seed": r["config"]["train"]["seed"]}},
-            "status": {"state": r["status"]["state"]},
-            "metrics": r["metrics"][-1:],
-        }
-        for r in all_runs
-    ]
 
 
 def main() -> int:
@@ -147,7 +134,7 @@ def main() -> int:
                 "command": command,
                 "wall_seconds": round(wall, 1),
                 "summary": summary,
-                "runs": measured_runs(all_runs),
+                "runs": [Measured.of(r).to_json() for r in all_runs],
                 "verdicts": [v.__dict__ for v in verdicts],
             },
             indent=2,

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from reslab import accel
+from reslab.accel import autocast, resolve_device, resolve_precision
 from reslab.errors import UserError
 from reslab.fused import FusedNets, fused_loss
 from reslab.models import ModelConfig, build_model, parse_net
-from reslab.train import autocast, resolve_device, resolve_precision
 
 BATCH = 128
 ROOT = Path(__file__).resolve().parents[1]

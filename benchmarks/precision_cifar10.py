@@ -21,8 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from degradation_cifar10 import add_cifar_options, cifar_folder  # noqa: E402
 
 from reslab import runs  # noqa: E402
-from reslab.experiment import grid, mean_std, run_experiment  # noqa: E402
-from reslab.train import TrainConfig, resolve_precision  # noqa: E402
+from reslab.accel import resolve_precision  # noqa: E402
+from reslab.config import TrainConfig  # noqa: E402
+from reslab.experiment import grid, run_experiment  # noqa: E402
+from reslab.summary import mean_std  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"fp32": "#1f77b4", "bf16": "#d62728"}

@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from fused_speed import BATCH, rate, single_step, sync
 
 from reslab import accel
+from reslab.accel import resolve_precision
+from reslab.config import TrainConfig
 from reslab.data import make_synthetic
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model, count_macs, parse_net
-from reslab.train import TrainConfig, resolve_precision, train
+from reslab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # What compile=auto resolves to for a paper-length run on this machine.

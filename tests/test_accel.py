@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from reslab import accel
+from reslab.config import TrainConfig
 from reslab.data import make_synthetic
-from reslab.train import TrainConfig, train
+from reslab.train import train
 
 CPU = torch.device("cpu")
 

@@ -3,9 +3,10 @@ import csv
 import pytest
 
 from reslab import runs
-from reslab.experiment import grid, run_experiment, summarize
+from reslab.config import TrainConfig
+from reslab.experiment import grid, run_experiment
 from reslab.report import build_report
-from reslab.train import TrainConfig
+from reslab.summary import summarize
 from reslab.verdicts import degradation_verdicts
 
 
@@ -42,6 +43,22 @@ def test_parallel_processes_give_the_same_numbers(tmp_path):
         a = runs.read_metrics(tmp_path / "seq" / f"resnet-8-seed{s}")
         b = runs.read_metrics(tmp_path / "par" / f"resnet-8-seed{s}")
         assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_cells_sharing_a_gpu_on_streams_learn_what_they_learn_alone(tmp_path):
+    """--share-gpu streams: one worker process trains its cells on threads (on a GPU each on its own
+    CUDA stream, issue 14); each learns exactly what it learns alone, weights included."""
+    cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
+    run_experiment(tmp_path / "seq", cells, jobs=1, log=lambda *_: None)
+    outcomes = run_experiment(
+        tmp_path / "streams", cells, jobs=1, runs_per_gpu=4, share_gpu="streams", log=lambda *_: None
+    )
+    assert [o["state"] for o in outcomes] == ["finished"] * 4
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]  # noqa: E731
+    for name in ("plain-8-seed0", "plain-8-seed1", "resnet-8-seed0", "resnet-8-seed1"):
+        a, b = tmp_path / "seq" / name, tmp_path / "streams" / name
+        assert strip(runs.read_metrics(a)) == strip(runs.read_metrics(b)), name
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes(), name
 
 
 def test_interrupted_cell_is_resumed(tmp_path):
@@ -107,7 +124,7 @@ def test_verdicts_follow_the_numbers(tmp_path):
         fake_run(tmp_path, "plain", 56, s, [0.8, 0.6, 0.4 + 0.02 * s], 0.45)
         fake_run(tmp_path, "resnet", 20, s, [0.4, 0.05, 0.02], 0.04)
         fake_run(tmp_path, "resnet", 56, s, [0.3, 0.005, 0.0], 0.03)
-    from reslab.experiment import load_runs
+    from reslab.runs import load_runs
 
     v = {x.claim.split(" (")[0]: x for x in degradation_verdicts(summarize(tmp_path), load_runs(tmp_path))}
     assert v["Deeper plain nets degrade"].holds and "41.0%" in v["Deeper plain nets degrade"].text
@@ -121,7 +138,7 @@ def test_verdicts_follow_the_numbers(tmp_path):
 def test_verdicts_say_no_when_there_is_no_degradation(tmp_path):
     fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
     fake_run(tmp_path, "plain", 56, 0, [0.5, 0.105], 0.05)
-    from reslab.experiment import load_runs
+    from reslab.runs import load_runs
 
     (v,) = degradation_verdicts(summarize(tmp_path), load_runs(tmp_path))
     assert v.holds is False and "no degradation" in v.text
@@ -131,7 +148,7 @@ def test_a_cell_without_a_finished_run_is_named_not_judged(tmp_path):
     fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.05)
     fake_run(tmp_path, "plain", 32, 0, [0.5, 0.3], 0.05)
     runs.write_status(fake_run(tmp_path, "plain", 56, 0, [0.6], 0.5), "failed", "worker died")
-    from reslab.experiment import load_runs
+    from reslab.runs import load_runs
 
     summary = summarize(tmp_path)
     assert [(r["depth"], r["runs"], r["status"]) for r in summary] == [

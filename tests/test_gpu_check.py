@@ -31,6 +31,8 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     assert len(together["per_run_images_per_second"]) == 2 and together["aggregate_images_per_second"] > 0
     at_once = result["all_at_once"]
     assert {"plain-8", "resnet-8"} <= set(at_once) and at_once["resnet-8"]["iterations"] == 8
+    streams = result["grid_streams"]  # the same grid on the threads (streams) of one process
+    assert {"plain-8", "resnet-8"} <= set(streams) and streams["resnet-8"]["iterations"] == 8
     # The paper-length grid is its longest run's seconds scaled to 64k iterations, plus start-up.
     longest = max(at_once[n]["seconds"] * 64_000 / 8 for n in ("plain-8", "resnet-8"))
     assert at_once["paper_length_seconds"] == pytest.approx(longest + at_once["start_up_seconds"])
@@ -38,7 +40,9 @@ def test_gpu_check_smoke_runs_and_writes_its_results(tmp_path):
     fused = result["fused"]["resnet-8"]
     assert fused["single"] > 0 and fused["fused"]["2"]["channels_last"] > 0 and fused["fused"]["2"]["contiguous"] > 0
     assert result["host_syncs"] == {"skipped": "CUDA only"}  # CUDA's sync debug mode counts them
-    assert set(result["accuracy"]) == {"auto", "fp32"}
+    assert set(result["accuracy"]) == {"auto", "auto graphed", "fp32"}
+    assert all(v["images_per_second"] > 0 and v["vs_eager"] > 0 for v in result["graphed"].values())
+    assert set(result["graphed"]) == {"plain-8", "resnet-8"}
     if accel.compiler_missing(torch.device("cpu")) is None:
         assert result["compiled"]["resnet-8"]["images_per_second"] > 0
     else:  # recorded as a result, not a crash

@@ -19,9 +19,9 @@ GRID = [
 CELLS = ["plain-8-seed0", "plain-14-seed0", "resnet-8-seed0", "resnet-14-seed0"]
 
 
-def start(out, jobs):
+def start(out, jobs, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "reslab", *GRID, "--jobs", str(jobs), "--out", str(out)]
+    cmd = [sys.executable, "-m", "reslab", *GRID, "--jobs", str(jobs), "--out", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -90,6 +90,21 @@ def test_ctrl_c_in_a_one_process_grid_does_not_start_the_next_cell(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "Resume with the same command" in stderr
+    check_stopped(out, started)
+
+
+def test_ctrl_c_stops_cells_sharing_a_process_on_streams(tmp_path):
+    """--share-gpu streams: two cells train on threads of one worker, two wait for a thread; a
+    Ctrl-C checkpoints the two and starts neither of the others."""
+    out = tmp_path / "exp"
+    proc = start(out, 1, "--share-gpu", "streams", "--runs-per-gpu", "2")
+    started = running(out, 2, proc)
+    assert len({s["pid"] for s in started.values()}) == 1  # one process
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "2 running cell(s) saved a checkpoint" in stderr
+    assert "2 not started" in stderr
     check_stopped(out, started)
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from reslab import runs
+from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.experiment import grid, run_experiment
-from reslab.train import TrainConfig
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'reslab[ray]')")
 

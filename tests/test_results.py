@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reslab.experiment import summary_table
-from reslab.verdicts import degradation_verdicts
+from reslab.summary import summary_table
+from reslab.verdicts import Measured, degradation_verdicts
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -24,7 +24,7 @@ def benchmark_module():
 def test_committed_degradation_results_are_what_the_code_derives(path):
     data = json.loads(path.read_text())
     assert "runs" in data, f"{path.name} does not record its runs: run its command again"
-    verdicts = degradation_verdicts(data["summary"], data["runs"])
+    verdicts = degradation_verdicts(data["summary"], [Measured.from_json(r) for r in data["runs"]])
     assert [v.__dict__ for v in verdicts] == data["verdicts"]
     md = path.with_suffix(".md").read_text()
     shown = [line for line in md.splitlines() if line.startswith("- [")]

@@ -11,9 +11,11 @@ import torch
 
 from reslab import runs
 from reslab.cli import main
+from reslab.config import TrainConfig
 from reslab.errors import UserError
-from reslab.experiment import gather, grid, run_experiment
-from reslab.train import Diverged, TrainConfig, train
+from reslab.experiment import grid, run_experiment
+from reslab.runs import gather
+from reslab.train import Diverged, train
 
 EXP_QUICK = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32"]
 QUICK = [*EXP_QUICK, "--no-progress"]
@@ -86,14 +88,14 @@ def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
     run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), jobs=1, log=quiet)
     train(cfg(arch="resnet", depth=14), exp / "stranger", log=quiet, progress=False)  # not a cell
     together, skipped = gather(exp)
-    assert sorted(r["name"] for r in together) == ["plain-8-seed0", "resnet-8-seed0"]
+    assert sorted(r.name for r in together) == ["plain-8-seed0", "resnet-8-seed0"]
     assert skipped == [("stranger", "not a cell of this experiment (see its experiment.json)")]
 
     folder = tmp_path / "runs"  # no experiment.json: the runs sharing the most common recipe
     for name, c in [("a", cfg()), ("b", cfg(arch="resnet")), ("c", cfg(dataset="synthetic"))]:
         train(c, folder / name, log=quiet, progress=False)
     together, skipped = gather(folder)
-    assert [r["name"] for r in together] == ["a", "b"]
+    assert [r.name for r in together] == ["a", "b"]
     assert skipped[0][0] == "c" and "dataset 'digits' in the others, 'synthetic' here" in skipped[0][1]
     from reslab.report import build_report
 
@@ -102,11 +104,11 @@ def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
 
 
 def test_analysis_of_a_standalone_run_stays_in_that_run(tmp_path):
-    from reslab import analyze
+    from reslab.analysis import load
 
     train(cfg(), tmp_path / "mine", log=quiet, progress=False)
     (tmp_path / "notes.txt").write_text("mine")
-    analyze.run_responses([tmp_path / "mine"])
+    load("responses").analyze([tmp_path / "mine"])
     assert (tmp_path / "mine" / "analyses" / "responses.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
 
@@ -555,7 +557,7 @@ def test_unwritable_output(capsys, tmp_path):
 def test_construct_finding_follows_the_measured_difference(tmp_path, diff, same, words):
     from test_experiment import fake_run
 
-    from reslab.report_sections import construct_section
+    from reslab.analysis.construct import section as construct_section
 
     fake_run(tmp_path, "plain", 8, 0, [0.1], 0.2)
     result = {
@@ -590,7 +592,7 @@ def test_the_papers_length_on_a_small_dataset_is_said_before_training(tmp_path):
 def verdicts_of(tmp_path, nets):
     from test_experiment import fake_run
 
-    from reslab.experiment import summarize
+    from reslab.summary import summarize
     from reslab.verdicts import degradation_verdicts
 
     for arch, depth, train_errors in nets:
@@ -645,7 +647,7 @@ def test_report_of_imported_networks_does_not_claim_a_recipe(tmp_path):
 
 
 def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained):
-    from reslab import analyze
+    from reslab.analysis import load
 
     bars = []
 
@@ -660,12 +662,13 @@ def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained)
         def close(self):
             self.closed = True
 
-    monkeypatch.setattr(analyze, "progress_bar", Bar)
+    for name in ("lesion", "landscape", "gradients", "identity"):
+        monkeypatch.setattr(load(name), "progress_bar", Bar)
     out = trained.parent / "analysis-out"
-    analyze.run_lesion([trained], out, limit=50, samples=2)
-    analyze.run_landscape([trained], out, resolution=3, images=50, log=quiet)
-    analyze.run_gradients([trained], out, depths=[8], images=8, points=4)
-    analyze.run_identity(out, max_k=2, steps=2, log=quiet)
+    load("lesion").analyze([trained], out, limit=50, samples=2)
+    load("landscape").analyze([trained], out, resolution=3, images=50, log=quiet)
+    load("gradients").analyze([trained], out, depths=[8], images=8, points=4)
+    load("identity").analyze(out, max_k=2, steps=2, log=quiet)
     assert [b.desc.split()[0] for b in bars] == ["lesion", "landscape", "gradients", "identity"]
     assert all(b.closed and b.n == b.total > 0 for b in bars), [(b.desc, b.n, b.total) for b in bars]
 
@@ -674,7 +677,7 @@ def test_a_training_subset_is_scored_on_a_test_subset_in_proportion(tmp_path):
     from reslab.train import setup
 
     part, config = setup(TrainConfig(dataset="digits", device="cpu", subset=719), tmp_path / "a")
-    assert len(part.data.test_y) == round(359 * 719 / 1438) == config["data"]["test_size"]
+    assert len(part.data.test_y) == round(359 * 719 / 1438) == config.data["test_size"]
     assert sorted(torch.bincount(part.data.test_y).tolist())[0] >= 17  # class-balanced: 18 per class
     whole, _ = setup(TrainConfig(dataset="digits", device="cpu", subset=719, test_subset=0), tmp_path / "b")
     assert len(whole.data.test_y) == 359
@@ -687,7 +690,7 @@ def seeded_verdicts(tmp_path, nets):
     """nets: (arch, depth, seed, train_errors); reach thresholds come from the curves."""
     from test_experiment import fake_run
 
-    from reslab.experiment import summarize
+    from reslab.summary import summarize
     from reslab.verdicts import degradation_verdicts
 
     for arch, depth, seed, train_errors in nets:
@@ -748,10 +751,10 @@ def test_identity_finding_follows_the_trend(plain, residual, holds):
 
 
 def test_identity_compares_equal_convolutions_on_one_thread(tmp_path):
-    from reslab import analyze
+    from reslab.analysis import load
 
     threads = torch.get_num_threads()
-    r = analyze.run_identity(tmp_path, max_k=2, steps=2, log=quiet)
+    r = load("identity").analyze(tmp_path, max_k=2, steps=2, log=quiet)
     assert [(p["convs"], p["k"], q["k"]) for p, q in zip(r["plain"], r["residual"])] == [(2, 2, 1), (4, 4, 2)]
     assert torch.get_num_threads() == threads  # restored
 
@@ -770,9 +773,9 @@ def test_identity_default_learning_rate_is_the_documented_one():
 
 
 def test_gradient_correlation_is_averaged_over_lines_with_its_spread(trained):
-    from reslab import analyze
+    from reslab.analysis import load
 
-    r = analyze.run_gradients([trained], trained.parent / "grad-out", depths=[8], images=8, points=8, lines=3)
+    r = load("gradients").analyze([trained], trained.parent / "grad-out", depths=[8], images=8, points=8, lines=3)
     for row in r["shattering"]["rows"]:
         assert len(row["values"]) == 3 and len(set(row["values"])) == 3  # three different lines
         assert row["correlation"] == pytest.approx(sum(row["values"]) / 3)

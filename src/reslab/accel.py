@@ -1,5 +1,5 @@
-"""Speed settings that change how fast a run trains, never what it learns: the host allocator
-and torch.compile."""
+"""Where and how fast a run trains, never what it learns: the device, the precision (bf16
+autocast), the host allocator, torch.compile, and the environment recorded with a run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import shutil
 
 import torch
 
+from reslab import __version__
 from reslab.errors import UserError, one_line
 
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and
@@ -82,3 +83,51 @@ def compiled(net: torch.nn.Module, strict: bool, device: torch.device, log) -> t
 
         _dynamo.config.suppress_errors = True  # a later failure falls back to eager too
     return torch.compile(net, dynamic=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}': use auto, cpu or cuda[:N].") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"reslab trains on cpu or cuda[:N], not on '{name}'.")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this PyTorch sees no GPU; use --device cpu.")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0.")
+    return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # bf16 autocast only pays on CPUs with native bf16 dot products (AVX-512 BF16, AMX).
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def environment(device: torch.device) -> dict:
+    import numpy
+
+    env = {
+        "reslab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env

@@ -18,6 +18,7 @@ import struct
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,6 @@ import torch
 from reslab.errors import UserError
 from reslab.runs import WriteError, atomic_write_bytes
 
-DATASETS = ("cifar10", "cifar100", "imagefolder:PATH", "mnist", "fashion-mnist", "digits", "synthetic")
 DEFAULT_DATA_DIR = Path(os.environ.get("RESLAB_DATA", Path.home() / ".cache" / "reslab" / "data"))
 
 CIFAR = {
@@ -577,17 +577,10 @@ def make_synthetic(
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download_ok: bool = True) -> Dataset:
     data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
-    if name in CIFAR:
-        return load_cifar(name, data_dir, download_ok)
-    if name in IDX:
-        return load_idx(name, data_dir, download_ok)
-    if name.startswith("imagefolder:"):
-        return load_image_folder(Path(name.split(":", 1)[1]).expanduser())
-    if name == "digits":
-        return load_digits()
-    if name == "synthetic":
-        return make_synthetic()
-    raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+    source = SOURCES.get(name.split(":", 1)[0] + ":" if name.startswith("imagefolder:") else name)
+    if source is None:
+        raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+    return source.load(name, data_dir, download_ok)
 
 
 def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -643,31 +636,47 @@ def prepare(
 def describe_datasets(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
     """(name, where it is or how it would be obtained) for every source."""
     data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
-    out = []
-    for name, spec in CIFAR.items():
-        found = locate_cifar(name, data_dir)
-        out.append(
-            (
-                name,
-                f"available in {found}"
-                if found
-                else f"not downloaded (first use fetches {spec['url']} into {data_dir})",
-            )
-        )
-    for name in IDX:
-        found = locate_idx(name, data_dir)
-        out.append(
-            (
-                name,
-                f"available in {found}" if found else f"not downloaded (first use fetches it into {data_dir / name})",
-            )
-        )
+    return [(name.replace(":", ":PATH"), source.where(name, data_dir)) for name, source in SOURCES.items()]
+
+
+def cifar_where(name: str, data_dir: Path) -> str:
+    found = locate_cifar(name, data_dir)
+    if found:
+        return f"available in {found}"
+    return f"not downloaded (first use fetches {CIFAR[name]['url']} into {data_dir})"
+
+
+def idx_where(name: str, data_dir: Path) -> str:
+    found = locate_idx(name, data_dir)
+    return f"available in {found}" if found else f"not downloaded (first use fetches it into {data_dir / name})"
+
+
+def digits_where(name: str, data_dir: Path) -> str:
     try:
         import sklearn  # noqa: F401
-
-        out.append(("digits", "available (embedded in scikit-learn, 1,797 8x8 images, no download)"))
     except ImportError:
-        out.append(("digits", "needs scikit-learn (pip install scikit-learn)"))
-    out.append(("synthetic", "available (generated on the fly, for tests)"))
-    out.append(("imagefolder:PATH", "PATH/train/<class>/*.png|jpg and PATH/test/<class>/..., cached after decoding"))
-    return out
+        return "needs scikit-learn (pip install scikit-learn)"
+    return "available (embedded in scikit-learn, 1,797 8x8 images, no download)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A kind of dataset: load(name, data_dir, download_ok) -> Dataset, and where(name, data_dir),
+    what `reslab datasets` says of it."""
+
+    load: Callable[[str, Path, bool], Dataset]
+    where: Callable[[str, Path], str]
+
+
+# Every dataset reslab reads; adding one is a loader and a line here.
+SOURCES = {
+    **{name: Source(load_cifar, cifar_where) for name in CIFAR},
+    **{name: Source(load_idx, idx_where) for name in IDX},
+    "digits": Source(lambda *_: load_digits(), digits_where),
+    "synthetic": Source(lambda *_: make_synthetic(), lambda *_: "available (generated on the fly, for tests)"),
+    "imagefolder:": Source(
+        lambda name, *_: load_image_folder(Path(name.split(":", 1)[1]).expanduser()),
+        lambda *_: "PATH/train/<class>/*.png|jpg and PATH/test/<class>/..., cached after decoding",
+    ),
+}
+DATASETS = tuple(name.replace(":", ":PATH") for name in SOURCES)

@@ -1,4 +1,5 @@
-"""Loading a run's network and scoring it: what `reslab eval` and the analyses build on."""
+"""Scoring networks: input normalisation, the one evaluation loop (training's test and
+validation errors, `reslab eval`, the analyses), and loading a run's network to score."""
 
 from __future__ import annotations
 
@@ -6,51 +7,89 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from reslab import runs
+from reslab import accel, runs
 from reslab.errors import UserError, plural
-from reslab.models import ModelConfig, build_model, check_size, state_mismatch
+from reslab.models import build_model, check_size, state_mismatch
 
 
-def model_config(config: dict, run_dir: Path) -> ModelConfig:
-    """The ModelConfig in a config.json, with every field of the right type (the file may come
-    from someone else: nothing in it is trusted)."""
-    try:
-        cfg = ModelConfig(**config["model"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{run_dir / 'config.json'} does not describe a model ({e}).") from None
-    types = {"arch": str, "depth": int, "shortcut": str, "width": int, "num_classes": int, "in_channels": int}
-    bad = [k for k, t in types.items() if type(getattr(cfg, k)) is not t]
-    if bad:
-        raise UserError(f"{run_dir / 'config.json'} has invalid model fields: {', '.join(bad)}.")
-    try:
-        check_size(cfg)
-    except UserError as e:
-        raise UserError(f"{run_dir / 'config.json'} describes a network reslab does not build: {e}") from None
-    return cfg
-
-
-def normalization(config: dict, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def normalization(config: runs.RunConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-channel mean and std a run's inputs were normalised with, shaped [1, C, 1, 1]."""
-    norm = config["resolved"].get("normalization")
-    try:
-        mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    except (TypeError, KeyError, ValueError, RuntimeError):
-        raise UserError("the run's config.json has no valid resolved.normalization (mean and std lists).") from None
-    channels = config["model"].get("in_channels")
-    if mean.numel() != channels or std.numel() != channels or not bool((std > 0).all()):
-        raise UserError(f"the run's normalization does not fit its {channels}-channel input.")
-    return mean, std
+    mean, std = config.normalization()
+    shape = (1, -1, 1, 1)
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+        torch.tensor(std, dtype=torch.float32, device=device).view(shape),
+    )
 
 
-def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images to the network's float input."""
+    return (x.float().div(255) - mean) / std
+
+
+def batches(model, x, mean=None, std=None, precision="fp32", batch_size=1000, channels_last=False):
+    """(start, fp32 logits) per batch of x, in eval mode; uint8 images are normalised with mean
+    and std on the way, float images are taken as they are."""
+    device = next(model.parameters()).device
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        if mean is not None:
+            xb = normalize(xb, mean, std)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with accel.autocast(device, precision):
+            yield i, model(xb).float()
+
+
+@torch.inference_mode()
+def score(model, x, y, mean, std, precision="fp32", batch_size=1000, channels_last=True, group=None):
+    """Mean cross-entropy and error fraction of `model` (eval mode) on uint8 images x; with a
+    distributed group, each rank scores its share of the images and the sums are reduced."""
+    n = len(y)
+    if group is not None and group.active:
+        part = group.shard(n)
+        x, y = x[part], y[part]
+    was_training = model.training
+    model.eval()
+    device = y.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    wrong = torch.zeros((), device=device, dtype=torch.int64)
+    for i, out in batches(model, x, mean, std, precision, batch_size, channels_last):
+        yb = y[i : i + batch_size].to(out.device, non_blocking=True)
+        loss_sum += F.cross_entropy(out, yb, reduction="sum")
+        wrong += (out.argmax(1) != yb).sum()
+    model.train(was_training)
+    if group is not None and group.active:
+        total = group.all_sum(torch.stack([loss_sum, wrong.double()]))
+        loss_sum, wrong = total[0], total[1]
+    n = max(1, n)
+    return loss_sum.item() / n, wrong.item() / n
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """fp32 logits of already normalised images, eval mode."""
+    model.eval()
+    return torch.cat([out for _, out in batches(model, x, batch_size=batch_size)])
+
+
+def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(model, x).argmax(1) != y).float().mean().item()
+
+
+def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, runs.RunConfig]:
     """The network of a run directory with its final weights (or its last checkpoint's)."""
     run_dir = Path(run_dir)
     if not runs.is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
     config = runs.read_config(run_dir)
-    model = build_model(model_config(config, run_dir))
+    try:
+        check_size(config.model)
+    except UserError as e:
+        raise UserError(f"{run_dir / 'config.json'} describes a network reslab does not build: {e}") from None
+    model = build_model(config.model)
     status = runs.read_status(run_dir)
     if status["state"] != "finished":
         at = f" at iteration {status['iteration']} of {status['total']}" if "total" in status else ""
@@ -61,17 +100,9 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, dict]:
         )
     weights = run_dir / "model.safetensors"
     if weights.exists():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError) as e:
-            raise UserError(f"{weights} is damaged ({e}); re-run or re-import the run.") from None
+        state = runs.load_weights(weights, advice="it is damaged; re-run or re-import the run.")
     elif (run_dir / "checkpoint.pt").exists():
-        from reslab.train import load_checkpoint
-
-        state = load_checkpoint(run_dir / "checkpoint.pt")
+        state = runs.load_checkpoint(run_dir / "checkpoint.pt")
         state = state.get("model") if isinstance(state, dict) else None
     else:
         raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")
@@ -90,22 +121,18 @@ def evaluate_run(
 ) -> dict:
     """Test loss and error of a run's weights, normalised as the run was trained."""
     from reslab.data import load_dataset
-    from reslab.train import evaluate, resolve_device
 
     model, config = load_run_model(run_dir)
-    name = dataset or config["data"]["name"]
-    data = load_dataset(name, data_dir or config["train"].get("data_dir"), download)
-    if (
-        list(data.image_shape[:1]) != [config["model"]["in_channels"]]
-        or data.num_classes > config["model"]["num_classes"]
-    ):
+    name = dataset or config.data["name"]
+    data = load_dataset(name, data_dir or config.train.data_dir, download)
+    m = config.model
+    if data.image_shape[0] != m.in_channels or data.num_classes > m.num_classes:
         raise UserError(
             f"{name} ({plural(data.image_shape[0], 'channel')}, {plural(data.num_classes, 'class')}) does not "
-            f"fit the network of {run_dir} ({plural(config['model']['in_channels'], 'channel')}, "
-            f"{plural(config['model']['num_classes'], 'class')})."
+            f"fit the network of {run_dir} ({plural(m.in_channels, 'channel')}, {plural(m.num_classes, 'class')})."
         )
-    dev = resolve_device(device)
+    dev = accel.resolve_device(device)
     mean, std = normalization(config, dev)
     model.to(dev, memory_format=torch.channels_last)
-    loss, error = evaluate(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, dev, "fp32")
+    loss, error = score(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, "fp32")
     return {"dataset": name, "images": len(data.test_y), "loss": loss, "error": error}

@@ -11,7 +11,7 @@ so its checkpoints load without renaming.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from reslab.errors import UserError
 
-ARCHS = ("plain", "resnet", "preact", "preact-bottleneck")
 SHORTCUTS = ("A", "B", "C")
 
 
@@ -35,10 +34,24 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d, where) -> ModelConfig:
+        """The network a config.json's model section describes, every field of its type (the file
+        may come from anyone): `where` names the file in the message."""
+        names = [f.name for f in fields(cls)]
+        # A missing field takes its default; a present one must have the default's type.
+        bad = [k for k in names if k in d and type(d[k]) is not type(getattr(cls, k))] if isinstance(d, dict) else names
+        unknown = sorted(set(d) - set(names)) if isinstance(d, dict) else []
+        if bad or unknown:
+            detail = ", ".join(f"model.{k}" for k in bad) + " missing or of the wrong type" if bad else ""
+            detail += ("; " if bad and unknown else "") + (f"unknown model fields {unknown[:4]}" if unknown else "")
+            raise UserError(f"{where} is damaged: {detail}.")
+        return cls(**d)  # its size is checked when it is built: a report of its files builds nothing
+
 
 def blocks_per_stage(arch: str, depth: int) -> int:
     """n for depth 6n+2 (two-layer blocks) or 9n+2 (three-layer bottlenecks)."""
-    layers = 9 if arch == "preact-bottleneck" else 6
+    layers = 3 * ARCHS[arch].layers_per_block if arch in ARCHS else 6
     if depth < layers + 2 or (depth - 2) % layers:
         lower = max(layers + 2, (depth - 2) // layers * layers + 2)
         near = sorted({lower, lower + layers})
@@ -128,6 +141,7 @@ class PreActBottleneck(nn.Module):
     """Pre-activation bottleneck: 1x1 reduce, 3x3, 1x1 expand (x4), identity path untouched."""
 
     expansion = 4
+    layers = 3  # convs per block: depth 9n+2
 
     def __init__(self, cin: int, planes: int, stride: int, shortcut: str):
         super().__init__()
@@ -147,6 +161,30 @@ class PreActBottleneck(nn.Module):
         return out + self.shortcut(x)
 
 
+@dataclass(frozen=True)
+class Arch:
+    """An architecture: its block, whether the block has a shortcut, and whether it is
+    pre-activation (BN-ReLU before each conv, a final BN-ReLU before pooling)."""
+
+    block: type
+    shortcut: bool = True
+    preact: bool = False
+
+    @property
+    def layers_per_block(self) -> int:
+        return getattr(self.block, "layers", 2)
+
+
+# Every architecture reslab builds; adding one is its block class and a line here. `plain` and
+# `resnet` are the very same layers, with and without the shortcut.
+ARCHS = {
+    "plain": Arch(BasicBlock, shortcut=False),
+    "resnet": Arch(BasicBlock),
+    "preact": Arch(PreActBlock, preact=True),
+    "preact-bottleneck": Arch(PreActBottleneck, preact=True),
+}
+
+
 class CifarNet(nn.Module):
     """Stem, three stages of blocks, global average pooling, linear classifier."""
 
@@ -159,16 +197,14 @@ class CifarNet(nn.Module):
         self.config = config
         n = blocks_per_stage(config.arch, config.depth)
         w = config.width
-        self.preact = config.arch.startswith("preact")
+        arch = ARCHS[config.arch]
+        self.preact = arch.preact
         self.conv1 = conv3x3(config.in_channels, w)
         # Post-activation nets normalise the stem here; pre-activation units normalise their
         # own input, so their net ends with a final BN-ReLU instead.
         self.bn1 = nn.BatchNorm2d(w) if not self.preact else nn.Identity()
-        if config.arch == "preact-bottleneck":
-            block, expansion = PreActBottleneck, PreActBottleneck.expansion
-        else:
-            block, expansion = (PreActBlock if self.preact else BasicBlock), 1
-        shortcut = None if config.arch == "plain" else config.shortcut
+        block, expansion = arch.block, getattr(arch.block, "expansion", 1)
+        shortcut = config.shortcut if arch.shortcut else None
         cin = w
         stages = []
         for i, planes in enumerate((w, 2 * w, 4 * w)):
@@ -224,6 +260,8 @@ MAX_PARAMETERS = 200_000_000
 def check_size(config: ModelConfig) -> None:
     """Refuse, before building, a network whose 3x3 convolutions alone would exceed MAX_PARAMETERS
     (about 18 n w^2 (1 + 4 + 16) weights for n blocks per stage of width w, 2w, 4w)."""
+    if config.arch not in ARCHS:
+        raise UserError(f"unknown architecture '{config.arch}': choose one of {', '.join(ARCHS)}.")
     for name in ("depth", "width", "num_classes", "in_channels"):
         v = getattr(config, name)
         if type(v) is not int or v < 1:

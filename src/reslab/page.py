@@ -40,3 +40,16 @@ def verdict_html(v) -> str:
         f'<div class="verdict {cls}"><span class="mark">{mark}</span><div><b>{escape(v.claim)}</b>'
         f"{escape(v.text)}</div></div>"
     )
+
+
+def figure(exp_dir: Path, name: str, alt: str) -> str:
+    """An analysis's figure from OUT/figures/NAME.png, embedded ('' when it was not drawn)."""
+    path = Path(exp_dir) / "figures" / f"{name}.png"
+    return f'<div class="card">{embed_png(path, alt)}</div>' if path.exists() else ""
+
+
+def finding_html(f: dict) -> str:
+    """A finding an analysis wrote (claim, holds, text), shown as a verdict."""
+    from reslab.verdicts import Verdict
+
+    return verdict_html(Verdict(f["claim"], f["holds"], f["text"]))

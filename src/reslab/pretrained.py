@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from reslab import runs
+from reslab import accel, runs
+from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model, count_macs, count_parameters, state_mismatch
 
@@ -27,14 +27,12 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def read_state_dict(path: Path) -> tuple[dict, dict]:
     """(state dict without DataParallel prefixes, other entries of the file); loads safely."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = runs.safe_torch_load(path)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist.") from None
     except Exception as e:
-        from reslab.train import load_failure
-
         raise UserError(
-            f"{path} cannot be loaded safely as a PyTorch checkpoint ({load_failure(e)}); only tensors and plain "
+            f"{path} cannot be loaded safely as a PyTorch checkpoint ({runs.load_failure(e)}); only tensors and plain "
             "containers are accepted."
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -89,16 +87,14 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
             "Only the common CIFAR ResNet layout (conv1, bn1, layer1..3, linear) can be imported."
         )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
-    from reslab.train import TrainConfig, environment, save_weights
-
     mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     if len(mean) != cfg.in_channels or len(std) != cfg.in_channels:
         raise UserError(f"--mean and --std need {cfg.in_channels} values each.")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    config = {
-        "train": asdict(TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset)),
-        "model": cfg.to_dict(),
-        "resolved": {
+    config = runs.RunConfig(
+        train=TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset),
+        model=cfg,
+        resolved={
             "normalization": {"mean": list(mean), "std": list(std)},
             "parameters": count_parameters(model),
             "macs": count_macs(model, (cfg.in_channels, 32, 32)),
@@ -107,7 +103,7 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
             "iterations": None,
             "milestones": [],
         },
-        "data": {
+        data={
             "name": dataset,
             "classes": CIFAR10_CLASSES if cfg.num_classes == 10 else [str(i) for i in range(cfg.num_classes)],
             "image_shape": [cfg.in_channels, 32, 32],
@@ -115,7 +111,7 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
             "val_size": 0,
             "test_size": None,
         },
-        "imported": {
+        imported={
             "file": str(path.resolve()),
             "sha256": digest,
             **{
@@ -124,13 +120,10 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
                 if isinstance(v, (int, float, str)) or (torch.is_tensor(v) and v.numel() == 1)
             },
         },
-        "environment": environment(torch.device("cpu")),
-    }
+        environment=accel.environment(torch.device("cpu")),
+    )
     with runs.run_lock(out):  # a training run started on the same --out meanwhile is not mixed in
         if runs.is_run_dir(out):
             raise UserError(f"{out} already holds a run; choose another --out or delete it.")
-        save_weights(model, out / "model.safetensors")
-        runs.write_metrics(out, [])
-        runs.write_status(out, "finished", f"imported from {path.name} (sha256 {digest[:12]})")
-        runs.write_json(out / "config.json", config)  # last: it marks the directory as a whole run
+        runs.write_run(out, config, model, ("finished", f"imported from {path.name} (sha256 {digest[:12]})"))
     return config

@@ -82,7 +82,7 @@ def cell_task(cfg, run_dir: str, threads: int) -> dict:
     """What a Ray worker runs: one cell, on as many threads as CPUs it was given."""
     import torch
 
-    from reslab.experiment import run_cell
+    from reslab.cells import run_cell
 
     torch.set_num_threads(max(1, threads))
     return run_cell(cfg, Path(run_dir))
@@ -95,7 +95,7 @@ def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_
     them save a checkpoint; then ExperimentInterrupted is raised."""
     import ray
 
-    from reslab.experiment import DriverSignals, cell_name, stopped_message
+    from reslab.cells import DriverSignals, cell_name, stopped_message
 
     request = resources(ray, runs_per_gpu, cpus_per_run)
     task = ray.remote(cell_task).options(max_retries=retries, retry_exceptions=False, **request)
@@ -125,7 +125,7 @@ def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_
 def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
     """A finished task's outcome; a cancelled one was not started; a task whose worker died more
     often than it may be retried is marked failed."""
-    from reslab.experiment import cell_name
+    from reslab.cells import cell_name
 
     run_dir = Path(exp_dir) / cell_name(cfg)
     try:
@@ -140,3 +140,17 @@ def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
         if runs.owner(run_dir) == "run":
             runs.write_status(run_dir, "failed", message)
         return {"name": run_dir.name, "state": "failed", "message": message, "seconds": 0.0}
+
+
+class RayBackend:
+    """The cells as tasks on a Ray cluster (joined at `address`, or a local one)."""
+
+    def __init__(self, address: str | None = None, runs_per_gpu: int = 1, cpus_per_run=None, retries: int = 3):
+        import_ray()  # says how to install it before anything is loaded or written
+        self.address, self.runs_per_gpu, self.cpus_per_run, self.retries = address, runs_per_gpu, cpus_per_run, retries
+
+    def joined(self):
+        return cluster(self.address)
+
+    def run(self, exp_dir: Path, todo: list, finished, progress) -> None:
+        run(exp_dir, todo, finished, progress, self.runs_per_gpu, self.cpus_per_run, self.retries)

@@ -7,13 +7,14 @@ Everything shown comes from the run directories; every string from them is escap
 from __future__ import annotations
 
 import datetime
+from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
-from reslab import runs
+from reslab import analysis, runs
 from reslab.errors import UserError, plural
-from reslab.experiment import gather, pct, reach_text, summarize
 from reslab.page import Html, embed_png, esc, table, verdict_html
+from reslab.summary import pct, summarize, summary_rows
 from reslab.verdicts import degradation_verdicts, display
 
 CSS = """
@@ -38,16 +39,16 @@ img{max-width:100%;display:block;margin:0 auto}
 """
 
 
-def common_config(all_runs: list[dict]) -> dict:
+def common_config(all_runs: list[runs.RunRecord]) -> dict:
     """Training settings shared by every run (the grid's varying keys left out)."""
-    configs = [r["config"]["train"] for r in all_runs]
+    configs = [asdict(r.config.train) for r in all_runs]
     keys = [k for k in configs[0] if all(c.get(k) == configs[0][k] for c in configs)]
-    return {k: configs[0][k] for k in keys if k not in ("arch", "depth", "seed")}
+    return {k: configs[0][k] for k in keys if k not in runs.GRID_KEYS}
 
 
 def build_report(exp_dir: Path) -> str:
     exp_dir = Path(exp_dir)
-    all_runs, skipped = gather(exp_dir)
+    all_runs, skipped = runs.gather(exp_dir)
     if not all_runs:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
         raise UserError(
@@ -56,15 +57,13 @@ def build_report(exp_dir: Path) -> str:
             + "; nothing to report."
         )
     summary = summarize(exp_dir, all_runs=all_runs)
-    trained = any(r["metrics"] for r in all_runs)
+    trained = any(r.metrics for r in all_runs)
     title = "Deep residual learning: the degradation problem, measured" if trained else "Residual networks, analysed"
     parts = [f"<h1>{escape(title)}</h1>", subtitle(exp_dir, all_runs)]
     if trained:
         parts += training_sections(exp_dir, summary, all_runs)
-    parts.append(cost_section(summary, all_runs[0]["config"]["data"]))
-    from reslab.report_sections import SECTIONS
-
-    parts += [html for section in SECTIONS if (html := guarded(section, exp_dir))]
+    parts.append(cost_section(summary, all_runs[0].config.data))
+    parts += [html for name in analysis.NAMES if (html := guarded(name, exp_dir))]
     parts += [runs_section(all_runs), skipped_section(skipped), configuration_section(all_runs)]
     body = "\n".join(parts)
     return (
@@ -74,28 +73,28 @@ def build_report(exp_dir: Path) -> str:
     )
 
 
-def imported(all_runs: list[dict]) -> bool:
+def imported(all_runs: list[runs.RunRecord]) -> bool:
     """Whether every run is an imported checkpoint: trained elsewhere, by a recipe not recorded."""
-    return all("imported" in r["config"] for r in all_runs)
+    return all(r.config.imported is not None for r in all_runs)
 
 
-def subtitle(exp_dir: Path, all_runs: list[dict]) -> str:
-    first = all_runs[0]["config"]
+def subtitle(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
+    first = all_runs[0].config
     made = f"report made {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
     if imported(all_runs):
         return (
             f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "imported network")}, trained '
-            f"elsewhere (for <b>{esc(first['data']['name'])}</b>, as imported) · {made}</p>"
+            f"elsewhere (for <b>{esc(first.data['name'])}</b>, as imported) · {made}</p>"
         )
-    wall = sum((r["metrics"][-1]["seconds"] if r["metrics"] else 0) for r in all_runs)
+    wall = sum((r.final["seconds"] or 0) if r.metrics else 0 for r in all_runs)
     return (
         f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "run")} on '
-        f"<b>{esc(first['data']['name'])}</b> · {esc(first['environment'].get('device', '?'))} · "
+        f"<b>{esc(first.data['name'])}</b> · {esc(first.environment.get('device', '?'))} · "
         f"{wall / 60:.1f} min of training in all · {made}</p>"
     )
 
 
-def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) -> list[str]:
+def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.RunRecord]) -> list[str]:
     """Verdicts, the Fig. 1/6 curves and the Table-6 summary."""
     from reslab.plots import error_curves
 
@@ -109,21 +108,7 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[dict]) 
         + embed_png(figure, "training and test error against iterations")
         + "</div>"
     )
-    has_val = any(r["val_error_mean"] is not None for r in summary)
-    threshold = summary[0]["reach_threshold"] if summary else 0
-    head = (
-        ["network", "runs", "train error %"]
-        + (["val error %"] if has_val else [])
-        + ["test error %", f"iterations to {100 * threshold:g}% train error", "status"]
-    )
-    rows = []
-    for r in summary:  # cells without a finished run stay in the table, with their status
-        reach = reach_text(r, ",")
-        rows.append(
-            [display(r["arch"], r["depth"]), str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
-            + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])
-            + [pct(r["test_error_mean"], r["test_error_std"]), reach, r["status"]]
-        )
+    head, rows = summary_rows(summary, html=True)
     parts.append(
         "<h2>Summary (paper, Table 6)</h2>"
         + table(head, rows)
@@ -145,16 +130,17 @@ def cost_section(summary: list[dict], data: dict) -> str:
     )
 
 
-def guarded(section, exp_dir: Path) -> str | None:
-    """An analysis section, or a note that its file could not be read: a damaged or foreign
+def guarded(name: str, exp_dir: Path) -> str | None:
+    """An analysis's section, or a note that its file could not be read: a damaged or foreign
     analyses/*.json costs its own section, never the report."""
+    if not (Path(exp_dir) / "analyses" / f"{name}.json").exists():
+        return None
     try:
-        return section(exp_dir)
+        return analysis.load(name).section(exp_dir)
     except UserError as e:
         reason = str(e)
     except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError) as e:
         reason = f"{type(e).__name__}: {e}"
-    name = section.__name__.removesuffix("_section")
     return (
         f'<h2>{esc(name.capitalize())}</h2><p class="note">analyses/{esc(name)}.json could not be shown '
         f"({esc(reason[:200])}); run the analysis again to replace it.</p>"
@@ -172,20 +158,20 @@ def skipped_section(skipped: list[tuple[str, str]]) -> str:
     )
 
 
-def runs_section(all_runs: list[dict]) -> str:
+def runs_section(all_runs: list[runs.RunRecord]) -> str:
     rows = []
     for r in all_runs:
-        last = r["metrics"][-1] if r["metrics"] else {}
-        state = r["status"]["state"]
+        last = r.final or {}
+        state = r.state
         rows.append(
             [
-                r["name"],
+                r.name,
                 Html(f'<span class="state-{escape(state)}">{escape(state)}</span>'),
                 f"{last.get('iteration', 0):,.0f}",
                 pct(last.get("train_error")),
                 pct(last.get("test_error")),
                 f"{last.get('seconds', 0):.0f}",
-                r["status"].get("message", ""),
+                r.status.get("message", ""),
             ]
         )
     return "<h2>Runs</h2>" + table(
@@ -193,14 +179,12 @@ def runs_section(all_runs: list[dict]) -> str:
     )
 
 
-def configuration_section(all_runs: list[dict]) -> str:
-    first = all_runs[0]["config"]
-    data, resolved = first["data"], first["resolved"]
+def configuration_section(all_runs: list[runs.RunRecord]) -> str:
+    first = all_runs[0].config
+    data, resolved = first.data, first.resolved
     if imported(all_runs):  # reslab's own recipe would be a false description of how they were trained
         kv = {
-            r[
-                "name"
-            ]: f"{r['config']['imported'].get('file', '?')} (sha256 {r['config']['imported'].get('sha256', '?')[:12]})"
+            r.name: f"{r.config.imported.get('file', '?')} (sha256 {str(r.config.imported.get('sha256', '?'))[:12]})"
             for r in all_runs
         }
         kv["input normalisation"] = resolved.get("normalization")
@@ -221,7 +205,7 @@ def configuration_section(all_runs: list[dict]) -> str:
         "classes": len(data["classes"]),
     }
     kv.update({k: v for k, v in extra.items() if v is not None})
-    return "<h2>Configuration</h2>" + kv_html(kv) + "<h2>Environment</h2>" + kv_html(first["environment"])
+    return "<h2>Configuration</h2>" + kv_html(kv) + "<h2>Environment</h2>" + kv_html(first.environment)
 
 
 def kv_html(d: dict) -> str:

@@ -6,6 +6,8 @@
     checkpoint.pt      everything needed to resume exactly (tensors and plain containers only)
     model.safetensors  the final weights
 
+config.json is a RunConfig in code, and a run read back is a RunRecord: every stage writes and
+reads the directory through them (write_run, load_run, gather), never through raw dicts.
 Every file is written atomically (temporary file in the same folder, then os.replace), so a
 kill at any moment leaves either the old file or the new one, never half of one.
 """
@@ -16,12 +18,17 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reslab.errors import UserError
+from reslab.config import TrainConfig
+from reslab.errors import UserError, one_line
+from reslab.models import ModelConfig
 
 METRIC_FIELDS = [
     "epoch",
@@ -159,30 +166,166 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").exists()
 
 
-def read_config(run_dir: Path) -> dict:
-    """A run's config.json, checked to be reslab's (its sections are there, as dicts)."""
+@dataclass
+class RunConfig:
+    """config.json: how a run was trained (train), the network (model), what the settings
+    resolved to (resolved: iterations, milestones, normalization, parameters, MACs...), the data,
+    the environment, and for runs reslab did not train, where they came from."""
+
+    train: TrainConfig
+    model: ModelConfig
+    resolved: dict
+    data: dict
+    environment: dict = field(default_factory=dict)
+    imported: dict | None = None  # a checkpoint trained elsewhere (pretrained.py)
+    constructed: dict | None = None  # a deeper net built from a shallower one (analysis/construct.py)
+
+    def to_json(self) -> dict:
+        """The content of config.json, checked as a reader will check it."""
+        d = {
+            "train": asdict(self.train),
+            "model": self.model.to_dict(),
+            "resolved": self.resolved,
+            "data": self.data,
+            "environment": self.environment,
+        }
+        d.update({k: getattr(self, k) for k in ("imported", "constructed") if getattr(self, k) is not None})
+        RunConfig.from_json(json.loads(json.dumps(d)), Path("config.json"))
+        return d
+
+    @classmethod
+    def from_json(cls, d, path: Path) -> RunConfig:
+        """A config.json's content, checked field by field (the file may come from anyone)."""
+        sections = ("train", "model", "resolved", "data")
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), dict) for k in sections):
+            raise UserError(f"{path} is not a reslab run configuration (it needs the sections {', '.join(sections)}).")
+        try:
+            train = TrainConfig.from_dict(d["train"])
+            train.check_types()
+        except (UserError, TypeError) as e:
+            raise UserError(f"{path} is damaged: its train section is not valid ({e}).") from None
+        model = ModelConfig.from_dict(d["model"], path)
+        wanted = {("resolved", "parameters"): int, ("resolved", "macs"): int, ("data", "name"): str}
+        bad = [f"{s}.{k}" for (s, k), t in wanted.items() if type(d[s].get(k)) is not t]
+        extra = {k: d.get(k) for k in ("environment", "imported", "constructed")}
+        bad += [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
+        if bad:
+            raise UserError(f"{path} is damaged: {', '.join(bad)} missing or of the wrong type.")
+        return cls(
+            train,
+            model,
+            d["resolved"],
+            d["data"],
+            extra["environment"] or {},
+            **{k: extra[k] for k in ("imported", "constructed")},
+        )
+
+    def normalization(self, path: Path = Path("config.json")) -> tuple[list[float], list[float]]:
+        """The per-channel mean and std the run's inputs were normalised with."""
+        norm = self.resolved.get("normalization")
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), list)
+            and len(norm[k]) == self.model.in_channels
+            and all(type(v) in (int, float) and math.isfinite(v) for v in norm[k])
+            for k in ("mean", "std")
+        )
+        if not ok or not all(v > 0 for v in norm["std"]):
+            raise UserError(
+                f"{path} has no valid resolved.normalization (a mean and a positive std for each of the "
+                f"network's {self.model.in_channels} input channels)."
+            )
+        return norm["mean"], norm["std"]
+
+
+def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
-    config = read_json(path)
-    sections = ("train", "model", "resolved", "data")
-    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in sections):
-        raise UserError(f"{path} is not a reslab run configuration (it needs the sections {', '.join(sections)}).")
-    # The fields every reader uses, of the type it uses them as (the file may come from anyone).
-    wanted = {
-        ("model", "arch"): str,
-        ("model", "depth"): int,
-        ("resolved", "parameters"): int,
-        ("resolved", "macs"): int,
-        ("data", "name"): str,
-        ("train", "seed"): int,
-    }
-    bad = [
-        f"{section}.{key}"
-        for (section, key), kind in wanted.items()
-        if not isinstance(config[section].get(key), kind) or isinstance(config[section].get(key), bool)
-    ]
-    if bad:
-        raise UserError(f"{path} is damaged: {', '.join(bad)} missing or of the wrong type.")
-    return config
+    return RunConfig.from_json(read_json(path), path)
+
+
+@dataclass
+class RunRecord:
+    """A run directory read back: its configuration, metrics rows and status."""
+
+    dir: Path
+    config: RunConfig
+    metrics: list[dict]
+    status: dict
+
+    name = property(lambda self: self.dir.name)
+    arch = property(lambda self: self.config.model.arch)
+    depth = property(lambda self: self.config.model.depth)
+    seed = property(lambda self: self.config.train.seed)
+    state = property(lambda self: self.status["state"])
+    final = property(lambda self: self.metrics[-1] if self.metrics else None)
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
+    return RunRecord(run_dir, read_config(run_dir), read_metrics(run_dir), read_status(run_dir))
+
+
+def write_run(out: Path, config: RunConfig, model=None, status: tuple[str, str] | None = None) -> None:
+    """Describe a run directory: its weights, empty metrics and status when given (a finished run
+    made at once: imported or constructed), then config.json, last, since it marks the directory
+    as a run. Training writes config.json alone first, then its metrics and status as it goes."""
+    out = Path(out)
+    text = config.to_json()  # validated before anything is written
+    if model is not None:
+        save_weights(model, out / "model.safetensors")
+        write_metrics(out, [])
+    if status is not None:
+        write_status(out, *status)
+    write_json(out / "config.json", text)
+
+
+# The grid's varying settings; everything else in a run's training configuration is the recipe.
+GRID_KEYS = ("arch", "depth", "seed")
+
+
+def recipe(train: TrainConfig | dict) -> dict:
+    """What every run of one experiment must share: its training settings less the grid's own and
+    less where or how fast it trains."""
+    train = asdict(train) if isinstance(train, TrainConfig) else train
+    return {k: v for k, v in train.items() if k not in GRID_KEYS and k not in NOT_RECIPE}
+
+
+def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """The runs of an experiment (or of any folder of runs) that belong together, and the (name,
+    reason) of every run left out. Runs belong together when they are cells of its experiment.json
+    and share its recipe (dataset, schedule, shortcut, width...); without an experiment.json the
+    recipe of most runs is the reference."""
+    exp_dir = Path(exp_dir)
+    record = read_json(exp_dir / "experiment.json") if (exp_dir / "experiment.json").is_file() else {}
+    record = record if isinstance(record, dict) else {}
+    cells = record.get("cells")
+    found, skipped = [], []
+    for d in find_runs(exp_dir):
+        if isinstance(cells, list) and d != exp_dir and d.name not in cells:
+            skipped.append((d.name, "not a cell of this experiment (see its experiment.json)"))
+            continue
+        try:
+            found.append(load_run(d))
+        except UserError as e:
+            skipped.append((d.name, str(e)))
+    reference = record.get("recipe")
+    if not isinstance(reference, dict) and found:
+        keys = [recipe(r.config.train) for r in found]
+        reference = max(keys, key=keys.count)
+    together = []
+    for r in found:
+        changed = differences(reference, recipe(r.config.train), labels=("in the others", "here"))
+        if changed:
+            skipped.append((r.name, "trained with other settings than the rest (" + "; ".join(changed[:4]) + ")"))
+        else:
+            together.append(r)
+    return together, skipped
+
+
+def load_runs(exp_dir: Path) -> list[RunRecord]:
+    """Every run directory of an experiment that belongs to it."""
+    return gather(exp_dir)[0]
 
 
 def owner(path: Path) -> str | None:
@@ -274,7 +417,7 @@ def locked(directory: Path, busy: str):
 
 
 # Training settings that say where or how fast a run trains, not what it learns.
-NOT_RECIPE = ("device", "data_dir", "download", "tensorboard", "sync_bn", "compile")
+NOT_RECIPE = ("device", "data_dir", "download", "tensorboard", "sync_bn", "compile", "cuda_graphs")
 
 
 def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked")) -> list[str]:
@@ -284,3 +427,65 @@ def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked
     a, b = labels
     show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731  (30 and 2.0 read as 30 and 2)
     return [f"{k} {show(old.get(k))} {a}, {show(new.get(k))} {b}" for k in keys if old.get(k) != new.get(k)]
+
+
+# ---------------------------------------------------------------------------------------------
+# weights and checkpoints
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(out) / "checkpoint.pt", buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, loaded without unpickling anything but tensors and plain containers."""
+    try:
+        return safe_torch_load(path)
+    except Exception as e:
+        raise UserError(
+            f"{path} cannot be loaded safely ({load_failure(e)}). It is truncated, damaged, or holds objects "
+            "other than tensors, which reslab never unpickles; delete it to restart the run."
+        ) from None
+
+
+def safe_torch_load(path: Path):
+    """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_failure(e: Exception) -> str:
+    """A short reason for a failed safe torch.load."""
+    text = str(e)
+    if any(k in text for k in ("Unsupported operand", "invalid load key", "magic number", "zip archive")):
+        return "it is not a PyTorch checkpoint file at all"
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
+    return one_line(e)
+
+
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors))
+
+
+def load_weights(path: Path, name: str | None = None, advice: str = "") -> dict:
+    """The tensors of a .safetensors file; `name` (default: the path) and `advice` for the message
+    when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise UserError(
+            f"{name or path} cannot be read as safetensors weights ({one_line(e)})" + (f"; {advice}" if advice else ".")
+        ) from None

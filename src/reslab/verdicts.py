@@ -20,22 +20,57 @@ class Verdict:
     text: str
 
 
+@dataclass
+class Measured:
+    """What the verdicts read of a run (a runs.RunRecord has the same attributes); a results
+    file keeps these, so that its verdicts can be derived again from it."""
+
+    name: str
+    arch: str
+    depth: int
+    seed: int
+    state: str
+    metrics: list[dict]
+
+    @classmethod
+    def of(cls, r) -> Measured:
+        return cls(r.name, r.arch, r.depth, r.seed, r.state, r.metrics[-1:])
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "config": {"model": {"arch": self.arch, "depth": self.depth}, "train": {"seed": self.seed}},
+            "status": {"state": self.state},
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Measured:
+        model = d["config"]["model"]
+        seed, state = d["config"]["train"]["seed"], d["status"]["state"]
+        return cls(d["name"], model["arch"], model["depth"], seed, state, d["metrics"])
+
+
 def display(arch: str, depth: int) -> str:
     return f"{NAMES.get(arch, arch)}-{depth}"
+
+
+def mark(holds: bool | None) -> str:
+    """A verdict's mark on the terminal."""
+    return {True: "yes", False: "NO", None: "?"}[holds]
 
 
 def pc(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
-def finals_by_seed(all_runs: list[dict], arch: str, depth: int) -> dict[int, dict]:
+def finals_by_seed(all_runs: list, arch: str, depth: int) -> dict[int, dict]:
+    """The final metrics row of each seed's finished run of arch-depth. A run is anything with
+    arch, depth, seed, state and metrics (runs.RunRecord; the measured runs a results file keeps)."""
     return {
-        r["config"]["train"]["seed"]: r["metrics"][-1]
+        r.seed: r.metrics[-1]
         for r in all_runs
-        if r["config"]["model"]["arch"] == arch
-        and r["config"]["model"]["depth"] == depth
-        and r["status"]["state"] == "finished"
-        and r["metrics"]
+        if r.arch == arch and r.depth == depth and r.state == "finished" and r.metrics
     }
 
 
@@ -64,7 +99,7 @@ def next_step(status: str) -> str:
     return "run the same command again to finish it."
 
 
-def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list[dict], wants_degradation: bool) -> Verdict:
+def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list, wants_degradation: bool) -> Verdict:
     """Whether depth degrades `arch`: the deepest against the shallowest net, every step between
     them, and on how many seeds; unclear when the seeds disagree or both fit the training set."""
     err = {d: rows[(arch, d)]["train_error_mean"] for d in depths}
@@ -135,7 +170,7 @@ def convergence_verdict(d: int, p: dict, r: dict) -> Verdict:
     return Verdict(claim, rr < pr, text)
 
 
-def degradation_verdicts(summary: list[dict], all_runs: list[dict]) -> list[Verdict]:
+def degradation_verdicts(summary: list[dict], all_runs: list) -> list[Verdict]:
     rows = {(r["arch"], r["depth"]): r for r in summary if r["runs"]}
     out = [
         Verdict(

@@ -1,4 +1,15 @@
-"""Analyses of why residual learning works: functions of (model, data) that return numbers.
+"""The analyses of why residual learning works. Each is one module here with its computation and,
+at its end, its command: HELP, add_args(parser), command(args) -> result, summary(result) -> lines
+printed, its figure and section(exp_dir) -> HTML for the report. Adding one is adding its
+module and its name below."""
 
-Each module computes; plotting lives in reslab.plots and HTML in reslab.report.
-"""
+from __future__ import annotations
+
+import importlib
+
+NAMES = ("responses", "construct", "identity", "lesion", "gradients", "landscape")
+
+
+def load(name: str):
+    """The module of an analysis (imported on use: they bring torch and matplotlib)."""
+    return importlib.import_module(f"reslab.analysis.{name}")

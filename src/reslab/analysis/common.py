@@ -10,7 +10,7 @@ import torch
 
 from reslab import runs
 from reslab.errors import UserError, plural
-from reslab.evaluate import load_run_model, normalization
+from reslab.evaluate import error_rate, load_run_model, normalization, normalize, predict  # noqa: F401  (the analyses' scoring)
 from reslab.verdicts import display
 
 
@@ -18,22 +18,13 @@ from reslab.verdicts import display
 class LoadedRun:
     dir: Path
     model: torch.nn.Module
-    config: dict
+    config: runs.RunConfig
     x: torch.Tensor  # normalised float images of the chosen split
     y: torch.Tensor
 
-    @property
-    def label(self) -> str:
-        m = self.config["model"]
-        return display(m["arch"], m["depth"])
-
-    @property
-    def arch(self) -> str:
-        return self.config["model"]["arch"]
-
-    @property
-    def depth(self) -> int:
-        return self.config["model"]["depth"]
+    label = property(lambda self: display(self.config.model.arch, self.config.model.depth))
+    arch = property(lambda self: self.config.model.arch)
+    depth = property(lambda self: self.config.model.depth)
 
 
 def load_split(
@@ -48,28 +39,26 @@ def load_split(
     from reslab.data import load_dataset, prepare
 
     model, config = load_run_model(run_dir)
-    train_cfg = config["train"]
-    ds = load_dataset(
-        dataset or config["data"]["name"], data_dir or train_cfg.get("data_dir"), train_cfg.get("download", True)
-    )
+    train_cfg = config.train
+    ds = load_dataset(dataset or config.data["name"], data_dir or train_cfg.data_dir, train_cfg.download)
     if split == "train":
         # The run's own training images (its subset and validation hold-out reproduced).
-        ds = prepare(ds, train_cfg.get("subset"), train_cfg.get("val_split", 0), train_cfg.get("seed", 0))
+        ds = prepare(ds, train_cfg.subset, train_cfg.val_split, train_cfg.seed)
         x, y = ds.train_x, ds.train_y
     elif split == "test":
         x, y = ds.test_x, ds.test_y
     else:
         raise UserError(f"unknown split '{split}': use train or test.")
-    if ds.image_shape[0] != config["model"]["in_channels"]:
+    if ds.image_shape[0] != config.model.in_channels:
         raise UserError(
             f"{ds.name} has {plural(ds.image_shape[0], 'channel')}, the network of {run_dir} expects "
-            f"{config['model']['in_channels']}."
+            f"{config.model.in_channels}."
         )
     if limit and limit < len(y):
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         x, y = x[idx], y[idx]
     mean, std = normalization(config)
-    return LoadedRun(Path(run_dir), model, config, (x.float() / 255 - mean) / std, y)
+    return LoadedRun(Path(run_dir), model, config, normalize(x, mean, std), y)
 
 
 def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
@@ -102,20 +91,20 @@ def read_result(exp_dir: Path, name: str) -> dict | None:
     return runs.read_json(path) if path.exists() else None
 
 
-@torch.inference_mode()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Logits in fp32, eval mode, in batches."""
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
-
-
-def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (predict(model, x).argmax(1) != y).float().mean().item()
-
-
 def progress_bar(total: int, desc: str):
     """A progress bar with ETA on the terminal (tqdm; silent when stderr is not one), for the
     analyses that take minutes. Call .update() per evaluation and .close() at the end."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="eval", disable=None, leave=False, dynamic_ncols=True)
+
+
+def add_run_args(p, runs: bool = True) -> None:
+    """The options of an analysis of run directories: the runs, their data, where to write."""
+    if runs:
+        p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--dataset", help="dataset to use (default: each run's own)")
+    p.add_argument("--data-dir")
+    p.add_argument(
+        "--out", help="directory to write analyses/ and figures/ into (default: the runs' experiment directory)"
+    )

@@ -11,11 +11,27 @@ train-mode BN normalises by batch statistics.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
+from reslab.analysis.common import (
+    add_run_args,
+    error_rate,
+    load_split,
+    output_dir,
+    predict,
+    read_result,
+    write_result,
+)
 from reslab.errors import UserError
-from reslab.models import CifarNet, ModelConfig, blocks_per_stage, build_model
+from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model
+from reslab.options import positive_int
+from reslab.page import finding_html, table
+from reslab.summary import pct as pc
+from reslab.verdicts import display
 
 
 def identity_bn(bn: nn.BatchNorm2d) -> None:
@@ -75,4 +91,174 @@ def outputs_text(result: dict) -> str:
     same = result.get("same_predictions")
     return f"computes different outputs (largest logit difference {diff:.1e}" + (
         ", the same predictions on every image)" if same else ", and changes some predictions)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze construct` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "build a deeper net from a trained shallower one plus identity layers (Dirac convs with pass-through BN for "
+    "plain nets, zeroed residual branches for residual nets); check it computes the same function, and compare "
+    "its training error with SGD's from scratch"
+)
+SLOW = False
+
+
+def add_args(p) -> None:
+    p.add_argument("--from", dest="source", required=True, help="the trained shallower run directory")
+    p.add_argument("--depth", type=positive_int, required=True, help="depth of the constructed network")
+    p.add_argument(
+        "--compare", help="run trained from scratch at --depth (default: a sibling ARCH-DEPTH-seedS run next to --from)"
+    )
+    add_run_args(p, runs=False)
+    p.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
+
+
+def command(args) -> dict:
+    compare = Path(args.compare) if args.compare else None
+    return analyze(Path(args.source), args.depth, args.out, compare, args.limit, args.dataset, args.data_dir)
+
+
+def summary(r: dict, args=None) -> list[str]:
+    scratch = (
+        f"; SGD from scratch at depth {r['depth']} ({r['scratch']}): {r['scratch_train_error']:.2%}"
+        if "scratch" in r
+        else ""
+    )
+    return [
+        f"{r['source_label']} extended to depth {r['depth']} with {r['identity_blocks']} identity blocks: "
+        f"max |difference| of the outputs {r['max_abs_difference']:.2e} on {r['images']} training images; "
+        f"training error {r['source_train_error']:.2%} (shallow) and {r['constructed_train_error']:.2%} "
+        f"(constructed){scratch}"
+    ]
+
+
+def analyze(
+    source: Path, depth: int, out=None, compare: Path | None = None, limit=None, dataset=None, data_dir=None
+) -> dict:
+    """Build the deeper identity-extended net, check it equals the source, and compare its
+    training error with what SGD reached from scratch at that depth."""
+    src = load_split(source, "train", limit, dataset, data_dir)
+    if src.arch not in ARCHS:
+        raise UserError(f"cannot construct from a '{src.arch}' network.")
+    deep, added = construct_deeper(src.model, depth, seed=src.config.train.seed)
+    shallow_logits, deep_logits = predict(src.model, src.x), predict(deep, src.x)
+    result = {
+        "source": src.dir.name,
+        "source_label": src.label,
+        "arch": src.arch,
+        "from_depth": src.depth,
+        "depth": depth,
+        "identity_blocks": len(added),
+        "images": len(src.y),
+        "max_abs_difference": (deep_logits - shallow_logits).abs().max().item(),
+        "same_predictions": bool((deep_logits.argmax(1) == shallow_logits.argmax(1)).all()),
+        "source_train_error": (shallow_logits.argmax(1) != src.y).float().mean().item(),
+        "constructed_train_error": (deep_logits.argmax(1) != src.y).float().mean().item(),
+    }
+    scratch = compare or find_sibling(source, src.arch, depth)
+    if scratch is not None:
+        other = load_split(scratch, "train", limit, dataset, data_dir)
+        result["scratch"] = other.dir.name
+        result["scratch_train_error"] = error_rate(other.model, other.x, other.y)
+    out = output_dir([source], out)
+    # Under analyses/, not beside the trained runs: it is not a run of the experiment's grid.
+    save_constructed(
+        deep, src.config, out / "analyses" / "constructed" / f"{src.arch}-{depth}-from-{src.depth}", result
+    )
+    results = (read_result(out, "construct") or {}).get("results", [])
+    results = [r for r in results if (r["source"], r["depth"]) != (result["source"], depth)] + [result]
+    write_result(out, "construct", {"results": results})
+    return result
+
+
+def find_sibling(source: Path, arch: str, depth: int) -> Path | None:
+    """A run of the same arch at `depth` (same seed preferred) next to `source`, trained by SGD."""
+    from reslab import runs
+
+    seed = runs.read_config(source).train.seed
+    candidates = [
+        Path(source).parent / f"{arch}-{depth}-seed{seed}",
+        *sorted(Path(source).parent.glob(f"{arch}-{depth}-seed*")),
+    ]
+    return next((c for c in candidates if (c / "model.safetensors").exists()), None)
+
+
+def save_constructed(model, source_config, out: Path, result: dict) -> None:
+    """The constructed net as a run directory, so it can be evaluated, analysed or trained on
+    (reslab train --init-from OUT/model.safetensors)."""
+    from reslab import runs
+
+    config = dataclasses.replace(
+        source_config,
+        model=model.config,
+        train=dataclasses.replace(source_config.train, depth=model.config.depth),
+        resolved={**source_config.resolved, "parameters": sum(p.numel() for p in model.parameters())},
+        constructed={k: result[k] for k in ("source", "from_depth", "depth", "identity_blocks")},
+    )
+    with runs.run_lock(out):
+        runs.write_run(
+            out,
+            config,
+            model,
+            ("finished", f"constructed from {result['source']} with {result['identity_blocks']} identity blocks"),
+        )
+
+
+def section(exp_dir: Path) -> str | None:
+
+    r = read_result(exp_dir, "construct")
+    if not r:
+        return None
+    rows, findings = [], []
+    for c in r["results"]:
+        deep = display(c["arch"], c["depth"])
+        rows.append(
+            [
+                f"{c['source_label']} → {deep}",
+                str(c["identity_blocks"]),
+                f"{c['max_abs_difference']:.1e}",
+                pc(c["source_train_error"]),
+                pc(c["constructed_train_error"]),
+                pc(c.get("scratch_train_error")),
+            ]
+        )
+        if "scratch_train_error" in c:
+            better = c["constructed_train_error"] < c["scratch_train_error"] - 0.01
+            text = (
+                f"{deep} built from the trained {c['source_label']} plus {c['identity_blocks']} identity blocks "
+                f"{outputs_text(c)} and has "
+                f"{pc(c['constructed_train_error'])}% training error; SGD from scratch reached "
+                f"{pc(c['scratch_train_error'])}%."
+            )
+            text += (
+                " A solution at least as good as the shallow net exists, yet the solver did not find it."
+                if better
+                else " Here SGD found a solution as good as the constructed one."
+            )
+            findings.append(
+                {
+                    "claim": f"Constructed solution at depth {c['depth']} ({c['arch']})",
+                    "holds": better if c["arch"] == "plain" else None,
+                    "text": text,
+                }
+            )
+    return (
+        "<h2>The constructed solution</h2>"
+        + "".join(finding_html(f) for f in findings)
+        + table(
+            [
+                "construction",
+                "identity blocks",
+                "max |Δ output|",
+                "shallow train err %",
+                "constructed train err %",
+                "SGD from scratch train err %",
+            ],
+            rows,
+        )
+        + '<p class="note">Training errors measured here in eval mode on the unaugmented training images. '
+        "Extra plain layers: Dirac kernels and pass-through BN (exact on the non-negative outputs of a ReLU); "
+        "extra residual blocks: the residual branch zeroed (last BN gamma = beta = 0).</p>"
     )

@@ -13,12 +13,25 @@ from a few batches of real images first, so that eval mode is meaningful.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reslab.models import CifarNet
+from reslab.analysis.common import (
+    add_run_args,
+    load_split,
+    output_dir,
+    progress_bar,
+    read_result,
+    write_result,
+)
+from reslab.models import CifarNet, build_model
+from reslab.options import int_list, positive_int
+from reslab.page import esc, figure, table
+from reslab.plots import plt, run_style, save
 
 
 def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -74,3 +87,153 @@ def correlation_spread(model: CifarNet, images: torch.Tensor, points: int = 128,
     mean = sum(values) / len(values)
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
     return {"correlation": mean, "correlation_std": std, "values": values}
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze gradients` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "per-layer gradient norms at initialisation and after training (train-mode BN, one batch), and the "
+    "correlation of input gradients at neighbouring inputs against depth (shattered gradients, at init)"
+)
+SLOW = True
+
+
+def add_args(p) -> None:
+    add_run_args(p)
+    p.add_argument(
+        "--depths",
+        type=int_list,
+        default=[8, 20, 56, 110],
+        help="depths for the shattering curve (default 8,20,56,110)",
+    )
+    p.add_argument("--images", type=positive_int, default=128, help="batch for the gradient norms")
+    p.add_argument("--points", type=positive_int, default=128, help="inputs along each line")
+    p.add_argument(
+        "--lines",
+        type=positive_int,
+        default=4,
+        help="lines (each through its own image, along its own random direction) averaged (default 4)",
+    )
+
+
+def command(args) -> dict:
+    return analyze(args.runs, args.out, args.depths, args.images, args.points, args.dataset, args.data_dir, args.lines)
+
+
+def summary(r: dict, args=None) -> list[str]:
+    return [
+        f"{row['arch']}-{row['depth']} at init: neighbouring-gradient correlation {row['correlation']:.3f} "
+        f"± {row['correlation_std']:.3f} over {len(row['values'])} lines"
+        for row in r["shattering"]["rows"]
+    ]
+
+
+def analyze(
+    run_dirs: list[Path],
+    out=None,
+    depths=(8, 20, 56, 110),
+    images=128,
+    points=128,
+    dataset=None,
+    data_dir=None,
+    lines=4,
+) -> dict:
+    results = []
+    run = None
+    bar = progress_bar((2 + lines) * len(run_dirs) + 2 * len(depths) * lines, "gradients")
+    for d in run_dirs:
+        run = load_split(d, "train", images, dataset, data_dir)
+        torch.manual_seed(run.config.train.seed)
+        init = build_model(run.config.model)
+        results.append(
+            {
+                "run": run.dir.name,
+                "label": run.label,
+                "arch": run.arch,
+                "depth": run.depth,
+                "norms": {
+                    "init": conv_gradient_norms(init, run.x, run.y),
+                    "trained": conv_gradient_norms(run.model, run.x, run.y),
+                },
+                "correlation_trained": correlation_spread(run.model, run.x[:lines], points, bar.update),
+            }
+        )
+        bar.update(2)
+    # Shattering against depth, at initialisation, on the runs' input shape and data.
+    base = run.config.model
+    rows = []
+    for arch in ("plain", "resnet"):
+        for depth in depths:
+            torch.manual_seed(0)
+            net = build_model(dataclasses.replace(base, arch=arch, depth=depth))
+            net = calibrate_bn(net, run.x)
+            spread = correlation_spread(net, run.x[:lines], points, bar.update)
+            rows.append({"arch": arch, "depth": depth, **spread})
+    bar.close()
+    out = output_dir(run_dirs, out)
+    result = {"images": len(run.y), "points": points, "lines": lines, "runs": results, "shattering": {"rows": rows}}
+    write_result(out, "gradients", result)
+    plot_norms(results, out / "figures" / "gradient_norms")
+    plot_shattering(result["shattering"], out / "figures" / "shattering")
+    return result
+
+
+def plot_norms(results: list[dict], path: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for ax, when in zip(axes, ("init", "trained")):
+        for r in results:
+            values = r["norms"][when]
+            ax.plot(range(1, len(values) + 1), values, label=r["label"], **run_style(r["arch"], r["depth"]))
+        ax.set_yscale("log")
+        ax.set_xlabel("3x3 conv layer")
+        ax.set_title("at initialisation" if when == "init" else "after training")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False)
+    axes[0].set_ylabel("‖∂L/∂W‖")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_shattering(result: dict, path: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for arch, colour, ls in (("plain", "#d62728", "--"), ("resnet", "#1f77b4", "-")):
+        rows = [r for r in result["rows"] if r["arch"] == arch]
+        if rows:
+            ax.errorbar(
+                [r["depth"] for r in rows],
+                [r["correlation"] for r in rows],
+                yerr=[r.get("correlation_std", 0) for r in rows],
+                marker="o",
+                color=colour,
+                ls=ls,
+                lw=2,
+                capsize=4,
+                label=f"{arch} (mean ± std over lines)",
+            )
+    ax.set_xlabel("depth")
+    ax.set_ylabel("correlation of neighbouring input gradients")
+    ax.set_title("shattered gradients (at initialisation)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return save(fig, path)
+
+
+def section(exp_dir: Path) -> str | None:
+    r = read_result(exp_dir, "gradients")
+    if not r:
+        return None
+    rows = [
+        [f"{x['arch']}-{x['depth']}", f"{x['correlation']:.3f}", f"{x['correlation_std']:.3f}"]
+        for x in r["shattering"]["rows"]
+    ]
+    return (
+        "<h2>Gradient flow</h2>"
+        + figure(exp_dir, "gradient_norms", "per-layer gradient norms")
+        + figure(exp_dir, "shattering", "gradient correlation against depth")
+        + table(["network at initialisation", "correlation of neighbouring input gradients", "std over lines"], rows)
+        + f'<p class="note">Gradient norms: one batch of {esc(r["images"])} training images, cross-entropy, train-mode '
+        f"BN. Shattering (Balduzzi et al. 2017): input gradients of the top logit at {esc(r['points'])} points on each "
+        f"of {esc(r['lines'])} lines (each through its own image, along its own random direction); the mean and "
+        "the standard deviation over the lines; BN in eval mode with statistics from real images.</p>"
+    )

@@ -10,11 +10,22 @@ make the identity impossible.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reslab.analysis.common import (
+    progress_bar,
+    read_result,
+    write_result,
+)
 from reslab.models import BasicBlock, conv3x3
+from reslab.options import positive_int
+from reslab.page import figure, finding_html, table
+from reslab.plots import plt, save
+from reslab.verdicts import mark
 
 
 class PlainStack(nn.Module):
@@ -109,3 +120,94 @@ def finding(result: dict) -> dict:
         f"{residual[-1]['error']:.2e}."
     )
     return {"claim": "Stacked nonlinear layers have trouble learning the identity", "holds": holds, "text": text}
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze identity` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "train k residual blocks and 2k plain conv-BN-ReLU layers (the same number of 3x3 convs) to reproduce their "
+    "(non-negative) input; the relative error left against depth"
+)
+SLOW = True
+
+
+def add_args(p) -> None:
+    p.add_argument(
+        "--max-layers", type=positive_int, default=10, help="largest k, in residual blocks (default %(default)s)"
+    )
+    p.add_argument("--steps", type=positive_int, default=400, help="training steps per stack")
+    p.add_argument("--out", required=True, help="directory to write analyses/ and figures/ into")
+
+
+def command(args) -> dict:
+    return analyze(Path(args.out), args.max_layers, args.steps)
+
+
+def summary(r: dict, args=None) -> list[str]:
+    f = finding(r)
+    return [f"[{mark(f['holds'])}] {f['claim']}: {f['text']}"]
+
+
+def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=print) -> dict:
+    """k = 1..max_k residual blocks against 2k plain layers: the same number of 3x3 convs."""
+    rows = {"plain": [], "residual": []}
+    bar = progress_bar(4 * sum(range(1, max_k + 1)), "identity (convs trained)")  # a stack's cost grows with k
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small run slower on several threads, far slower on busy cores
+    try:
+        for k in range(1, max_k + 1):
+            for kind, units in (("plain", 2 * k), ("residual", k)):
+                err = identity_error(kind, units, steps=steps, seed=seed)
+                rows[kind].append({"k": units, "convs": 2 * k, "error": err})
+                bar.update(2 * k)
+            log(f"{2 * k} convs: plain {rows['plain'][-1]['error']:.4f}, residual {rows['residual'][-1]['error']:.4f}")
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
+    result = {**rows, "steps": steps, "unit": {"plain": "conv-BN-ReLU layers", "residual": "residual blocks"}}
+    write_result(out, "identity", result)
+    plot(result, Path(out) / "figures" / "identity")
+    return result
+
+
+def plot(result: dict, path: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for kind, style in (
+        ("plain", dict(color="#d62728", ls="--", marker="o")),
+        ("residual", dict(color="#1f77b4", ls="-", marker="s")),
+    ):
+        rows = result[kind]
+        ax.plot(
+            [r["convs"] for r in rows],
+            [max(r["error"], 1e-8) for r in rows],
+            label=f"{kind} ({result['unit'][kind]})",
+            lw=2,
+            **style,
+        )
+    ax.set_yscale("log")
+    ax.set_xticks([r["convs"] for r in result["plain"]])
+    ax.set_xlabel("3x3 convolutions in the stack (2k plain layers, k residual blocks)")
+    ax.set_ylabel("relative error ‖f(x) − x‖² / ‖x‖²")
+    ax.set_title("learning the identity mapping")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False)
+    return save(fig, path)
+
+
+def section(exp_dir: Path) -> str | None:
+    from reslab.analysis.identity import finding
+
+    r = read_result(exp_dir, "identity")
+    if not r:
+        return None
+    rows = [
+        [str(p["convs"]), str(p["k"]), f"{p['error']:.2e}", str(q["k"]), f"{q['error']:.2e}"]
+        for p, q in zip(r["plain"], r["residual"])
+    ]
+    return (
+        "<h2>Learning the identity</h2>"
+        + finding_html(finding(r))
+        + figure(exp_dir, "identity", "identity error")
+        + table(["3x3 convs", "plain layers", "plain error", "residual blocks", "residual error"], rows)
+    )

@@ -8,8 +8,25 @@ set of training images with BN in eval mode (the trained running statistics).
 
 from __future__ import annotations
 
+import math
+import time
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
+from reslab.analysis.common import (
+    add_run_args,
+    load_split,
+    output_dir,
+    progress_bar,
+    read_result,
+    write_result,
+)
+from reslab.errors import UserError
+from reslab.options import positive_int
+from reslab.page import count, esc, figure, table
+from reslab.plots import depth_colour, plt, save
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -57,3 +74,169 @@ def surface(
         for k, p in params.items():
             p.copy_(origin[k])
     return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze landscape` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "loss along filter-normalised random directions (Li et al. 2018), 1D and 2D, BN in eval mode, on a fixed "
+    "subset of the training images"
+)
+SLOW = True
+
+
+def add_args(p) -> None:
+    add_run_args(p)
+    p.add_argument("--resolution", type=positive_int, default=21, help="grid points per axis (default 21)")
+    p.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span")
+    p.add_argument("--images", type=positive_int, default=2000, help="training images (default 2000)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+
+
+def command(args) -> dict:
+    return analyze(
+        args.runs, args.out, args.resolution, args.span, args.images, args.precision, args.dataset, args.data_dir
+    )
+
+
+def summary(r: dict, args=None) -> list[str]:
+    lines = []
+    for run in r["runs"]:
+        n = len(run["axis"])
+        lines.append(
+            f"{run['label']}: loss at the centre {run['grid'][n // 2][n // 2]:.3f}, {run['local_minima']} local "
+            f"{'minimum' if run['local_minima'] == 1 else 'minima'} on the {n}x{n} grid"
+        )
+    return lines
+
+
+def analyze(
+    run_dirs: list[Path],
+    out=None,
+    resolution=21,
+    span=1.0,
+    images=2000,
+    precision="auto",
+    dataset=None,
+    data_dir=None,
+    seed=0,
+    log=print,
+) -> dict:
+    from reslab.accel import resolve_precision
+
+    if not (resolution >= 3 and resolution % 2):
+        raise UserError(
+            f"--resolution must be odd and 3 or more, so that the grid has its centre at the trained weights, "
+            f"got {resolution}."
+        )
+    if not (math.isfinite(span) and span > 0):
+        raise UserError(f"--span must be a positive finite number, got {span}.")
+    precision = resolve_precision(precision, torch.device("cpu"))
+    axis = [span * (2 * i / (resolution - 1) - 1) for i in range(resolution)]
+    results = []
+    for d in run_dirs:
+        run = load_split(d, "train", images, dataset, data_dir, seed=seed)
+        model = run.model.to(memory_format=torch.channels_last)
+        x = run.x.contiguous(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(seed)
+        d1 = filter_normalized_direction(model, g)
+        d2 = filter_normalized_direction(model, g)
+        t0 = time.perf_counter()
+        coords = [[a, b] for b in axis for a in axis]
+        bar = progress_bar(len(axis) + len(coords), f"landscape {run.label}")
+        line = surface(model, x, run.y, [d1], [[a] for a in axis], precision, bar.update)
+        grid = surface(model, x, run.y, [d1, d2], coords, precision, bar.update)
+        bar.close()
+        log(
+            f"{run.label}: {len(coords) + len(axis)} evaluations on {len(run.y)} images in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+        results.append(
+            {
+                "run": run.dir.name,
+                "label": run.label,
+                "arch": run.arch,
+                "depth": run.depth,
+                "axis": axis,
+                "line": [v[0] for v in line],
+                "line_error": [v[1] for v in line],
+                "grid": [[grid[j * resolution + i][0] for i in range(resolution)] for j in range(resolution)],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        results[-1]["local_minima"] = local_minima(results[-1]["grid"])
+    out = output_dir(run_dirs, out)
+    result = {"images": images, "resolution": resolution, "span": span, "precision": precision, "runs": results}
+    write_result(out, "landscape", result)
+    plot(results, out / "figures" / "landscape")
+    return result
+
+
+def local_minima(grid: list[list[float]]) -> int:
+    """Interior grid points lower than all 8 neighbours: 1 for a bowl, many for a chaotic surface."""
+    n = len(grid)
+    count = 0
+    for j in range(1, n - 1):
+        for i in range(1, n - 1):
+            v = grid[j][i]
+            if all(v < grid[j + dj][i + di] for dj in (-1, 0, 1) for di in (-1, 0, 1) if dj or di):
+                count += 1
+    return count
+
+
+def plot(results: list[dict], path: Path) -> list[Path]:
+    """1D slices, 2D contours and surfaces, one column per run. The loss spans orders of
+    magnitude between the trained point and the grid's edges, so it is drawn on a log scale."""
+    import numpy as np
+
+    n = len(results)
+    fig = plt.figure(figsize=(6.2 * n, 15))
+    for i, r in enumerate(results):
+        a = np.array(r["axis"])
+        grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))
+        ax1 = fig.add_subplot(3, n, i + 1)
+        ax1.plot(r["axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
+        ax1.set_yscale("log")
+        ax1.set_title(f"{r['label']}: 1D slice")
+        ax1.set_xlabel("α")
+        ax1.set_ylabel("training loss")
+        ax1.grid(alpha=0.3, which="both")
+        ax2 = fig.add_subplot(3, n, n + i + 1)
+        cs = ax2.contour(a, a, grid, levels=np.linspace(grid.min(), grid.max(), 25), cmap="viridis")
+        ax2.clabel(cs, cs.levels[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}")
+        ax2.set_title(f"{r['label']}: contours of the loss")
+        ax2.set_xlabel("α (direction 1)")
+        ax2.set_ylabel("β (direction 2)")
+        ax3 = fig.add_subplot(3, n, 2 * n + i + 1, projection="3d")
+        xx, yy = np.meshgrid(a, a)
+        ax3.plot_surface(xx, yy, grid, cmap="viridis", linewidth=0, antialiased=True)
+        ax3.set_title(f"{r['label']}: surface")
+        ax3.set_zlabel("log10 loss")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def section(exp_dir: Path) -> str | None:
+    r = read_result(exp_dir, "landscape")
+    if not r:
+        return None
+    rows = [
+        [
+            x["label"],
+            f"{x['grid'][len(x['axis']) // 2][len(x['axis']) // 2]:.3f}",  # the centre: --resolution is odd
+            f"{min(min(g) for g in x['grid']):.3f}",
+            f"{max(max(g) for g in x['grid']):.3f}",
+            str(x["local_minima"]),
+        ]
+        for x in r["runs"]
+    ]
+    return (
+        "<h2>Loss landscape (Li et al. 2018)</h2>"
+        + figure(exp_dir, "landscape", "loss landscape")
+        + table(["network", "loss at the trained weights", "lowest", "highest", "local minima on the grid"], rows)
+        + f'<p class="note">Filter-normalised random directions, BN parameters fixed, BN in eval mode; '
+        f"{esc(r['resolution'])}x{esc(r['resolution'])} grid over [-{esc(r['span'])}, {esc(r['span'])}]², "
+        f"{count(r['images'])} "
+        "training images.</p>"
+    )

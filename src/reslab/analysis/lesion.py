@@ -9,13 +9,26 @@ block does not change the shape; the blocks that downsample cannot be removed at
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reslab.analysis.common import error_rate
+from reslab.analysis.common import (
+    add_run_args,
+    error_rate,
+    load_split,
+    output_dir,
+    progress_bar,
+    read_result,
+    write_result,
+)
 from reslab.models import CifarNet
+from reslab.options import positive_int
+from reslab.page import count, esc, figure, table
+from reslab.plots import plt, run_style, save
+from reslab.summary import pct as pc
 
 
 class Deleted(nn.Module):
@@ -86,3 +99,150 @@ def random_deletions(
         std = (sum((e - mean) ** 2 for e in errors) / max(1, len(errors) - 1)) ** 0.5
         out.append({"k": k, "error_mean": mean, "error_std": std, "samples": len(errors)})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze lesion` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "delete each residual block in turn at test time (keeping its shortcut), then k random blocks (Veit et al. "
+    "2016); in plain nets a deleted block passes its input on, where the shape allows"
+)
+SLOW = True
+
+
+def add_args(p) -> None:
+    add_run_args(p)
+    p.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
+    p.add_argument("--samples", type=positive_int, default=10, help="random draws per k (default 10)")
+
+
+def command(args) -> dict:
+    return analyze(args.runs, args.out, args.limit, args.samples, args.dataset, args.data_dir)
+
+
+def summary(r: dict, args=None) -> list[str]:
+    lines = []
+    for run in r["runs"]:
+        single = [s["error"] for s in run["single"] if s["error"] is not None]
+        lines.append(
+            f"{run['label']}: test error {run['baseline']:.1%}; deleting one block: "
+            + (
+                f"median {sorted(single)[len(single) // 2]:.1%}, worst {max(single):.1%}"
+                if single
+                else "no block can be deleted"
+            )
+        )
+    return lines
+
+
+def analyze(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=None, data_dir=None) -> dict:
+    results = []
+    for d in run_dirs:
+        run = load_split(d, "test", limit, dataset, data_dir)
+        m = len(run.model.blocks())
+        ks = list(range(1, m + 1)) if m <= 12 else sorted({1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, m // 2, m})
+        deletable = sum(map(removable, run.model.blocks()))
+        bar = progress_bar(m + samples * sum(k <= deletable for k in ks), f"lesion {run.label}")
+        results.append(
+            {
+                "run": run.dir.name,
+                "label": run.label,
+                "arch": run.arch,
+                "depth": run.depth,
+                "baseline": error_rate(run.model, run.x, run.y),
+                "blocks": m,
+                "single": single_deletions(run.model, run.x, run.y, bar.update),
+                "random": random_deletions(run.model, run.x, run.y, ks, samples, progress=bar.update),
+            }
+        )
+        bar.close()
+    out = output_dir(run_dirs, out)
+    result = {"images": len(run.y), "samples": samples, "runs": results}
+    write_result(out, "lesion", result)
+    plot(results, out / "figures" / "lesion")
+    return result
+
+
+def plot(results: list[dict], path: Path) -> list[Path]:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for r in results:
+        style = run_style(r["arch"], r["depth"])
+        single = [s for s in r["single"] if s["error"] is not None]
+        left.plot(
+            [s["block"] for s in single],
+            [100 * s["error"] for s in single],
+            marker="o",
+            ms=4,
+            label=r["label"],
+            **style,
+        )
+        down = [s for s in single if s["downsampling"]]
+        left.scatter(
+            [s["block"] for s in down],
+            [100 * s["error"] for s in down],
+            s=90,
+            facecolors="none",
+            edgecolors="black",
+            zorder=5,
+        )
+        if r["random"]:
+            right.errorbar(
+                [k["k"] for k in r["random"]],
+                [100 * k["error_mean"] for k in r["random"]],
+                yerr=[100 * k["error_std"] for k in r["random"]],
+                capsize=3,
+                label=r["label"],
+                **style,
+            )
+        left.axhline(100 * r["baseline"], color=style["color"], lw=0.8, alpha=0.6)
+    left.set_xlabel("deleted block (circled: downsampling)")
+    left.set_ylabel("test error (%)")
+    left.set_title("deleting one block")
+    right.set_xlabel("number of random blocks deleted")
+    right.set_ylabel("test error (%)")
+    right.set_title("deleting k blocks")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def section(exp_dir: Path) -> str | None:
+    r = read_result(exp_dir, "lesion")
+    if not r:
+        return None
+    rows = []
+    for run in r["runs"]:
+        non_down = [s["error"] for s in run["single"] if s["error"] is not None and not s["downsampling"]]
+        down = [s["error"] for s in run["single"] if s["error"] is not None and s["downsampling"]]
+        fixed = sum(s["error"] is None for s in run["single"])
+        rows.append(
+            [
+                run["label"],
+                pc(run["baseline"]),
+                pc(sorted(non_down)[len(non_down) // 2]) if non_down else "-",
+                pc(max(non_down)) if non_down else "-",
+                pc(max(down)) if down else "-",
+                f"{fixed} (shape changes)" if fixed else "0",
+            ]
+        )
+    return (
+        "<h2>Lesion study (Veit et al. 2016)</h2>"
+        + figure(exp_dir, "lesion", "lesion study")
+        + table(
+            [
+                "network",
+                "test err %",
+                "delete one block: median %",
+                "worst %",
+                "worst downsampling %",
+                "blocks that cannot be deleted",
+            ],
+            rows,
+        )
+        + f'<p class="note">{count(r["images"])} test images. A deleted residual block keeps its shortcut; a deleted '
+        "plain block passes its input on (impossible where it changes the shape). Random deletions: "
+        f"{esc(r['samples'])} draws per k.</p>"
+    )

@@ -10,10 +10,23 @@ which in eval mode is close to each channel's std.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
+from reslab.analysis.common import (
+    add_run_args,
+    load_split,
+    output_dir,
+    read_result,
+    write_result,
+)
 from reslab.models import BasicBlock, CifarNet
+from reslab.options import positive_int
+from reslab.page import count, esc, figure, finding_html, table
+from reslab.plots import plt, run_style, save
+from reslab.verdicts import mark
 
 
 def response_modules(model: CifarNet) -> list[tuple[str, nn.Module, nn.BatchNorm2d | None]]:
@@ -126,3 +139,110 @@ def findings(results: list[dict], key: str = "std") -> list[dict]:
             }
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# `reslab analyze responses` (the parts every analysis has: analysis/__init__.py)
+
+HELP = (
+    "layer responses (Fig. 7): std of each 3x3 layer's output after BN, before ReLU/addition, over the test set "
+    "in eval mode, pooled over images, channels and positions; the mean per-channel std and |gamma| are reported "
+    "beside it"
+)
+SLOW = False
+
+
+def add_args(p) -> None:
+    add_run_args(p)
+    p.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+
+
+def command(args) -> dict:
+    return analyze(args.runs, args.out, args.split, args.limit, args.dataset, args.data_dir)
+
+
+def summary(r: dict, args=None) -> list[str]:
+    lines = []
+    for run in r["runs"]:
+        stds = [x["std"] for x in run["layers"]]
+        lines.append(
+            f"{run['label']}: response std over {len(stds)} 3x3 layers: mean {sum(stds) / len(stds):.3f}, "
+            f"first {stds[0]:.3f}, last {stds[-1]:.3f}"
+        )
+    return lines + [f"[{mark(f['holds'])}] {f['claim']}: {f['text']}" for f in r["findings"]]
+
+
+def analyze(run_dirs: list[Path], out=None, split="test", limit=None, dataset=None, data_dir=None) -> dict:
+    results = []
+    for d in run_dirs:
+        run = load_split(d, split, limit, dataset, data_dir)
+        results.append(
+            {
+                "run": run.dir.name,
+                "label": run.label,
+                "arch": run.arch,
+                "depth": run.depth,
+                "layers": layer_responses(run.model, run.x),
+            }
+        )
+    out = output_dir(run_dirs, out)
+    result = {
+        "split": split,
+        "images": len(run.y),
+        "runs": results,
+        "findings": findings(results, "std"),
+        "findings_per_channel": findings(results, "std_per_channel"),
+    }
+    write_result(out, "responses", result)
+    plot(results, out / "figures" / "responses")
+    return result
+
+
+def plot(results: list[dict], path: Path, key: str = "std") -> list[Path]:
+    """Figure 7: response std per 3x3 layer, in layer order (top) and sorted (bottom)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5))
+    for r in sorted(results, key=lambda r: (r["arch"] != "plain", r["depth"])):
+        values = [layer[key] for layer in r["layers"]]
+        style = run_style(r["arch"], r["depth"])
+        top.plot(range(1, len(values) + 1), values, label=r["label"], **style)
+        bottom.plot(range(1, len(values) + 1), sorted(values, reverse=True), **style)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std of response")
+        ax.grid(alpha=0.3)
+    top.legend(frameon=False, ncol=3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def section(exp_dir: Path) -> str | None:
+    r = read_result(exp_dir, "responses")
+    if not r:
+        return None
+    rows = []
+    for run in r["runs"]:
+        layers = run["layers"]
+        gammas = [x["gamma"] for x in layers if x["gamma"] is not None]
+        rows.append(
+            [
+                run["label"],
+                str(len(layers)),
+                f"{sum(x['std'] for x in layers) / len(layers):.3f}",
+                f"{sum(x['std_per_channel'] for x in layers) / len(layers):.3f}",
+                f"{sum(gammas) / len(gammas):.3f}" if gammas else "-",
+            ]
+        )
+    return (
+        "<h2>Layer responses (paper, Fig. 7)</h2>"
+        + "".join(finding_html(f) for f in r["findings"])
+        + figure(exp_dir, "responses", "standard deviation of layer responses")
+        + table(["network", "3x3 layers", "mean std (pooled)", "mean std (per channel)", "mean |gamma|"], rows)
+        + f'<p class="note">Response: the output of the BN after each 3x3 conv, before the ReLU or the addition '
+        f"(pre-activation nets: the 3x3 conv's output), on {count(r['images'])} {esc(r['split'])} images in eval "
+        "mode. Pooled: one std over images, channels and positions; per channel: the mean over channels of "
+        "each channel's std. In eval mode a channel's std after BN is close to its |gamma|. The paper's findings "
+        "concern fully trained networks; after a short run the BN scales are still near their initial value 1, "
+        "and so are the responses.</p>"
+    )

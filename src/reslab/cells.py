@@ -1,0 +1,201 @@
+"""One cell of an experiment, trained in a worker (a local process or a Ray task), and the
+driver's side of stopping a grid: what both backends share."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from reslab import runs
+from reslab.config import TrainConfig
+from reslab.errors import ExperimentInterrupted, UserError
+from reslab.signals import Catching
+
+
+def cell_name(cfg: TrainConfig) -> str:
+    return f"{cfg.arch}-{cfg.depth}-seed{cfg.seed}"
+
+
+class Busy:
+    """How many cells this worker process is training (several at once when they share a GPU
+    on streams); the watchdog waits for none before it exits."""
+
+    def __init__(self):
+        self.count, self.lock = 0, threading.Lock()
+
+    def __enter__(self):
+        with self.lock:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.count -= 1
+
+    def is_set(self) -> bool:
+        return self.count > 0
+
+
+BUSY = Busy()
+
+
+def init_worker(threads: int, gpus) -> None:
+    """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
+    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
+    from reslab.train import StopRequest
+
+    StopRequest.in_worker()
+    die_with_parent()
+    parent = os.getppid()
+
+    def watchdog() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        while BUSY.is_set():  # the SIGTERM from the parent's death is making the run checkpoint
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before CUDA is first touched
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def die_with_parent() -> None:
+    import ctypes
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Train one cell (resuming it if it was interrupted); never raises, returns its outcome. A
+    worker asked to stop before the cell began does not start it."""
+    from reslab.train import StopRequest
+
+    if StopRequest.early is not None:
+        return {"name": run_dir.name, "state": "not started", "message": "the experiment was stopped", "seconds": 0}
+    with BUSY:
+        return train_cell(cfg, run_dir)
+
+
+def run_cells_on_streams(cells: list[tuple[TrainConfig, Path]], k: int) -> list[dict]:
+    """Train `cells` in this process, k at a time, each in its own thread on its own CUDA stream
+    (`--share-gpu streams`): with CUDA graphs a step is one launch, so k Python threads can keep
+    one GPU busy without k processes time-slicing it. torch.compile is not thread-safe: these
+    cells train without it (a speed setting; what they learn is the same)."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    def one(cell: tuple[TrainConfig, Path]) -> dict:
+        cfg, run_dir = dataclasses.replace(cell[0], compile="off"), cell[1]
+        if not torch.cuda.is_available():
+            return run_cell(cfg, run_dir)
+        with torch.cuda.stream(torch.cuda.Stream()):
+            return run_cell(cfg, run_dir)
+
+    with ThreadPoolExecutor(max_workers=max(1, k)) as pool:
+        return list(pool.map(one, cells))
+
+
+def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
+    from reslab.train import Diverged, Interrupted, train
+
+    t0 = time.perf_counter()
+
+    def failed(message: str) -> dict:
+        if runs.owner(run_dir) == "run":  # only ever a status of reslab's own run, never a stranger's file
+            runs.write_status(run_dir, "failed", message)
+        return {"name": run_dir.name, "state": "failed", "message": message, "seconds": time.perf_counter() - t0}
+
+    try:
+        resume = runs.is_run_dir(run_dir)
+        row = train(cfg, run_dir, resume=resume, progress=False, log=lambda *_: None)
+        return {"name": run_dir.name, "state": "finished", "row": row, "seconds": time.perf_counter() - t0}
+    except runs.Locked as e:  # another process is training it: its status is that process's to write
+        return {"name": run_dir.name, "state": "busy", "message": str(e), "seconds": time.perf_counter() - t0}
+    except (Diverged, Interrupted) as e:
+        state = "diverged" if isinstance(e, Diverged) else "interrupted"
+        return {"name": run_dir.name, "state": state, "message": str(e), "seconds": time.perf_counter() - t0}
+    except UserError as e:
+        return failed(str(e))
+    except Exception as e:  # a bug in one cell must not stop the others; its status says what happened
+        return failed(f"{type(e).__name__}: {e}")
+
+
+def stopped_message(exp_dir: Path, outcomes: list[dict], cancelled: int) -> str:
+    """What a stop left: the cells that saved a checkpoint, and how many never started."""
+    saved = [o["name"] for o in outcomes if o["state"] == "interrupted"]
+    not_started = cancelled + sum(o["state"] == "not started" for o in outcomes)
+    return (
+        f"experiment stopped: {len(saved)} running cell(s) saved a checkpoint"
+        + (f" ({', '.join(saved)})" if saved else "")
+        + f", {not_started} not started. "
+        f"Resume with the same command: it skips the finished cells of {exp_dir} and resumes the others."
+    )
+
+
+class DriverSignals(Catching):
+    """Ctrl-C and SIGTERM in the driver of a grid, counted; the backend's wait loop asks first()
+    (cancel the queued cells, ask the running ones to checkpoint) and again() (stop at once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count, self.handled = 0, False
+
+    def handle(self, signum, frame):
+        self.count += 1
+
+    def first(self) -> bool:
+        """True once, when the first signal is seen."""
+        if self.count == 1 and not self.handled:
+            self.handled = True
+            return True
+        return False
+
+    def again(self) -> bool:
+        return self.count > 1
+
+    @staticmethod
+    def say_stopping(cancelled: int | None) -> None:
+        queued = "the queued cells" if cancelled is None else f"{cancelled} queued cell(s)"
+        print(
+            f"stopping: {queued} cancelled; the running ones are saving a checkpoint "
+            "(Ctrl-C again to stop them at once)",
+            file=sys.stderr,
+        )
+
+    @staticmethod
+    def at_once(exp_dir: Path) -> ExperimentInterrupted:
+        return ExperimentInterrupted(
+            "stopped at once; the running cells lost the steps since their last checkpoint. "
+            f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
+        )
+
+
+def signal_workers(pool, signum: int) -> None:
+    """Send `signum` to every worker process of a local pool."""
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+
+def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:
+    head = f"[{done}/{total}] {o['name']}"
+    if o["state"] == "finished":
+        r = o["row"]
+        return (
+            f"{head}: training error {r['train_error']:.1%}, test error {r['test_error']:.1%} "
+            f"({o['seconds']:.0f} s; {elapsed:.0f} s so far)"
+        )
+    return f"{head}: {o['state']}: {o.get('message', '')}"

@@ -1,0 +1,115 @@
+"""The demo's recipe, and what every grid command shares: train the grid, print its table and
+verdicts (and, for the demo, the first two analyses), write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from reslab.config import TrainConfig
+from reslab.errors import UserError
+
+
+def demo(
+    asked: TrainConfig, out: Path, archs: str, depths: list[int], seeds: int, jobs: int | None, overwrite=False
+) -> int:
+    """plain and ResNet at each depth on `asked.dataset`, sized to take about a minute on a CPU:
+    30 epochs of digits, or 15 of a 5,000-image subset of real images on a CPU."""
+    from reslab.accel import resolve_device
+
+    on_cpu = resolve_device(asked.device).type == "cpu"
+    digits = asked.dataset == "digits"
+    subset = asked.subset or (None if digits or not on_cpu else 5000)
+    epochs = asked.epochs or (30 if digits else 15)
+    # The paper's warm-up (lr 0.01 until training error < 80%) for every net, plain and residual
+    # alike: a demo run has few iterations per epoch, and a 56-layer net started at lr 0.1 can
+    # blow up in its first steps on some seeds.
+    base = dataclasses.replace(asked, subset=subset, epochs=epochs, warmup="on")
+    t0 = time.perf_counter()
+    spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
+    archs = split_archs(archs)
+    outcomes = run_grid(out, base, archs, depths, seeds, jobs, spec, overwrite=overwrite)
+    demo_analyses(out, archs, depths)
+    code = finish(out, outcomes)
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return code
+
+
+def split_archs(text: str) -> list[str]:
+    from reslab.models import ARCHS
+
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs:
+        raise UserError(f"unknown architecture '{', '.join(bad)}': choose from {', '.join(ARCHS)}.")
+    return archs
+
+
+def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> list[dict]:
+    """Train the grid, print the table and verdicts; returns the cells' outcomes."""
+    from reslab.experiment import grid, run_experiment
+    from reslab.runs import gather
+    from reslab.summary import summarize, summary_table
+    from reslab.verdicts import degradation_verdicts, mark
+
+    cells = grid(base, archs, depths, list(range(seeds)))
+    print(
+        f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
+        f"{', '.join(map(str, depths))} x {seeds} seed(s) on {base.dataset}"
+    )
+    outcomes = run_experiment(out, cells, jobs=jobs, spec=spec, **backend)
+    together, skipped = gather(out)
+    for name, why in skipped:
+        print(f"left out of the summary: {name}: {why}")
+    summary = summarize(out, all_runs=together)
+    print()
+    print(summary_table(summary))
+    print()
+    for v in degradation_verdicts(summary, together):
+        print(f"[{mark(v.holds)}] {v.claim}: {v.text}")
+    return outcomes
+
+
+def finish(out: Path, outcomes: list[dict]) -> int:
+    """Write the report and say which runs did not finish (exit status 1 if any)."""
+    from reslab.report import write_report
+
+    print(f"\nreport: {write_report(out)}")
+    failed = [o for o in outcomes if o["state"] != "finished"]
+    if failed:
+        names = ", ".join(f"{o['name']} ({o['state']})" for o in failed)
+        print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
+    """The why, in seconds: layer responses of every net, and the constructed solution from the
+    shallowest to the deepest net of each architecture, compared with SGD's."""
+    from reslab import runs
+    from reslab.analysis import construct, responses
+    from reslab.verdicts import mark
+
+    finished = [
+        d
+        for d in runs.find_runs(out)
+        if runs.read_status(d)["state"] == "finished" and (d / "model.safetensors").exists()
+    ]
+    if not finished:
+        return
+    r = responses.analyze(finished, out)
+    for f in r["findings"]:
+        print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
+    lo, hi = min(depths), max(depths)
+    for arch in archs:
+        source = out / f"{arch}-{lo}-seed0"
+        if hi > lo and source in finished:
+            c = construct.analyze(source, hi, out)
+            scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""
+            print(
+                f"constructed {arch}-{hi} from {arch}-{lo}: {construct.outputs_text(c)}, "
+                f"training error {c['constructed_train_error']:.1%}{scratch} (in eval mode on the training "
+                "images; the table's training error is the running error of the last epoch's batches)"
+            )

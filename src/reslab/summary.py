@@ -1,0 +1,159 @@
+"""An experiment's results as a table: Table-6-style rows (mean and std over seeds) for the
+terminal, summary.csv and the report alike."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from reslab import runs
+
+SUMMARY_FIELDS = [
+    "arch",
+    "depth",
+    "parameters",
+    "macs",
+    "runs",
+    "train_error_mean",
+    "train_error_std",
+    "val_error_mean",
+    "val_error_std",
+    "test_error_mean",
+    "test_error_std",
+    "reach_threshold",
+    "iterations_to_reach",
+    "status",
+]
+REACH_CANDIDATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def iterations_to_reach(metrics: list[dict], threshold: float) -> float | None:
+    """First evaluated iteration at which the training error is at or below `threshold`."""
+    return next((r["iteration"] for r in metrics if r["train_error"] <= threshold), None)
+
+
+def choose_threshold(all_runs: list[dict]) -> float:
+    """The lowest round training error that every run of the shallowest depth reached, so the
+    convergence column compares like with like (a deeper net may never get there)."""
+    finished = [r for r in all_runs if r.metrics]
+    if not finished:
+        return 0.5
+    shallow = min(r.depth for r in finished)
+    best = [min(m["train_error"] for m in r.metrics) for r in finished if r.depth == shallow]
+    worst = max(best)
+    return next((t for t in REACH_CANDIDATES if t >= worst), 1.0)
+
+
+def summarize(
+    exp_dir: Path, threshold: float | None = None, all_runs: list[runs.RunRecord] | None = None
+) -> list[dict]:
+    """Table-6-style rows, one per (arch, depth): errors as mean and std over seeds (of the runs
+    runs.gather() finds, unless the caller has them already)."""
+    all_runs = runs.load_runs(exp_dir) if all_runs is None else all_runs
+    threshold = threshold if threshold is not None else choose_threshold(all_runs)
+    groups: dict[tuple[str, int], list[runs.RunRecord]] = {}
+    for r in all_runs:
+        groups.setdefault((r.arch, r.depth), []).append(r)
+    rows = []
+    for (arch, depth), members in sorted(groups.items(), key=lambda kv: (arch_order(kv[0][0]), kv[0][1])):
+        done = [m for m in members if m.state == "finished" and m.metrics]
+        finals = [m.final for m in done]
+        row = {
+            "arch": arch,
+            "depth": depth,
+            "parameters": members[0].config.resolved["parameters"],
+            "macs": members[0].config.resolved["macs"],
+            "runs": len(done),
+        }
+        for split in ("train", "val", "test"):
+            vals = [f[f"{split}_error"] for f in finals if f.get(f"{split}_error") is not None]
+            row[f"{split}_error_mean"], row[f"{split}_error_std"] = mean_std(vals)
+        reach = [iterations_to_reach(m.metrics, threshold) for m in done]
+        row["reach_threshold"] = threshold
+        row["iterations_to_reach"] = (sum(reach) / len(reach)) if reach and None not in reach else None
+        states = sorted({m.state for m in members} - {"finished"})
+        row["status"] = "finished" if not states else ", ".join(states)
+        rows.append(row)
+    return rows
+
+
+def arch_order(arch: str) -> int:
+    from reslab.models import ARCHS
+
+    return list(ARCHS).index(arch) if arch in ARCHS else len(ARCHS)
+
+
+def reach_text(r: dict, group: str = "") -> str:
+    """A summary row's iterations to the threshold: '-' without a finished run, or 'not reached'."""
+    if not r["runs"]:
+        return "-"
+    return "not reached" if r["iterations_to_reach"] is None else f"{r['iterations_to_reach']:{group}.0f}"
+
+
+def write_summary(exp_dir: Path) -> list[dict]:
+    rows = summarize(exp_dir)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in SUMMARY_FIELDS})
+    runs.atomic_write_text(Path(exp_dir) / "summary.csv", buf.getvalue())
+    return rows
+
+
+def pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f} ± {100 * std:.1f}" if std else f"{100 * v:.1f}"
+
+
+def summary_rows(rows: list[dict], html: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The summary as a table's head and rows of text, for the terminal (with parameters and
+    MACs) or the report (with each cell's status; cost has its own section there)."""
+    from reslab.verdicts import display
+
+    has_val = any(r["val_error_mean"] is not None for r in rows)
+    threshold = rows[0]["reach_threshold"] if rows else 0
+    err = "error %" if html else "err %"
+    head = (
+        ["network", *([] if html else ["params", "MACs (M)"]), "runs", f"train {err}"]
+        + ([f"val {err}"] if has_val else [])
+        + [
+            f"test {err}",
+            f"iters to {100 * threshold:g}% train err"
+            if not html
+            else f"iterations to {100 * threshold:g}% train error",
+        ]
+        + (["status"] if html else [])
+    )
+    lines = []
+    for r in rows:  # cells without a finished run stay in the table, with their status
+        name = display(r["arch"], r["depth"]) if html else f"{r['arch']}-{r['depth']}"
+        cost = [] if html else [f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"]
+        lines.append(
+            [name, *cost, str(r["runs"]), pct(r["train_error_mean"], r["train_error_std"])]
+            + ([pct(r["val_error_mean"], r["val_error_std"])] if has_val else [])
+            + [pct(r["test_error_mean"], r["test_error_std"]), reach_text(r, "," if html else "")]
+            + ([r["status"]] if html else [])
+        )
+    return head, lines
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The summary as aligned text for the terminal."""
+    head, lines = summary_rows(rows)
+    lines = [head, *lines]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
+    )
