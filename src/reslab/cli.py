@@ -449,7 +449,7 @@ def cmd_import(args) -> int:
     config = import_checkpoint(Path(args.file), Path(args.out), args.mean, args.std, args.dataset)
     extra = config.imported.get("best_prec1")
     print(
-        f"imported ResNet-{config.model.depth} ({config.resolved['parameters']:,} parameters) into {args.out}"
+        f"imported ResNet-{config.model.depth} ({config.parameters:,} parameters) into {args.out}"
         + (f"; the file reports a best test accuracy of {extra:.2f}%" if isinstance(extra, float) else "")
     )
     print(f"score it with: reslab eval {args.out} --dataset {args.dataset}")

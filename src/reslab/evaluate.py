@@ -123,7 +123,7 @@ def evaluate_run(
     from reslab.data import load_dataset
 
     model, config = load_run_model(run_dir)
-    name = dataset or config.data["name"]
+    name = dataset or config.dataset
     data = load_dataset(name, data_dir or config.train.data_dir, download)
     m = config.model
     if data.image_shape[0] != m.in_channels or data.num_classes > m.num_classes:

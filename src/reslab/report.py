@@ -84,12 +84,12 @@ def subtitle(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
     if imported(all_runs):
         return (
             f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "imported network")}, trained '
-            f"elsewhere (for <b>{esc(first.data['name'])}</b>, as imported) · {made}</p>"
+            f"elsewhere (for <b>{esc(first.dataset)}</b>, as imported) · {made}</p>"
         )
     wall = sum((r.final["seconds"] or 0) if r.metrics else 0 for r in all_runs)
     return (
         f'<p class="sub">{esc(exp_dir.resolve().name)} · {plural(len(all_runs), "run")} on '
-        f"<b>{esc(first.data['name'])}</b> · {esc(first.environment.get('device', '?'))} · "
+        f"<b>{esc(first.dataset)}</b> · {esc(first.environment.get('device', '?'))} · "
         f"{wall / 60:.1f} min of training in all · {made}</p>"
     )
 

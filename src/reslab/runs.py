@@ -220,6 +220,11 @@ class RunConfig:
             **{k: extra[k] for k in ("imported", "constructed")},
         )
 
+    # The fields from_json checks, by name (the rest of resolved and data is shown as recorded).
+    parameters = property(lambda self: self.resolved["parameters"])
+    macs = property(lambda self: self.resolved["macs"])
+    dataset = property(lambda self: self.data["name"])
+
     def normalization(self, path: Path = Path("config.json")) -> tuple[list[float], list[float]]:
         """The per-channel mean and std the run's inputs were normalised with."""
         norm = self.resolved.get("normalization")

@@ -71,8 +71,8 @@ def summarize(
         row = {
             "arch": arch,
             "depth": depth,
-            "parameters": members[0].config.resolved["parameters"],
-            "macs": members[0].config.resolved["macs"],
+            "parameters": members[0].config.parameters,
+            "macs": members[0].config.macs,
             "runs": len(done),
         }
         for split in ("train", "val", "test"):

@@ -40,7 +40,7 @@ def load_split(
 
     model, config = load_run_model(run_dir)
     train_cfg = config.train
-    ds = load_dataset(dataset or config.data["name"], data_dir or train_cfg.data_dir, train_cfg.download)
+    ds = load_dataset(dataset or config.dataset, data_dir or train_cfg.data_dir, train_cfg.download)
     if split == "train":
         # The run's own training images (its subset and validation hold-out reproduced).
         ds = prepare(ds, train_cfg.subset, train_cfg.val_split, train_cfg.seed)
