@@ -87,3 +87,23 @@ def test_the_split_state_loads_into_a_plain_cifarnet():
 def test_networks_of_different_shapes_are_refused():
     with pytest.raises(UserError, match="one configuration"):
         FusedNets([build_model(ModelConfig("resnet", 8)), build_model(ModelConfig("resnet", 14))])
+
+
+def test_fused_batchnorm_takes_bf16_inputs_in_fp32():
+    """vmap's batch norm on CUDA refuses a bf16 input beside fp32 running statistics (gpu_check on
+    an H200). On a CPU vmap's convolutions stay fp32 under autocast, so the failure cannot be
+    reproduced here: this checks the remedy, every fused BatchNorm turning a bf16 input into fp32
+    (and leaving fp32 and fp64 inputs alone)."""
+    import torch.nn as nn
+
+    from reslab.fused import bn_in_fp32
+
+    fused = FusedNets([build_model(ModelConfig("resnet", 8)) for _ in range(2)])
+    bns = [m for m in fused.template.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(bn_in_fp32 in m._forward_pre_hooks.values() for m in bns)
+    bn = nn.BatchNorm2d(4)
+    bn.register_forward_pre_hook(bn_in_fp32)
+    x = torch.randn(8, 4, 5, 5)
+    assert bn(x.bfloat16()).dtype == torch.float32
+    assert torch.equal(bn.eval()(x.bfloat16()), bn.eval()(x.bfloat16().float()))
+    assert bn_in_fp32(bn, (x,)) is None and bn_in_fp32(bn, (x.double(),)) is None  # passed on as they are

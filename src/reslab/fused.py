@@ -31,6 +31,16 @@ from reslab.models import CifarNet
 warnings.filterwarnings("ignore", message=r".*batching rule for aten::as_strided_", category=UserWarning)
 
 
+def bn_in_fp32(module, args):
+    """BatchNorm's input in fp32 under bf16 autocast. vmap's batching rule for batch norm calls
+    the kernel without the affine weights and applies them after; CUDA's kernel then takes no
+    fp32 running statistics beside a bf16 input ('Expected running_mean to have type BFloat16',
+    gpu_check on an H200), while its fp32 path is the precision autocast keeps for the statistics
+    anyway. fp64 (the tests) and fp32 inputs pass as they are."""
+    x = args[0]
+    return (x.float(),) if x.dtype in (torch.bfloat16, torch.float16) else None
+
+
 class FusedNets(nn.Module):
     """K CifarNets of one configuration as one module: input (K, N, C, H, W), output (K, N, classes)."""
 
@@ -51,6 +61,9 @@ class FusedNets(nn.Module):
         # The network's code without storage; kept out of the module tree so that its (meta)
         # parameters are not the fused module's.
         self.__dict__["template"] = copy.deepcopy(nets[0]).to("meta")
+        for m in self.template.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.register_forward_pre_hook(bn_in_fp32)
 
     def train(self, mode: bool = True) -> FusedNets:
         self.template.train(mode)
