@@ -132,7 +132,9 @@ def test_demo_shows_degradation_on_every_seed(cli, tmp_path):
     r = cli("demo", "--seeds", "3", "--out", tmp_path / "demo", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "degradation observed on 3 of 3 seeds" in r.stdout
-    assert "[yes] Deeper residual nets do not degrade" in r.stdout
+    # Residual nets are not found to degrade (on digits all fit: a floor effect, '?', since issue 17).
+    assert "Deeper residual nets do not degrade" in r.stdout
+    assert "[NO] Deeper residual nets do not degrade" not in r.stdout
 
 
 def test_analyze_commands_on_trained_runs(cli, tmp_path):
