@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from reslab.analysis.common import (
     add_run_args,
@@ -24,6 +23,7 @@ from reslab.analysis.common import (
     write_result,
 )
 from reslab.errors import UserError
+from reslab.evaluate import score
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
 from reslab.plots import depth_colour, plt, save
@@ -44,15 +44,8 @@ def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generat
 
 @torch.inference_mode()
 def loss_at(model, x, y, batch_size=1000, precision="fp32") -> tuple[float, float]:
-    """Mean cross-entropy and error of `model` (eval mode) on (x, y)."""
-    model.eval()
-    loss = wrong = 0.0
-    for i in range(0, len(y), batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(x[i : i + batch_size]).float()
-        loss += F.cross_entropy(out, y[i : i + batch_size], reduction="sum").item()
-        wrong += (out.argmax(1) != y[i : i + batch_size]).sum().item()
-    return loss / len(y), wrong / len(y)
+    """Mean cross-entropy and error of `model` (eval mode) on the normalised images x."""
+    return score(model, x, y, None, None, precision, batch_size, channels_last=False)
 
 
 @torch.inference_mode()
