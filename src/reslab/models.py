@@ -167,6 +167,7 @@ class Arch:
     pre-activation (BN-ReLU before each conv, a final BN-ReLU before pooling)."""
 
     block: type
+    title: str  # how tables and figures name it: ResNet-56
     shortcut: bool = True
     preact: bool = False
 
@@ -178,11 +179,16 @@ class Arch:
 # Every architecture reslab builds; adding one is its block class and a line here. `plain` and
 # `resnet` are the very same layers, with and without the shortcut.
 ARCHS = {
-    "plain": Arch(BasicBlock, shortcut=False),
-    "resnet": Arch(BasicBlock),
-    "preact": Arch(PreActBlock, preact=True),
-    "preact-bottleneck": Arch(PreActBottleneck, preact=True),
+    "plain": Arch(BasicBlock, "plain", shortcut=False),
+    "resnet": Arch(BasicBlock, "ResNet"),
+    "preact": Arch(PreActBlock, "PreAct-ResNet", preact=True),
+    "preact-bottleneck": Arch(PreActBottleneck, "PreAct-ResNet", preact=True),
 }
+
+
+def display(arch: str, depth: int) -> str:
+    """A network's name in tables and figures: plain-20, ResNet-56."""
+    return f"{ARCHS[arch].title if arch in ARCHS else arch}-{depth}"
 
 
 class CifarNet(nn.Module):

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from reslab import analysis, runs
 from reslab.errors import UserError, plural
+from reslab.models import display
 from reslab.page import Html, embed_png, esc, table, verdict_html
 from reslab.summary import pct, summarize, summary_rows
-from reslab.verdicts import degradation_verdicts, display
+from reslab.verdicts import degradation_verdicts
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from reslab.config import TrainConfig
 from reslab.errors import UserError, one_line
-from reslab.models import ModelConfig
+from reslab.models import ModelConfig, display
 
 METRIC_FIELDS = [
     "epoch",
@@ -260,6 +260,7 @@ class RunRecord:
     arch = property(lambda self: self.config.model.arch)
     depth = property(lambda self: self.config.model.depth)
     seed = property(lambda self: self.config.train.seed)
+    label = property(lambda self: display(self.arch, self.depth))
     state = property(lambda self: self.status["state"])
     final = property(lambda self: self.metrics[-1] if self.metrics else None)
 

@@ -120,7 +120,7 @@ def pct(v: float | None, std: float | None = None) -> str:
 def summary_rows(rows: list[dict], html: bool = False) -> tuple[list[str], list[list[str]]]:
     """The summary as a table's head and rows of text, for the terminal (with parameters and
     MACs) or the report (with each cell's status; cost has its own section there)."""
-    from reslab.verdicts import display
+    from reslab.models import display
 
     has_val = any(r["val_error_mean"] is not None for r in rows)
     threshold = rows[0]["reach_threshold"] if rows else 0

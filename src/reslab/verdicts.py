@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reslab.models import ARCHS, display
+
 MARGIN = 0.01
-NAMES = {"plain": "plain", "resnet": "ResNet", "preact": "PreAct-ResNet", "preact-bottleneck": "PreAct-ResNet"}
 
 
 @dataclass
@@ -49,10 +50,6 @@ class Measured:
         model = d["config"]["model"]
         seed, state = d["config"]["train"]["seed"], d["status"]["state"]
         return cls(d["name"], model["arch"], model["depth"], seed, state, d["metrics"])
-
-
-def display(arch: str, depth: int) -> str:
-    return f"{NAMES.get(arch, arch)}-{depth}"
 
 
 def mark(holds: bool | None) -> str:
@@ -130,7 +127,7 @@ def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list, want
             return Verdict(claim, None, text + " That is on the mean only: most seeds do not show it.")
         return Verdict(claim, True, text)
     hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
-    claim = f"Deeper {'residual' if arch == 'resnet' else NAMES[arch]} nets do not degrade ({shallow} vs {deep})"
+    claim = f"Deeper {'residual' if arch == 'resnet' else ARCHS[arch].title} nets do not degrade ({shallow} vs {deep})"
     if max(err.values()) <= FLOOR:
         return Verdict(
             claim,

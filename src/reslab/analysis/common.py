@@ -11,7 +11,7 @@ import torch
 from reslab import runs
 from reslab.errors import UserError, plural
 from reslab.evaluate import error_rate, load_run_model, normalization, normalize, predict  # noqa: F401  (the analyses' scoring)
-from reslab.verdicts import display
+from reslab.models import display
 
 
 @dataclass

@@ -27,11 +27,10 @@ from reslab.analysis.common import (
     write_result,
 )
 from reslab.errors import UserError
-from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model
+from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
 from reslab.options import positive_int
 from reslab.page import finding_html, table
 from reslab.summary import pct as pc
-from reslab.verdicts import display
 
 
 def identity_bn(bn: nn.BatchNorm2d) -> None:
