@@ -40,10 +40,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--val-split",
-        type=int,
-        default=0,
+        type=non_negative_int,
+        default=default("val_split"),
         metavar="N",
-        help="hold out N training images for validation (the paper used 5000); default 0",
+        help="hold out N training images for validation (the paper used 5000); default %(default)s",
     )
 
 
@@ -91,11 +91,11 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=default("device"), help="auto, cpu, cuda or cuda:N")
 
 
-def add_model_options(p: argparse.ArgumentParser, depth_default=20) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--arch", default=default("arch"), help="plain, resnet, preact or preact-bottleneck (default resnet)"
     )
-    p.add_argument("--depth", type=int, default=depth_default, help="6n+2 (9n+2 for preact-bottleneck)")
+    p.add_argument("--depth", type=int, default=default("depth"), help="6n+2 (9n+2 for preact-bottleneck)")
     p.add_argument(
         "--shortcut",
         choices=CHOICES["shortcut"],
@@ -146,7 +146,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--subset", type=positive_int, help="training images (default: all on digits, 5000 elsewhere on a CPU)"
     )
     p.add_argument("--jobs", type=positive_int, help="parallel training processes (default: one per core, one per GPU)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=default("device"))
     p.add_argument("--out", default="runs/demo", help="experiment directory (default %(default)s)")
     add_overwrite_option(p)
 
