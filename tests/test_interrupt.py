@@ -53,6 +53,15 @@ def alive(pid):
     return True
 
 
+def stop(proc, sig=signal.SIGINT) -> str:
+    """Signal the driver; it must exit 130 with one message saying how to resume. Returns stderr."""
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Resume with the same command" in stderr
+    return stderr
+
+
 def check_stopped(out, started):
     """The started cells saved a checkpoint and say so; no other cell began; no worker lives on."""
     for name, s in started.items():
@@ -73,12 +82,8 @@ def test_a_signal_to_the_driver_stops_the_whole_grid(tmp_path, sig):
     proc = start(out, jobs=2)
     started = running(out, 2, proc)
     t0 = time.perf_counter()
-    proc.send_signal(sig)  # to the driver alone: the workers hear of it only from the driver
-    stdout, stderr = proc.communicate(timeout=120)
+    stop(proc, sig)  # to the driver alone: the workers hear of it only from the driver
     assert time.perf_counter() - t0 < 60
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert "Resume with the same command" in stderr
     check_stopped(out, started)
 
 
@@ -86,10 +91,7 @@ def test_ctrl_c_in_a_one_process_grid_does_not_start_the_next_cell(tmp_path):
     out = tmp_path / "exp"
     proc = start(out, jobs=1)
     started = running(out, 1, proc)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "Resume with the same command" in stderr
+    stop(proc)
     check_stopped(out, started)
 
 
@@ -100,11 +102,8 @@ def test_ctrl_c_stops_cells_sharing_a_process_on_streams(tmp_path):
     proc = start(out, 1, "--share-gpu", "streams", "--runs-per-gpu", "2")
     started = running(out, 2, proc)
     assert len({s["pid"] for s in started.values()}) == 1  # one process
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "2 running cell(s) saved a checkpoint" in stderr
-    assert "2 not started" in stderr
+    stderr = stop(proc)
+    assert "2 running cell(s) saved a checkpoint" in stderr and "2 not started" in stderr
     check_stopped(out, started)
 
 

@@ -156,7 +156,7 @@ def test_real_checkpoint_matches_the_reference_code(tmp_path):
 def test_real_resnet20_scores_about_80_percent_on_jpeg_cifar10(tmp_path):
     from PIL import Image
 
-    from reslab.analysis.common import error_rate
+    from reslab.evaluate import error_rate
 
     images, labels = [], []
     with tarfile.open(SHARED / "data" / "cifar10-jpeg.tar.gz") as tar:

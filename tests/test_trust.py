@@ -564,8 +564,7 @@ def test_construct_finding_follows_the_measured_difference(tmp_path, diff, same,
         "arch": "plain", "depth": 14, "source_label": "plain-8", "identity_blocks": 1, "max_abs_difference": diff,
         "same_predictions": same, "source_train_error": 0.1, "constructed_train_error": 0.1, "scratch_train_error": 0.3,
     }  # fmt: skip
-    runs.write_json(tmp_path / "analyses" / "construct.json", {"results": [result]})
-    html = construct_section(tmp_path)
+    html = construct_section({"results": [result]}, tmp_path)
     assert words in html
     assert ("computes the same outputs" in html) == (diff == 0.0)
 

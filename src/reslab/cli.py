@@ -297,16 +297,11 @@ def add_analyze_parsers(sub, full: bool) -> None:
 
 def cmd_analyze(args) -> int:
     from reslab.analysis import load
-    from reslab.analysis.common import output_dir
 
     m = load(args.analysis)
-    result = m.command(args)
-    for line in m.summary(result, args):
+    result, out = m.command(args)
+    for line in m.summary(result):
         print(line)
-    if args.analysis == "identity":
-        out = Path(args.out)
-    else:
-        out = output_dir([Path(d) for d in getattr(args, "runs", None) or [args.source]], args.out)
     print(f"results in {out / 'analyses'}; run `reslab report {out}` to include them")
     return 0
 

@@ -8,6 +8,7 @@ digits, no download) and synthetic (generated, for tests).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -114,6 +115,12 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
+
+    def to(self, device) -> Dataset:
+        """The same dataset with every split on `device` (copied once, not per use)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        splits = ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y")
+        return dataclasses.replace(self, **{k: move(getattr(self, k)) for k in splits})
 
     def normalization(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training split, in [0, 1] units."""

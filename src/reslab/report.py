@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from reslab import analysis, runs
+from reslab.analysis.common import read_result
 from reslab.errors import UserError, plural
 from reslab.models import display
 from reslab.page import Html, embed_png, esc, table, verdict_html
@@ -134,10 +135,9 @@ def cost_section(summary: list[dict], data: dict) -> str:
 def guarded(name: str, exp_dir: Path) -> str | None:
     """An analysis's section, or a note that its file could not be read: a damaged or foreign
     analyses/*.json costs its own section, never the report."""
-    if not (Path(exp_dir) / "analyses" / f"{name}.json").exists():
-        return None
     try:
-        return analysis.load(name).section(exp_dir)
+        result = read_result(exp_dir, name)
+        return None if result is None else analysis.load(name).section(result, exp_dir)
     except UserError as e:
         reason = str(e)
     except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, AttributeError) as e:

@@ -190,7 +190,7 @@ class RunConfig:
             "environment": self.environment,
         }
         d.update({k: getattr(self, k) for k in ("imported", "constructed") if getattr(self, k) is not None})
-        RunConfig.from_json(json.loads(json.dumps(d)), Path("config.json"))
+        RunConfig.from_json(d, Path("config.json"))
         return d
 
     @classmethod

@@ -101,8 +101,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 class Eager:
     """The step as written, every iteration."""
 
-    graphed = False  # whether CUDA graphs are replayed
-
     def __init__(self, inputs: StepInputs, sums: Sums):
         self.inputs, self.sums = inputs, sums
 

@@ -373,8 +373,8 @@ def make_step(run: Run, ts: TrainState, log) -> step.Eager:
     inputs = step.StepInputs(
         net=net,
         opt=ts.opt,
-        train_x=run.data.train_x.to(run.device),
-        train_y=run.data.train_y.to(run.device),
+        train_x=run.data.train_x,
+        train_y=run.data.train_y,
         mean=run.mean,
         std=run.std,
         aug_gen=ts.aug_gen if run.augment else None,
@@ -409,6 +409,7 @@ def resume_from(run: Run, ts: TrainState, log) -> None:
 
 
 def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
+    run.data = run.data.to(run.device)  # the images live on the training device for the whole run
     ts = TrainState.start(run)
     if resume:
         resume_from(run, ts, log)
@@ -472,14 +473,10 @@ def end_period(run: Run, ts: TrainState, lr: float, period_start: float, bar) ->
     # Rank 0's BatchNorm running statistics are the model's: the ones evaluated and saved.
     distributed.share_buffers(ts.model, run.group)
     scoring = dict(precision=run.precision, channels_last=run.cfg.channels_last, group=run.group)
-    data, dev = run.data, run.device
+    data = run.data
     if data.val_y is not None:
-        row["val_loss"], row["val_error"] = score(
-            ts.model, data.val_x.to(dev), data.val_y.to(dev), run.mean, run.std, **scoring
-        )
-    row["test_loss"], row["test_error"] = score(
-        ts.model, data.test_x.to(dev), data.test_y.to(dev), run.mean, run.std, **scoring
-    )
+        row["val_loss"], row["val_error"] = score(ts.model, data.val_x, data.val_y, run.mean, run.std, **scoring)
+    row["test_loss"], row["test_error"] = score(ts.model, data.test_x, data.test_y, run.mean, run.std, **scoring)
     # A checkpoint is only ever written of weights that are all finite.
     if not (math.isfinite(row["test_loss"]) and finite_weights(ts.model)):
         diverged(run, ts, bar)

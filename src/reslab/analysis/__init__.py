@@ -1,6 +1,7 @@
 """The analyses of why residual learning works. Each is one module here with its computation and,
-at its end, its command: HELP, add_args(parser), command(args) -> result, summary(result) -> lines
-printed, its figure and section(exp_dir) -> HTML for the report. Adding one is adding its
+at its end, its command: HELP, SLOW (whether it shows a progress bar), add_args(parser),
+command(args) -> (result, output directory), summary(result) -> the lines printed, its figure,
+and section(result, exp_dir) -> its HTML in the report. Adding one is adding its
 module and its name below."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 from reslab import runs
 from reslab.errors import UserError, plural
-from reslab.evaluate import error_rate, load_run_model, normalization, normalize, predict  # noqa: F401  (the analyses' scoring)
+from reslab.evaluate import load_run_model, normalization, normalize
 from reslab.models import display
 
 

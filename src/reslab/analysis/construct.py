@@ -19,14 +19,13 @@ import torch.nn as nn
 
 from reslab.analysis.common import (
     add_run_args,
-    error_rate,
     load_split,
     output_dir,
-    predict,
     read_result,
     write_result,
 )
 from reslab.errors import UserError
+from reslab.evaluate import error_rate, predict
 from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
 from reslab.options import positive_int
 from reslab.page import finding_html, table
@@ -114,12 +113,13 @@ def add_args(p) -> None:
     p.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
 
 
-def command(args) -> dict:
+def command(args) -> tuple[dict, Path]:
     compare = Path(args.compare) if args.compare else None
-    return analyze(Path(args.source), args.depth, args.out, compare, args.limit, args.dataset, args.data_dir)
+    out = output_dir([Path(args.source)], args.out)
+    return analyze(Path(args.source), args.depth, out, compare, args.limit, args.dataset, args.data_dir), out
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     scratch = (
         f"; SGD from scratch at depth {r['depth']} ({r['scratch']}): {r['scratch_train_error']:.2%}"
         if "scratch" in r
@@ -205,11 +205,8 @@ def save_constructed(model, source_config, out: Path, result: dict) -> None:
         )
 
 
-def section(exp_dir: Path) -> str | None:
-
-    r = read_result(exp_dir, "construct")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/construct.json (r) and OUT/figures."""
     rows, findings = [], []
     for c in r["results"]:
         deep = display(c["arch"], c["depth"])

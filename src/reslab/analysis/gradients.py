@@ -25,7 +25,6 @@ from reslab.analysis.common import (
     load_split,
     output_dir,
     progress_bar,
-    read_result,
     write_result,
 )
 from reslab.models import CifarNet, build_model
@@ -117,11 +116,12 @@ def add_args(p) -> None:
     )
 
 
-def command(args) -> dict:
-    return analyze(args.runs, args.out, args.depths, args.images, args.points, args.dataset, args.data_dir, args.lines)
+def command(args) -> tuple[dict, Path]:
+    out = output_dir(args.runs, args.out)
+    return analyze(args.runs, out, args.depths, args.images, args.points, args.dataset, args.data_dir, args.lines), out
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     return [
         f"{row['arch']}-{row['depth']} at init: neighbouring-gradient correlation {row['correlation']:.3f} "
         f"± {row['correlation_std']:.3f} over {len(row['values'])} lines"
@@ -219,10 +219,8 @@ def plot_shattering(result: dict, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def section(exp_dir: Path) -> str | None:
-    r = read_result(exp_dir, "gradients")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/gradients.json (r) and OUT/figures."""
     rows = [
         [f"{x['arch']}-{x['depth']}", f"{x['correlation']:.3f}", f"{x['correlation_std']:.3f}"]
         for x in r["shattering"]["rows"]

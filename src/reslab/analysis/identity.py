@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from reslab.analysis.common import (
     progress_bar,
-    read_result,
     write_result,
 )
 from reslab.models import BasicBlock, conv3x3
@@ -140,11 +139,11 @@ def add_args(p) -> None:
     p.add_argument("--out", required=True, help="directory to write analyses/ and figures/ into")
 
 
-def command(args) -> dict:
-    return analyze(Path(args.out), args.max_layers, args.steps)
+def command(args) -> tuple[dict, Path]:
+    return analyze(Path(args.out), args.max_layers, args.steps), Path(args.out)
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     f = finding(r)
     return [f"[{mark(f['holds'])}] {f['claim']}: {f['text']}"]
 
@@ -195,12 +194,8 @@ def plot(result: dict, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def section(exp_dir: Path) -> str | None:
-    from reslab.analysis.identity import finding
-
-    r = read_result(exp_dir, "identity")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/identity.json (r) and OUT/figures."""
     rows = [
         [str(p["convs"]), str(p["k"]), f"{p['error']:.2e}", str(q["k"]), f"{q['error']:.2e}"]
         for p, q in zip(r["plain"], r["residual"])

@@ -19,7 +19,6 @@ from reslab.analysis.common import (
     load_split,
     output_dir,
     progress_bar,
-    read_result,
     write_result,
 )
 from reslab.errors import UserError
@@ -87,13 +86,15 @@ def add_args(p) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
 
 
-def command(args) -> dict:
-    return analyze(
-        args.runs, args.out, args.resolution, args.span, args.images, args.precision, args.dataset, args.data_dir
+def command(args) -> tuple[dict, Path]:
+    out = output_dir(args.runs, args.out)
+    result = analyze(
+        args.runs, out, args.resolution, args.span, args.images, args.precision, args.dataset, args.data_dir
     )
+    return result, out
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     lines = []
     for run in r["runs"]:
         n = len(run["axis"])
@@ -210,10 +211,8 @@ def plot(results: list[dict], path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def section(exp_dir: Path) -> str | None:
-    r = read_result(exp_dir, "landscape")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/landscape.json (r) and OUT/figures."""
     rows = [
         [
             x["label"],

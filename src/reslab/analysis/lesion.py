@@ -17,13 +17,12 @@ import torch.nn.functional as F
 
 from reslab.analysis.common import (
     add_run_args,
-    error_rate,
     load_split,
     output_dir,
     progress_bar,
-    read_result,
     write_result,
 )
+from reslab.evaluate import error_rate
 from reslab.models import CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
@@ -117,11 +116,12 @@ def add_args(p) -> None:
     p.add_argument("--samples", type=positive_int, default=10, help="random draws per k (default 10)")
 
 
-def command(args) -> dict:
-    return analyze(args.runs, args.out, args.limit, args.samples, args.dataset, args.data_dir)
+def command(args) -> tuple[dict, Path]:
+    out = output_dir(args.runs, args.out)
+    return analyze(args.runs, out, args.limit, args.samples, args.dataset, args.data_dir), out
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     lines = []
     for run in r["runs"]:
         single = [s["error"] for s in run["single"] if s["error"] is not None]
@@ -209,10 +209,8 @@ def plot(results: list[dict], path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def section(exp_dir: Path) -> str | None:
-    r = read_result(exp_dir, "lesion")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/lesion.json (r) and OUT/figures."""
     rows = []
     for run in r["runs"]:
         non_down = [s["error"] for s in run["single"] if s["error"] is not None and not s["downsampling"]]

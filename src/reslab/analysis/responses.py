@@ -19,7 +19,6 @@ from reslab.analysis.common import (
     add_run_args,
     load_split,
     output_dir,
-    read_result,
     write_result,
 )
 from reslab.models import BasicBlock, CifarNet
@@ -158,11 +157,12 @@ def add_args(p) -> None:
     p.add_argument("--split", choices=["test", "train"], default="test")
 
 
-def command(args) -> dict:
-    return analyze(args.runs, args.out, args.split, args.limit, args.dataset, args.data_dir)
+def command(args) -> tuple[dict, Path]:
+    out = output_dir(args.runs, args.out)
+    return analyze(args.runs, out, args.split, args.limit, args.dataset, args.data_dir), out
 
 
-def summary(r: dict, args=None) -> list[str]:
+def summary(r: dict) -> list[str]:
     lines = []
     for run in r["runs"]:
         stds = [x["std"] for x in run["layers"]]
@@ -217,10 +217,8 @@ def plot(results: list[dict], path: Path, key: str = "std") -> list[Path]:
     return save(fig, path)
 
 
-def section(exp_dir: Path) -> str | None:
-    r = read_result(exp_dir, "responses")
-    if not r:
-        return None
+def section(r: dict, exp_dir: Path) -> str:
+    """The report's section from OUT/analyses/responses.json (r) and OUT/figures."""
     rows = []
     for run in r["runs"]:
         layers = run["layers"]
