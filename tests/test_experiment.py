@@ -71,7 +71,7 @@ def test_interrupted_cell_is_resumed(tmp_path):
     assert out[0]["state"] == "finished" and (d / "model.safetensors").exists()
 
 
-def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000):
+def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000, train_loss=1.0):
     """A run directory with given curves, for checking verdicts and the report."""
     d = root / f"{arch}-{depth}-seed{seed}"
     cfg = TrainConfig(arch=arch, depth=depth, seed=seed, dataset="digits")
@@ -104,7 +104,7 @@ def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000):
             "epoch": i,
             "iteration": 10 * (i + 1),
             "lr": 0.1,
-            "train_loss": 1.0,
+            "train_loss": train_loss,
             "train_error": e,
             "test_loss": 1.0,
             "test_error": test_error,

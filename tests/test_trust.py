@@ -588,22 +588,24 @@ def test_the_papers_length_on_a_small_dataset_is_said_before_training(tmp_path):
 # verdicts that follow from the measurements (issues 15.12 and 17.2)
 
 
-def verdicts_of(tmp_path, nets):
+def verdicts_of(tmp_path, nets, losses=None):
     from test_experiment import fake_run
 
     from reslab.summary import summarize
     from reslab.verdicts import degradation_verdicts
 
     for arch, depth, train_errors in nets:
-        fake_run(tmp_path, arch, depth, 0, train_errors, 0.2)
+        fake_run(tmp_path, arch, depth, 0, train_errors, 0.2, train_loss=(losses or {}).get((arch, depth), 1.0))
     return {v.claim.split(" (")[0]: v for v in degradation_verdicts(summarize(tmp_path), gather(tmp_path)[0])}
 
 
-def test_both_residual_nets_at_zero_training_error_is_a_floor_effect(tmp_path):
-    v = verdicts_of(tmp_path, [("plain", 8, [0.5, 0.0]), ("plain", 14, [0.5, 0.3]), ("resnet", 8, [0.5, 0.0]),
-                               ("resnet", 14, [0.5, 0.0])])  # fmt: skip
+@pytest.mark.parametrize("deep_loss, holds", [(0.0195, True), (0.0205, False), (0.004, True)])
+def test_both_residual_nets_at_zero_training_error_are_told_apart_by_their_loss(tmp_path, deep_loss, holds):
+    nets = [("plain", 8, [0.5, 0.0]), ("plain", 14, [0.5, 0.3]), ("resnet", 8, [0.5, 0.0]), ("resnet", 14, [0.5, 0.0])]
+    v = verdicts_of(tmp_path, nets, {("resnet", 8): 0.01, ("resnet", 14): deep_loss})
     floor = v["Deeper residual nets do not degrade"]
-    assert floor.holds is None and "floor effect" in floor.text
+    assert floor.holds is holds  # within 0.01 nats of the shallower net's loss counts as no degradation
+    assert "final training loss" in floor.text and f"ResNet-14 {deep_loss:.4f}, ResNet-8 0.0100" in floor.text
 
 
 def test_removing_the_degradation_is_not_claimed_without_a_second_residual_depth(tmp_path):

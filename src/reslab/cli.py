@@ -12,6 +12,7 @@ from pathlib import Path
 from reslab.config import CHOICES, default
 from reslab.errors import ExperimentInterrupted, UserError
 from reslab.options import float_list, int_list, non_negative_int, positive_int
+from reslab.presets import PRESETS
 
 EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
 
@@ -32,6 +33,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         help="never download; fail with a message if the data is missing",
     )
     p.add_argument("--subset", type=positive_int, help="train on a class-balanced subset of N training images")
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help="resize every image to NxN by area averaging (default: as stored; 32 for CIFAR)",
+    )
     p.add_argument(
         "--test-subset",
         type=non_negative_int,
@@ -61,6 +68,19 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         choices=CHOICES["warmup"],
         default=default("warmup"),
         help="lr 0.01 until training error < 80%%, then 0.1 (auto: on for depth >= 110, as in the paper)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=CHOICES["schedule"],
+        default=default("schedule"),
+        help="step: lr / 10 at --milestones (paper); cosine: lr falls to 0 along a half cosine (default %(default)s)",
+    )
+    p.add_argument(
+        "--linear-warmup",
+        type=non_negative_int,
+        default=default("linear_warmup"),
+        metavar="N",
+        help="raise the lr linearly from 0.01 to --lr over the first N iterations (default %(default)s: none)",
     )
     p.add_argument(
         "--augment",
@@ -158,6 +178,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "report.",
     )
     p.add_argument("kind", choices=["degradation"], help="the experiment (degradation: Fig. 1, Fig. 6, Table 6)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named recipe that fills in the options you do not give; cpu: "
+        + PRESETS["cpu"].summary
+        + " (its departures from the paper are listed in the report)",
+    )
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56], help="default 20,32,44,56")
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
@@ -206,6 +233,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="experiment directory (default %(default)s); with a Ray cluster, on storage every node sees",
     )
     add_overwrite_option(p)
+    parser.experiment_parser = p
 
     p = sub.add_parser("train", help="train one network into a run directory")
     add_model_options(p)
@@ -318,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.command == "experiment":
+        apply_preset(args, typed_options(parser.experiment_parser, argv))
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
@@ -395,11 +425,36 @@ def cmd_demo(args) -> int:
     )
 
 
+def apply_preset(args, typed: set[str]) -> None:
+    """Fill in the preset's settings (if one is asked for) for every option the user did not type."""
+    if not args.preset:
+        return
+    preset = PRESETS[args.preset]
+    values = {"depths": preset.depths, "seeds": preset.seeds, **preset.train}
+    if typed & {"epochs", "scale"}:
+        values.pop("iterations", None)  # the user chose the length another way
+    for name, value in values.items():
+        if name not in typed:
+            setattr(args, name, value)
+
+
+def typed_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options that appear on the command line."""
+    actions = parser._option_string_actions
+    return {actions[t.split("=")[0]].dest for t in argv if t.startswith("--") and t.split("=")[0] in actions}
+
+
 def cmd_experiment(args) -> int:
     from reslab.demo import finish, run_grid, split_archs
 
     base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
+    if args.preset:
+        spec["preset"] = args.preset
+        preset = PRESETS[args.preset]
+        print(f"preset {preset.name}: {preset.summary}; departures from the paper:")
+        for d in preset.in_force(vars(args)):
+            print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
     backend = dict(
         backend=args.backend,

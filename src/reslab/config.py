@@ -17,6 +17,7 @@ CHOICES = {
     "cuda_graphs": ("auto", "on", "off"),
     "precision": ("auto", "fp32", "bf16"),
     "shortcut": ("A", "B", "C"),
+    "schedule": ("step", "cosine"),
 }
 
 
@@ -30,6 +31,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True
     subset: int | None = None
+    image_size: int | None = None  # None: as stored; N: every image resized to NxN by area averaging
     test_subset: int | None = None  # None: in proportion to subset (all without one); 0: all
     val_split: int = 0
     batch_size: int = 128
@@ -39,7 +41,9 @@ class TrainConfig:
     iterations: int | None = None  # at most one of iterations / epochs / scale; default 64k
     epochs: float | None = None
     scale: float | None = None
+    schedule: str = "step"  # step: lr / 10 at each milestone (paper); cosine: lr falls to 0 along a half cosine
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    linear_warmup: int = 0  # iterations over which the lr rises linearly from warmup_lr to lr (0: none)
     warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
     warmup_lr: float = 0.01
     warmup_error: float = 0.8
@@ -107,6 +111,10 @@ class TrainConfig:
             raise UserError("warmup_error and the milestones are fractions between 0 and 1.")
         if self.test_subset is not None and self.test_subset < 0:
             raise UserError(f"--test-subset must be 0 (all) or more, got {self.test_subset}.")
+        if self.linear_warmup < 0:
+            raise UserError(f"--linear-warmup must be 0 or more iterations, got {self.linear_warmup}.")
+        if self.image_size is not None and not 8 <= self.image_size <= 1024:
+            raise UserError(f"--image-size must be from 8 to 1024 pixels, got {self.image_size}.")
         if self.val_split < 0:
             raise UserError(f"--val-split must be 0 or more, got {self.val_split}.")
         for name, choices in CHOICES.items():

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from reslab.errors import UserError
 from reslab.runs import WriteError, atomic_write_bytes
@@ -588,6 +589,32 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download_ok: boo
     if source is None:
         raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
     return source.load(name, data_dir, download_ok)
+
+
+def resize(ds: Dataset, size: int | None) -> Dataset:
+    """Every split's images at size x size: area averaging when shrinking (each new pixel the mean
+    of the old pixels it covers, as in the downsampled ImageNet and CIFAR variants of Chrabaszcz
+    et al. 2017), bilinear when enlarging. None, or the size the images have, changes nothing."""
+    if size is None or ds.image_shape[1:] == (size, size):
+        return ds
+
+    def one(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        mode = "area" if size <= min(x.shape[2:]) else "bilinear"
+        chunks = [
+            F.interpolate(c.float(), size=(size, size), mode=mode).round_().clamp_(0, 255).to(torch.uint8)
+            for c in x.split(4096)
+        ]
+        return torch.cat(chunks) if chunks else x[:, :, :size, :size]
+
+    return dataclasses.replace(
+        ds,
+        train_x=one(ds.train_x),
+        test_x=one(ds.test_x),
+        val_x=one(ds.val_x),
+        info={**ds.info, "resized_from": list(ds.image_shape[1:])},
+    )
 
 
 def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

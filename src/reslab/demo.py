@@ -68,7 +68,7 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> li
     print(summary_table(summary))
     print()
     for v in degradation_verdicts(summary, together):
-        print(f"[{mark(v.holds)}] {v.claim}: {v.text}")
+        print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
     return outcomes
 
 
@@ -101,7 +101,7 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
         return
     r = responses.analyze(finished, out)
     for f in r["findings"]:
-        print(f"[{mark(f['holds'])}] {f['claim']}: {f['text']}")
+        print(f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}")
     lo, hi = min(depths), max(depths)
     for arch in archs:
         source = out / f"{arch}-{lo}-seed0"

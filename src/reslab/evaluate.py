@@ -120,11 +120,11 @@ def evaluate_run(
     run_dir: Path, dataset: str | None = None, data_dir: str | None = None, download: bool = True, device: str = "auto"
 ) -> dict:
     """Test loss and error of a run's weights, normalised as the run was trained."""
-    from reslab.data import load_dataset
+    from reslab.data import load_dataset, resize
 
     model, config = load_run_model(run_dir)
     name = dataset or config.dataset
-    data = load_dataset(name, data_dir or config.train.data_dir, download)
+    data = resize(load_dataset(name, data_dir or config.train.data_dir, download), config.train.image_size)
     m = config.model
     if data.image_shape[0] != m.in_channels or data.num_classes > m.num_classes:
         raise UserError(

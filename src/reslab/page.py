@@ -36,9 +36,12 @@ def table(head: list[str], rows: list[list[str]]) -> str:
 
 def verdict_html(v) -> str:
     cls, mark = {True: ("yes", "✓"), False: ("no", "✗"), None: ("", "?")}[v.holds]
+    lead = ""
+    if not getattr(v, "testable", True):
+        cls, mark, lead = "na", "–", "<i>Not testable at this budget.</i> "
     return (
         f'<div class="verdict {cls}"><span class="mark">{mark}</span><div><b>{escape(v.claim)}</b>'
-        f"{escape(v.text)}</div></div>"
+        f"{lead}{escape(v.text)}</div></div>"
     )
 
 
@@ -52,4 +55,4 @@ def finding_html(f: dict) -> str:
     """A finding an analysis wrote (claim, holds, text), shown as a verdict."""
     from reslab.verdicts import Verdict
 
-    return verdict_html(Verdict(f["claim"], f["holds"], f["text"]))
+    return verdict_html(Verdict(f["claim"], f["holds"], f["text"], f.get("testable", True)))

@@ -73,8 +73,9 @@ def mean_curve(metric_runs: list[list[dict]], key: str) -> tuple[list[float], li
     return its, [100 * sum(by_it[i]) / len(by_it[i]) for i in its]
 
 
-# Training errors below this are drawn at it on the log panel (a log axis has no 0).
-LOG_FLOOR = 0.1
+# The lower panel's axis is linear up to this error (%) and logarithmic above: 0% is drawn at 0,
+# and the differences near 0% that the verdicts rest on stay visible.
+LINEAR_BELOW = 1.0
 
 
 def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
@@ -103,7 +104,7 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
             label = f"{arch}-{depth}" + (f" (mean of {n})" if n > 1 else "")
             its, train = mean_curve(groups[arch][depth], "train_error")
             ax.plot(its, train, "--", color=colour, lw=1.2)
-            low.plot(its, [max(v, LOG_FLOOR) for v in train], "--", color=colour, lw=1.6, label=label)
+            low.plot(its, train, "--", color=colour, lw=1.6, label=label)
             its, test = mean_curve(groups[arch][depth], "test_error")
             ax.plot(its, test, "-", color=colour, lw=2.4, label=label)
             top = max([top, *train, *test])
@@ -113,7 +114,7 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
             a.grid(alpha=0.3)
         ax.set_title(PANEL_TITLES.get(arch, ""))
         low.set_xlabel("iterations")
-        low.set_yscale("log")
+        low.set_yscale("symlog", linthresh=LINEAR_BELOW, linscale=0.5)
         handles, _ = ax.get_legend_handles_labels()
         styles = [
             Line2D([], [], color="#333", ls="--", lw=1.2, label="training error"),
@@ -122,13 +123,11 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
         ax.legend(handles=handles + styles, loc="best", framealpha=0.85, edgecolor="none")
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    # Tick labels as plain numbers (50, not 5x10^1); the in-between ones only within one decade.
-    low_min, low_max = axes[1][0].get_ylim()
+    # Tick labels as plain numbers (50, not 5x10^1).
+    axes[1][0].set_ylim(bottom=0)
     axes[1][0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[1][0].yaxis.set_minor_formatter(
-        FuncFormatter(lambda v, _: f"{v:g}") if low_max / low_min < 10 else NullFormatter()
-    )
-    axes[1][0].set_ylabel(f"training error (%), log\n(below {LOG_FLOOR:g}% drawn at {LOG_FLOOR:g}%)")
+    axes[1][0].yaxis.set_minor_formatter(NullFormatter())
+    axes[1][0].set_ylabel(f"training error (%)\n(log scale above {LINEAR_BELOW:g}%)")
     if title:
         fig.suptitle(title, y=1.02)
     fig.tight_layout()
@@ -138,3 +137,76 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
 def run_style(arch: str, depth: int) -> dict:
     """Colour by depth; plain nets dashed, residual nets solid."""
     return {"color": depth_colour(depth), "ls": "--" if arch == "plain" else "-", "lw": 2.0}
+
+
+def figure_title(all_runs: list) -> str:
+    """What every figure of an experiment says it shows: dataset, budget and seeds."""
+    done = [r for r in all_runs if r.metrics]
+    if not done:
+        return ""
+    first = done[0].config
+    c, h, w = first.data["image_shape"]
+    iterations = sorted({int(r.final["iteration"]) for r in done})
+    seeds = sorted({r.seed for r in done})
+    budget = f"{iterations[-1]:,} iterations" if len(iterations) == 1 else f"up to {iterations[-1]:,} iterations"
+    return (
+        f"{first.dataset} ({h}x{w}), {first.data['train_size']:,} training images, {budget}, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    )
+
+
+def error_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
+    """Table 6 drawn: final error against depth, plain and residual side by side, training error
+    dashed and test error solid, bars for the seeds' standard deviation."""
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    archs = [a for a in PANEL_TITLES if any(r["arch"] == a and r["runs"] for r in summary)]
+    colours = {"plain": "#d62728", "resnet": "#1f77b4", "preact": "#2ca02c", "preact-bottleneck": "#8c564b"}
+    for arch in archs:
+        rows = sorted((r for r in summary if r["arch"] == arch and r["runs"]), key=lambda r: r["depth"])
+        depths = [r["depth"] for r in rows]
+        for split, ls, lw, what in (("train", "--", 1.6, "training"), ("test", "-", 2.6, "test")):
+            ax.errorbar(
+                depths,
+                [100 * r[f"{split}_error_mean"] for r in rows],
+                yerr=[100 * (r[f"{split}_error_std"] or 0) for r in rows],
+                ls=ls, lw=lw, marker="o", capsize=4, color=colours.get(arch, "#555"),
+                label=f"{PANEL_TITLES[arch]}, {what} error",
+            )  # fmt: skip
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("final error (%)")
+    ax.set_xticks(sorted({r["depth"] for r in summary}))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(framealpha=0.85, edgecolor="none", fontsize=10)
+    ax.set_title("Error against depth (paper, Table 6)" + (f"\n{title}" if title else ""), fontsize=12)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def reach_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
+    """Iterations until the training error first reaches the summary's threshold, against
+    depth; a net that never reaches it is drawn as a hollow marker at the top, labelled."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    threshold = summary[0]["reach_threshold"] if summary else 0
+    done = [r for r in summary if r["runs"]]
+    ceiling = max([r["iterations_to_reach"] or 0 for r in done] + [1]) * 1.15
+    colours = {"plain": "#d62728", "resnet": "#1f77b4", "preact": "#2ca02c", "preact-bottleneck": "#8c564b"}
+    for arch in [a for a in PANEL_TITLES if any(r["arch"] == a for r in done)]:
+        rows = sorted((r for r in done if r["arch"] == arch), key=lambda r: r["depth"])
+        reached = [r for r in rows if r["iterations_to_reach"] is not None]
+        colour = colours.get(arch, "#555")
+        ax.plot([r["depth"] for r in reached], [r["iterations_to_reach"] for r in reached], marker="o", color=colour,
+                lw=2.2, label=PANEL_TITLES[arch], ls="--" if arch == "plain" else "-")  # fmt: skip
+        for r in rows:
+            if r["iterations_to_reach"] is None:
+                ax.plot([r["depth"]], [ceiling], "o", mfc="white", color=colour, ms=9)
+                ax.annotate("never", (r["depth"], ceiling), textcoords="offset points", xytext=(8, -4), color=colour)
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel(f"iterations to {100 * threshold:g}% training error")
+    ax.set_xticks(sorted({r["depth"] for r in summary}))
+    ax.set_ylim(0, ceiling * 1.1)
+    ax.grid(alpha=0.3)
+    ax.legend(framealpha=0.85, edgecolor="none")
+    ax.set_title("How fast they train" + (f"\n{title}" if title else ""), fontsize=12)
+    fig.tight_layout()
+    return save(fig, path)

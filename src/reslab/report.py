@@ -16,7 +16,7 @@ from reslab.analysis.common import read_result
 from reslab.errors import UserError, plural
 from reslab.models import display
 from reslab.page import Html, embed_png, esc, table, verdict_html
-from reslab.summary import pct, summarize, summary_rows
+from reslab.summary import crossover_text, crossovers, pct, summarize, summary_rows
 from reslab.verdicts import degradation_verdicts
 
 CSS = """
@@ -28,7 +28,7 @@ h2{font-size:22px;margin:36px 0 12px;border-bottom:2px solid #dde2ea;padding-bot
 .card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 22px;margin:14px 0}
 .verdict{display:flex;gap:14px;align-items:flex-start;padding:12px 16px;margin:10px 0;border-radius:8px;background:#fff;
  border-left:6px solid #9aa3b2;box-shadow:0 1px 2px rgba(0,0,0,.06)}
-.verdict.yes{border-color:#2e9d57}.verdict.no{border-color:#d64541}
+.verdict.yes{border-color:#2e9d57}.verdict.no{border-color:#d64541}.verdict.na{border-color:#c9ced8;background:#fafbfc}
 .mark{font-size:22px;font-weight:700;min-width:26px}.yes .mark{color:#2e9d57}.no .mark{color:#d64541}
 .verdict b{display:block;font-size:16px;margin-bottom:2px}
 table{border-collapse:collapse;width:100%;font-size:15px;background:#fff}
@@ -66,7 +66,12 @@ def build_report(exp_dir: Path) -> str:
         parts += training_sections(exp_dir, summary, all_runs)
     parts.append(cost_section(summary, all_runs[0].config.data))
     parts += [html for name in analysis.NAMES if (html := guarded(name, exp_dir))]
-    parts += [runs_section(all_runs), skipped_section(skipped), configuration_section(all_runs)]
+    parts += [
+        runs_section(all_runs),
+        skipped_section(skipped),
+        recipe_section(exp_dir, all_runs),
+        configuration_section(all_runs),
+    ]
     body = "\n".join(parts)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -98,18 +103,31 @@ def subtitle(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
 
 def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.RunRecord]) -> list[str]:
     """Verdicts, the Fig. 1/6 curves and the Table-6 summary."""
-    from reslab.plots import error_curves
+    from reslab.plots import error_curves, error_vs_depth, figure_title, reach_vs_depth
 
     parts = []
     verdicts = degradation_verdicts(summary, all_runs)
     if verdicts:
         parts.append("<h2>What the measurements say</h2>" + "".join(verdict_html(v) for v in verdicts))
-    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves")[0]
+    title = figure_title(all_runs)
+    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves", title)[0]
     parts.append(
         '<h2>Error during training (paper, Fig. 1 and 6)</h2><div class="card">'
         + embed_png(figure, "training and test error against iterations")
         + "</div>"
     )
+    parts.append(crossover_section(all_runs))
+    if len({r["depth"] for r in summary if r["runs"]}) > 1:
+        by_depth = error_vs_depth(summary, exp_dir / "figures" / "error_vs_depth", title)[0]
+        speed = reach_vs_depth(summary, exp_dir / "figures" / "reach_vs_depth", title)[0]
+        parts.append(
+            '<h2>Error and speed against depth</h2><div class="card">'
+            + embed_png(by_depth, "final training and test error against depth")
+            + "</div>"
+            + '<div class="card">'
+            + embed_png(speed, "iterations to the threshold against depth")
+            + "</div>"
+        )
     head, rows = summary_rows(summary, html=True)
     parts.append(
         "<h2>Summary (paper, Table 6)</h2>"
@@ -119,6 +137,48 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.Ru
         "augmentation is on), as in the paper's dashed curves.</p>"
     )
     return parts
+
+
+def crossover_section(all_runs: list[runs.RunRecord]) -> str:
+    """For every pair of depths, from which iteration the deeper net trains better."""
+    found = crossovers(all_runs)
+    if not found:
+        return ""
+    rows = [
+        [
+            f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])}",
+            crossover_text(c).replace("from iteration ", ""),
+            ", ".join(f"seed {s}: {'never' if it is None else f'{it:,}'}" for s, it in sorted(c["per_seed"].items())),
+        ]
+        for c in found
+    ]
+    return (
+        "<h2>Crossovers: when the deeper net trains better</h2>"
+        + table(["pair", "iteration (mean curves)", "per seed"], rows)
+        + '<p class="note">The first evaluation from which the deeper net\'s training error stays below the '
+        "shallower one's to the end of the run; never: it does not end below. In the paper's Fig. 6 the "
+        "residual pairs cross early and the plain pairs never do.</p>"
+    )
+
+
+def recipe_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
+    """A preset's departures from the paper, each with its reason (experiment.json names the preset)."""
+    from reslab.presets import PRESETS
+
+    path = exp_dir / "experiment.json"
+    spec = runs.read_json(path) if path.is_file() else {}
+    preset = PRESETS.get(spec.get("preset")) if isinstance(spec, dict) else None
+    if preset is None:
+        return ""
+    train = asdict(all_runs[0].config.train)
+    rows = [[d.setting, d.paper, d.preset, d.why] for d in preset.in_force(train)]
+    return (
+        f"<h2>Recipe: the {esc(preset.name)} preset</h2>"
+        + f'<p class="note">{esc(preset.summary)}. The same recipe for every network, plain and residual: the '
+        "shortcuts are the only difference. Everything not listed is the paper's (SGD, momentum 0.9, weight decay "
+        "1e-4, lr 0.1, batch 128, He init, pad-crop-flip). Where these were measured: "
+        f"<code>{esc(preset.study)}</code>.</p>" + table(["setting", "paper", "this preset", "why"], rows)
+    )
 
 
 def cost_section(summary: list[dict], data: dict) -> str:

@@ -42,6 +42,69 @@ def iterations_to_reach(metrics: list[dict], threshold: float) -> float | None:
     return next((r["iteration"] for r in metrics if r["train_error"] <= threshold), None)
 
 
+def crossover(deep: list[tuple[int, float]], shallow: list[tuple[int, float]]) -> int | None:
+    """The first evaluated iteration from which the deeper net's training error stays below the
+    shallower one's to the end of the run, from two (iteration, training error) curves evaluated
+    at the same iterations; None if it does not end below (never in this budget)."""
+    theirs = dict(shallow)
+    common = [(i, e, theirs[i]) for i, e in deep if i in theirs]
+    since = None
+    for i, mine, other in common:
+        if mine < other:
+            since = int(i) if since is None else since
+        else:
+            since = None
+    return since
+
+
+def mean_train_curve(metric_runs: list[list[dict]]) -> list[tuple[int, float]]:
+    """(iteration, mean training error) at the iterations every run evaluated."""
+    by_it: dict[int, list[float]] = {}
+    for rows in metric_runs:
+        for r in rows:
+            by_it.setdefault(r["iteration"], []).append(r["train_error"])
+    return [(i, sum(v) / len(v)) for i, v in sorted(by_it.items()) if len(v) == len(metric_runs)]
+
+
+def crossovers(all_runs: list) -> list[dict]:
+    """For every pair of depths of an architecture, the iteration from which the deeper net's
+    training error stays below the shallower one's: on the seeds' mean curves, and per seed
+    (None: not in this budget). The paper expects residual pairs to cross early, plain pairs never."""
+    groups: dict[tuple[str, int], dict[int, list[dict]]] = {}
+    for r in all_runs:
+        if r.state == "finished" and r.metrics:
+            groups.setdefault((r.arch, r.depth), {})[r.seed] = r.metrics
+    out = []
+    for (arch, deep), deep_runs in sorted(groups.items(), key=lambda kv: (arch_order(kv[0][0]), kv[0][1])):
+        for (arch2, shallow), shallow_runs in sorted(groups.items()):
+            if arch2 != arch or shallow >= deep:
+                continue
+            seeds = sorted(set(deep_runs) & set(shallow_runs))
+            if not seeds:
+                continue
+            curve = lambda runs_: [(m["iteration"], m["train_error"]) for m in runs_]  # noqa: E731
+            out.append(
+                {
+                    "arch": arch,
+                    "shallow": shallow,
+                    "deep": deep,
+                    "seeds": seeds,
+                    "iteration": crossover(
+                        mean_train_curve([deep_runs[s] for s in seeds]),
+                        mean_train_curve([shallow_runs[s] for s in seeds]),
+                    ),
+                    "per_seed": {s: crossover(curve(deep_runs[s]), curve(shallow_runs[s])) for s in seeds},
+                    "total": max(m["iteration"] for s in seeds for m in deep_runs[s]),
+                }
+            )
+    return out
+
+
+def crossover_text(c: dict) -> str:
+    """'from iteration 700' or 'never in this budget' (the mean curves)."""
+    return "never in this budget" if c["iteration"] is None else f"from iteration {c['iteration']:,}"
+
+
 def choose_threshold(all_runs: list[dict]) -> float:
     """The lowest round training error that every run of the shallowest depth reached, so the
     convergence column compares like with like (a deeper net may never get there)."""

@@ -27,7 +27,7 @@ import torch
 from reslab import accel, distributed, runs, step
 from reslab.augment import default_pad
 from reslab.config import TrainConfig
-from reslab.data import Dataset, load_dataset, prepare
+from reslab.data import Dataset, load_dataset, prepare, resize
 from reslab.errors import UserError, one_line
 from reslab.evaluate import score
 from reslab.models import build_model, count_macs, count_parameters, state_mismatch
@@ -47,8 +47,24 @@ def total_iterations(cfg: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, round(PAPER_ITERATIONS * (cfg.scale if cfg.scale is not None else 1.0)))
 
 
-def lr_at(iteration: int, base_lr: float, milestones: list[int]) -> float:
-    """Step schedule: base lr divided by 10 at each milestone passed."""
+def lr_at(
+    iteration: int,
+    base_lr: float,
+    milestones: list[int],
+    schedule: str = "step",
+    total: int = 1,
+    ramp: int = 0,
+    ramp_from: float = 0.01,
+) -> float:
+    """The lr of an iteration. A linear warm-up (Goyal et al. 2017) first raises it from
+    `ramp_from` to `base_lr` over `ramp` iterations; then the step schedule divides it by 10 at
+    each milestone passed (paper), or the cosine schedule (Loshchilov & Hutter 2017) lowers it to
+    0 along a half cosine by the end of the run."""
+    if iteration < ramp:
+        return ramp_from + (base_lr - ramp_from) * iteration / ramp
+    if schedule == "cosine":
+        done = (iteration - ramp) / max(1, total - ramp)
+        return base_lr * 0.5 * (1 + math.cos(math.pi * done))
     return base_lr * 0.1 ** sum(iteration >= m for m in milestones)
 
 
@@ -123,7 +139,7 @@ def setup(
     device = device or accel.resolve_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    data = prepare(data, cfg.subset, cfg.val_split, cfg.seed, cfg.test_subset)
+    data = prepare(resize(data, cfg.image_size), cfg.subset, cfg.val_split, cfg.seed, cfg.test_subset)
     n = len(data.train_y)
     batch_size = min(cfg.batch_size, n)
     if batch_size % group.world:
@@ -158,12 +174,12 @@ def setup(
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
         total=total,
-        milestones=[round(f * total) for f in cfg.milestones],
+        milestones=[round(f * total) for f in cfg.milestones] if cfg.schedule == "step" else [],
         warmup=warmup,
         augment=augment,
         eval_every=cfg.eval_every or steps_per_epoch,
         compile=accel.resolve_compile(cfg.compile, total, device, group.active),
-        cuda_graphs=step.resolve(cfg.cuda_graphs, device, group.active),
+        cuda_graphs=step.resolve(cfg.cuda_graphs, device, group.active, stepwise_lr=cfg.schedule == "step"),
     )
     c, h, w = data.image_shape
     config = runs.RunConfig(
@@ -360,7 +376,14 @@ class TrainState:
             self.perm = torch.randperm(len(run.data.train_y), generator=self.order_gen).to(run.device)
         idx = self.perm[pos * run.batch_size : (pos + 1) * run.batch_size]
         warming = self.warmup_until is None
-        lr = run.cfg.warmup_lr if warming else lr_at(self.iteration, run.cfg.lr, run.milestones)
+        cfg = run.cfg
+        lr = (
+            cfg.warmup_lr
+            if warming
+            else lr_at(
+                self.iteration, cfg.lr, run.milestones, cfg.schedule, run.total, cfg.linear_warmup, cfg.warmup_lr
+            )
+        )
         return idx, lr, warming
 
 
@@ -575,10 +598,18 @@ def plan_text(run: Run) -> str:
     """What is about to be trained and for how long, said before it starts: the paper's 64k
     iterations are 182 epochs of its 45k-image split, but thousands on a small dataset."""
     epochs = run.total / run.steps_per_epoch
+    cfg = run.cfg
+    if cfg.schedule == "cosine":
+        lr = f"lr {cfg.lr:g} falling to 0 along a cosine"
+    else:
+        lr = f"lr drops at {', '.join(f'{m:,}' for m in run.milestones)}"
+    if cfg.linear_warmup:
+        lr = f"lr rising from {cfg.warmup_lr:g} over the first {cfg.linear_warmup:,} iterations, then {lr}"
+    side = run.data.image_shape[1]
     text = (
-        f"{run.cfg.arch}-{run.cfg.depth} on {run.data.name}: {run.total:,} iterations of {run.batch_size} images "
-        f"({epochs:,.1f} epochs of {len(run.data.train_y):,} training images), lr drops at "
-        f"{', '.join(f'{m:,}' for m in run.milestones)}, evaluated every {min(run.eval_every, run.total):,} iterations"
+        f"{cfg.arch}-{cfg.depth} on {run.data.name} ({side}x{side}): {run.total:,} iterations of {run.batch_size} "
+        f"images ({epochs:,.1f} epochs of {len(run.data.train_y):,} training images), {lr}, evaluated every "
+        f"{min(run.eval_every, run.total):,} iterations"
     )
     if epochs > 1000 and run.cfg.iterations is None and run.cfg.epochs is None and run.cfg.scale is None:
         text += "; that is the paper's length, chosen for CIFAR-10: shorten it with --epochs or --iterations"

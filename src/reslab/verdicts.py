@@ -19,6 +19,7 @@ class Verdict:
     claim: str
     holds: bool | None  # None: this experiment cannot tell
     text: str
+    testable: bool = True  # False: the claim cannot be tested at this budget (the text says where it can)
 
 
 @dataclass
@@ -52,8 +53,10 @@ class Measured:
         return cls(d["name"], model["arch"], model["depth"], seed, state, d["metrics"])
 
 
-def mark(holds: bool | None) -> str:
+def mark(holds: bool | None, testable: bool = True) -> str:
     """A verdict's mark on the terminal."""
+    if not testable:
+        return "not testable here"
     return {True: "yes", False: "NO", None: "?"}[holds]
 
 
@@ -129,12 +132,7 @@ def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list, want
     hits, n = seeds_where(all_runs, arch, depths[-1], depths[0], better_deep=True)
     claim = f"Deeper {'residual' if arch == 'resnet' else ARCHS[arch].title} nets do not degrade ({shallow} vs {deep})"
     if max(err.values()) <= FLOOR:
-        return Verdict(
-            claim,
-            None,
-            f"{numbers}: all fit the training set, so this budget cannot tell whether depth degrades them (a floor "
-            "effect); a harder dataset or a shorter run can.",
-        )
+        return floor_verdict(claim, numbers, arch, depths[-1], depths[0], all_runs)
     if worse or worse_steps:
         steps = ", ".join(f"{display(arch, b)} is worse than {display(arch, a)}" for a, b in worse_steps)
         return Verdict(claim, False, f"{numbers}: the deeper residual net is worse here too ({steps or 'overall'}).")
@@ -143,6 +141,34 @@ def depth_verdict(arch: str, depths: list[int], rows: dict, all_runs: list, want
     if 2 * hits <= n:
         return Verdict(claim, None, text + " That is on the mean only: most seeds do not show it.")
     return Verdict(claim, True, text)
+
+
+# At the floor, a deeper net's final training loss at most this far (in nats) above the shallower
+# one's counts as fitting the training set as well: 0.01 nats is a mean probability of the right
+# class within about 1% of the other net's. (A ratio would call 0.0026 against 0.0001 a degradation.)
+LOSS_MARGIN = 0.01
+
+
+def floor_verdict(claim: str, numbers: str, arch: str, deep: int, shallow: int, all_runs: list) -> Verdict:
+    """Both nets fit the training set (0% error), so the error cannot separate them: the final
+    training loss does. The deeper net does not degrade if its loss is at most LOSS_MARGIN nats
+    above the shallower one's, on most seeds."""
+    a, b = finals_by_seed(all_runs, arch, deep), finals_by_seed(all_runs, arch, shallow)
+    seeds = sorted(
+        s for s in set(a) & set(b) if a[s].get("train_loss") is not None and b[s].get("train_loss") is not None
+    )
+    if not seeds:
+        return Verdict(claim, None, f"{numbers}: all fit the training set, and no training loss was recorded.")
+    hits = sum(a[s]["train_loss"] <= b[s]["train_loss"] + LOSS_MARGIN for s in seeds)
+    mean = lambda d: sum(d[s]["train_loss"] for s in seeds) / len(seeds)  # noqa: E731
+    text = (
+        f"{numbers}: both fit the training set, so the error cannot separate them; their final training loss "
+        f"does: {display(arch, deep)} {mean(a):.4f}, {display(arch, shallow)} {mean(b):.4f} "
+        f"(at most {LOSS_MARGIN:g} higher counts as fitting it as well; so on {hits} of {len(seeds)} seeds)."
+    )
+    if 2 * hits == len(seeds):
+        return Verdict(claim, None, text + " The seeds disagree.")
+    return Verdict(claim, 2 * hits > len(seeds), text)
 
 
 def convergence_verdict(d: int, p: dict, r: dict) -> Verdict:

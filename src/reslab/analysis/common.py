@@ -36,11 +36,12 @@ def load_split(
     seed: int = 0,
 ) -> LoadedRun:
     """A run's model (eval mode, CPU) and `limit` images of `split` (a fixed random choice)."""
-    from reslab.data import load_dataset, prepare
+    from reslab.data import load_dataset, prepare, resize
 
     model, config = load_run_model(run_dir)
     train_cfg = config.train
     ds = load_dataset(dataset or config.dataset, data_dir or train_cfg.data_dir, train_cfg.download)
+    ds = resize(ds, train_cfg.image_size)  # the images at the size the network was trained on
     if split == "train":
         # The run's own training images (its subset and validation hold-out reproduced).
         ds = prepare(ds, train_cfg.subset, train_cfg.val_split, train_cfg.seed)

@@ -28,7 +28,7 @@ from reslab.errors import UserError
 from reslab.evaluate import error_rate, predict
 from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
 from reslab.options import positive_int
-from reslab.page import finding_html, table
+from reslab.page import figure, finding_html, table
 from reslab.summary import pct as pc
 
 
@@ -169,7 +169,43 @@ def analyze(
     results = (read_result(out, "construct") or {}).get("results", [])
     results = [r for r in results if (r["source"], r["depth"]) != (result["source"], depth)] + [result]
     write_result(out, "construct", {"results": results})
+    plot(results, out / "figures" / "construct", budget(src.config))
     return result
+
+
+def budget(config) -> str:
+    """The source run's dataset, length and seed, for the figure's title."""
+    c, h, w = config.data["image_shape"]
+    return f"{config.dataset} ({h}x{w}), {config.resolved.get('iterations', 0):,} iterations, seed {config.train.seed}"
+
+
+def plot(results: list[dict], path: Path, title: str = "") -> list[Path]:
+    """The constructed solution as bars: for each construction, the training error of the
+    shallow net, of the identity-extended deep net built from it, and of SGD's deep net."""
+    from reslab.plots import plt, save
+
+    fig, ax = plt.subplots(figsize=(3.2 + 2.6 * len(results), 4.8))
+    bars = [
+        ("source_train_error", "shallow net, trained", "#9aa3b2"),
+        ("constructed_train_error", "deep net, constructed", "#2e9d57"),
+        ("scratch_train_error", "deep net, SGD from scratch", "#d64541"),
+    ]
+    width = 0.26
+    for j, (key, label, colour) in enumerate(bars):
+        xs = [i + (j - 1) * width for i, r in enumerate(results) if r.get(key) is not None]
+        ys = [100 * r[key] for r in results if r.get(key) is not None]
+        ax.bar(xs, ys, width, color=colour, label=label)
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=10)
+    ax.set_xticks(range(len(results)))
+    ax.set_xticklabels([f"{r['source_label']} → {display(r['arch'], r['depth'])}" for r in results], fontsize=11)
+    ax.set_ylabel("training error (%), eval mode")
+    ax.set_ylim(0, max([100 * (r.get(k) or 0) for r in results for k, _, _ in bars] + [1]) * 1.25)
+    ax.legend(framealpha=0.85, edgecolor="none", fontsize=10, loc="upper left")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title("The constructed solution (claim C3)" + (f"\n{title}" if title else ""), fontsize=12)
+    fig.tight_layout()
+    return save(fig, path)
 
 
 def find_sibling(source: Path, arch: str, depth: int) -> Path | None:
@@ -243,6 +279,7 @@ def section(r: dict, exp_dir: Path) -> str:
     return (
         "<h2>The constructed solution</h2>"
         + "".join(finding_html(f) for f in findings)
+        + figure(exp_dir, "construct", "training error of the shallow, constructed and SGD-trained nets")
         + table(
             [
                 "construction",

@@ -145,7 +145,7 @@ def command(args) -> tuple[dict, Path]:
 
 def summary(r: dict) -> list[str]:
     f = finding(r)
-    return [f"[{mark(f['holds'])}] {f['claim']}: {f['text']}"]
+    return [f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}"]
 
 
 def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=print) -> dict:

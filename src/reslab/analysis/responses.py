@@ -100,13 +100,39 @@ def overall(outcomes: list[bool | None]) -> bool | None:
     return True if outcomes and all(outcomes) else None
 
 
+# Fig. 7 is about trained networks. While every net's mean BN scale |gamma| is still within this
+# fraction of its initial value 1, the responses show the initialisation, not what was learned.
+GAMMA_MOVED = 0.10
+UNTESTABLE = (
+    "Fig. 7 concerns trained networks, and the BN scales of these nets have not moved from their initial 1 "
+    "(mean |gamma| {low:.3f} to {high:.3f}, within {margin:g}%), so their responses show the initialisation. "
+    "Train longer (reslab experiment degradation --preset cpu, then reslab analyze responses on its runs) or "
+    "import trained networks (reslab import) and analyse those."
+)
+
+
+def untrained_scales(results: list[dict]) -> tuple[float, float] | None:
+    """(lowest, highest) mean |gamma| over the nets when every one is still within GAMMA_MOVED
+    of 1; None when some net's scales have moved (or none has BN scales to read)."""
+    means = []
+    for r in results:
+        gammas = [layer["gamma"] for layer in r["layers"] if layer.get("gamma") is not None]
+        if gammas:
+            means.append(sum(gammas) / len(gammas))
+    if not means or any(abs(m - 1) > GAMMA_MOVED for m in means):
+        return None
+    return min(means), max(means)
+
+
 def findings(results: list[dict], key: str = "std") -> list[dict]:
     """The paper's two observations, checked: (1) residual responses are smaller than plain ones
     at equal depth; (2) deeper residual nets have smaller responses. Means over layers; a
-    difference within 5% counts as unclear."""
+    difference within 5% counts as unclear. Nets whose BN scales have not moved from their
+    initial value are not yet what Fig. 7 describes: each finding is then marked not testable."""
     mean = {(r["arch"], r["depth"]): sum(layer[key] for layer in r["layers"]) / len(r["layers"]) for r in results}
     what = key.replace("_", " ")
     out = []
+    untrained = untrained_scales(results)
     pairs = sorted(d for a, d in mean if a == "plain" and ("resnet", d) in mean)
     if pairs:
         text = "; ".join(
@@ -137,6 +163,9 @@ def findings(results: list[dict], key: str = "std") -> list[dict]:
                 "text": f"Mean {what} over layers: {text} — {verdict}.",
             }
         )
+    if untrained is not None:
+        reason = UNTESTABLE.format(low=untrained[0], high=untrained[1], margin=100 * GAMMA_MOVED)
+        out = [{**f, "holds": None, "testable": False, "text": f"{reason} (Measured: {f['text']})"} for f in out]
     return out
 
 
@@ -170,7 +199,7 @@ def summary(r: dict) -> list[str]:
             f"{run['label']}: response std over {len(stds)} 3x3 layers: mean {sum(stds) / len(stds):.3f}, "
             f"first {stds[0]:.3f}, last {stds[-1]:.3f}"
         )
-    return lines + [f"[{mark(f['holds'])}] {f['claim']}: {f['text']}" for f in r["findings"]]
+    return lines + [f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}" for f in r["findings"]]
 
 
 def analyze(run_dirs: list[Path], out=None, split="test", limit=None, dataset=None, data_dir=None) -> dict:

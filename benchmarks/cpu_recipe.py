@@ -1,0 +1,152 @@
+"""The study behind `--preset cpu`: which recipe shows the paper's degradation result on real
+CIFAR-10 within an hour on a 2-core CPU.
+
+Trains each candidate recipe's networks one after another (one process, all cores), on seeds
+that the published preset results do not use (100, 101, ...), and appends every finished run to
+benchmarks/results/cpu_recipe.json as it comes: final training and test error, wall time, the
+load average beside it, and the training-error curve, from which the crossovers are computed
+(the iteration from which the deeper net's training error stays below the shallower one's).
+
+    python benchmarks/cpu_recipe.py --recipes cosine16-full,cosine16-10k --nets resnet-20,resnet-56 --seeds 100
+    python benchmarks/cpu_recipe.py --table     # the markdown table of what was measured so far
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from degradation_cifar10 import add_cifar_options, cifar_folder
+
+from reslab.config import TrainConfig
+from reslab.summary import crossover
+
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu_recipe.json"
+
+# Every candidate: the same recipe for plain and residual nets. Common to all: SGD, momentum 0.9,
+# weight decay 1e-4, lr 0.1, batch 128, He init, pad-crop-flip, the paper's architectures.
+PAPER_SHORT = dict(schedule="step")  # drops at 50% and 75%, no warm-up: the paper's recipe, shortened
+RECIPES = {
+    "paper32-1000": dict(PAPER_SHORT, iterations=1000),
+    "cosine32-1000": dict(schedule="cosine", linear_warmup=200, iterations=1000),
+    "cosine16-full": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16),
+    "cosine16-10k": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000),
+    "cosine16-5k": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=5000),
+    "paper16-full": dict(PAPER_SHORT, iterations=2000, image_size=16),
+}
+EVAL_EVERY = 100
+TEST_IMAGES = 2000
+
+
+def load_results() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
+def save_results(rows: list[dict]) -> None:
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, RESULTS)
+
+
+def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
+    from reslab.train import train
+
+    arch, depth = net.rsplit("-", 1)
+    cfg = TrainConfig(
+        arch=arch, depth=int(depth), dataset=dataset, seed=seed, eval_every=EVAL_EVERY, test_subset=TEST_IMAGES,
+        **RECIPES[recipe],
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(cfg, Path(tmp) / "run", progress=False, log=lambda *_: None)
+        wall = time.perf_counter() - t0
+        metrics = json.loads(json.dumps(_read_metrics(Path(tmp) / "run")))
+    last = metrics[-1]
+    return {
+        "recipe": recipe, "net": net, "seed": seed, "config": dataclasses.asdict(cfg),
+        "train_error": last["train_error"], "test_error": last["test_error"], "train_loss": last["train_loss"],
+        "wall_s": round(wall, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
+        "curve": [[m["iteration"], m["train_error"]] for m in metrics],
+    }  # fmt: skip
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    from reslab.runs import read_metrics
+
+    return read_metrics(run_dir)
+
+
+def table(rows: list[dict]) -> str:
+    """Per recipe: mean errors per net, wall time, and the crossovers of the deep over the shallow nets."""
+    out = [
+        "| recipe | net | seeds | training error | test error | wall (s, per run) | load avg |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by = {}
+    for r in rows:
+        by.setdefault((r["recipe"], r["net"]), []).append(r)
+    for (recipe, net), rs in by.items():
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        errs = " / ".join(f"{100 * r['train_error']:.1f}" for r in rs)
+        train, test, wall, load = (
+            sum(r[k] for r in rs) / len(rs) for k in ("train_error", "test_error", "wall_s", "loadavg_1m")
+        )
+        out.append(
+            f"| {recipe} | {net} | {seeds} | {100 * train:.1f}% ({errs}) | {100 * test:.1f}% "
+            f"| {wall:.0f} | {load:.2f} |"
+        )
+    out += [
+        "",
+        "| recipe | seed | pair | deeper net's training error stays below from iteration |",
+        "|---|---|---|---|",
+    ]
+    for (recipe, net), rs in by.items():
+        arch, depth = net.rsplit("-", 1)
+        for r in rs:
+            for (recipe2, net2), rs2 in by.items():
+                a2, d2 = net2.rsplit("-", 1)
+                if recipe2 != recipe or a2 != arch or int(d2) >= int(depth):
+                    continue
+                other = next((x for x in rs2 if x["seed"] == r["seed"]), None)
+                if other:
+                    it = crossover(r["curve"], other["curve"])
+                    out.append(
+                        f"| {recipe} | {r['seed']} | {net} below {net2} "
+                        f"| {it if it is not None else 'never in this budget'} |"
+                    )
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--nets", default="plain-20,plain-56,resnet-20,resnet-56")
+    p.add_argument("--seeds", default="100,101")
+    p.add_argument("--table", action="store_true", help="print the table of the results so far and exit")
+    add_cifar_options(p)
+    args = p.parse_args()
+    if args.table:
+        print(table(load_results()))
+        return
+    folder = cifar_folder(args)
+    if folder is None:
+        raise SystemExit(2)
+    for recipe in args.recipes.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for net in args.nets.split(","):
+                rows = load_results()
+                if any(r["recipe"] == recipe and r["net"] == net and r["seed"] == seed for r in rows):
+                    continue
+                row = run_one(recipe, net, seed, f"imagefolder:{folder}")
+                save_results(load_results() + [row])
+                print(f"{recipe} {net} seed {seed}: train {row['train_error']:.3f} test {row['test_error']:.3f} "
+                      f"in {row['wall_s']:.0f} s (load {row['loadavg_1m']})", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

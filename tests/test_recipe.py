@@ -1,0 +1,142 @@
+"""The CPU preset's recipe: its schedule, image size and presets on the command line, the
+crossovers, and the verdict labels it brought (not testable here; the loss at the floor)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from reslab import cli
+from reslab.data import make_dataset, resize
+from reslab.experiment import grid
+from reslab.presets import PRESETS
+from reslab.summary import crossover, crossovers
+from reslab.train import lr_at
+
+
+def test_linear_warmup_then_cosine_schedule():
+    lr = lambda i: lr_at(i, 0.1, [], "cosine", total=1000, ramp=200, ramp_from=0.01)  # noqa: E731
+    assert lr(0) == pytest.approx(0.01) and lr(100) == pytest.approx(0.055) and lr(200) == pytest.approx(0.1)
+    assert lr(600) == pytest.approx(0.05) and lr(999) < 1e-5
+    values = [lr(i) for i in range(200, 1000)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # falls monotonically after the warm-up
+    # The paper's step schedule is unchanged, and a linear warm-up can precede it too.
+    assert [lr_at(i, 0.1, [500, 750]) for i in (0, 499, 500, 750)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert lr_at(50, 0.1, [500, 750], "step", 1000, ramp=100) == pytest.approx(0.055)
+
+
+def test_resize_averages_areas_and_keeps_labels():
+    x = np.arange(4 * 4, dtype=np.uint8).reshape(1, 1, 4, 4).repeat(3, axis=0)
+    ds = make_dataset("t", x, np.array([0, 1, 2]), x[:2], np.array([0, 1]), ["a", "b", "c"])
+    small = resize(ds, 2)
+    assert small.image_shape == (1, 2, 2) and small.test_x.shape == (2, 1, 2, 2)
+    # Each new pixel is the mean of the 2x2 block it covers: (0+1+4+5)/4 = 2.5 rounds to 2 (half to even).
+    assert small.train_x[0, 0].tolist() == [[2, 4], [10, 12]]
+    assert torch.equal(small.train_y, ds.train_y) and small.info["resized_from"] == [4, 4]
+    assert resize(ds, None) is ds and resize(ds, 4) is ds
+
+
+def args_for(*argv):
+    parser = cli.build_parser(list(argv))
+    args = parser.parse_args(list(argv))
+    cli.apply_preset(args, cli.typed_options(parser.experiment_parser, list(argv)))
+    return args
+
+
+def test_the_cpu_preset_gives_plain_and_residual_nets_the_same_recipe():
+    args = args_for("experiment", "degradation", "--preset", "cpu", "--dataset", "imagefolder:/data/cifar")
+    preset = PRESETS["cpu"]
+    assert args.depths == preset.depths and args.seeds == preset.seeds >= 2
+    cells = grid(cli.config_from_args(args), ["plain", "resnet"], args.depths, list(range(args.seeds)))
+    assert len(cells) == 2 * len(preset.depths) * preset.seeds
+    for cfg in cells:
+        for name, value in preset.train.items():
+            assert getattr(cfg, name) == value, name
+    # Apart from the grid's own keys (arch, depth, seed), every setting is the same in every cell.
+    recipe = lambda c: {k: v for k, v in dataclasses.asdict(c).items() if k not in ("arch", "depth", "seed")}  # noqa: E731
+    assert all(recipe(c) == recipe(cells[0]) for c in cells)
+    # The paper's protocol stays the default without --preset.
+    plain = cli.config_from_args(args_for("experiment", "degradation"))
+    assert (plain.schedule, plain.linear_warmup, plain.image_size, plain.iterations) == ("step", 0, None, None)
+
+
+def test_options_typed_on_the_command_line_win_over_the_preset():
+    args = args_for("experiment", "degradation", "--preset", "cpu", "--image-size", "24", "--seeds", "3")
+    assert args.image_size == 24 and args.seeds == 3 and args.iterations == PRESETS["cpu"].train["iterations"]
+    args = args_for("experiment", "degradation", "--preset=cpu", "--epochs", "2")
+    assert args.epochs == 2 and args.iterations is None  # the length chosen another way
+    cli.config_from_args(args).validate()
+
+
+def test_crossover_is_where_the_deeper_net_stays_below():
+    shallow = [(100, 0.9), (200, 0.6), (300, 0.5), (400, 0.4), (500, 0.35)]
+    assert crossover([(100, 0.95), (200, 0.55), (300, 0.52), (400, 0.38), (500, 0.3)], shallow) == 400
+    assert crossover([(100, 0.8), (200, 0.5), (300, 0.4), (400, 0.3), (500, 0.2)], shallow) == 100
+    assert crossover([(100, 0.8), (200, 0.5), (300, 0.4), (400, 0.3), (500, 0.35)], shallow) is None  # a tie at the end
+    assert crossover([(100, 0.95), (200, 0.9), (300, 0.9), (400, 0.9), (500, 0.9)], shallow) is None
+
+
+def test_crossovers_of_an_experiment(tmp_path):
+    from test_experiment import fake_run
+
+    from reslab.runs import load_runs
+
+    for s in (0, 1):
+        fake_run(tmp_path, "plain", 20, s, [0.8, 0.5, 0.3], 0.3)
+        fake_run(tmp_path, "plain", 56, s, [0.9, 0.7, 0.6], 0.6)
+        fake_run(tmp_path, "resnet", 20, s, [0.8, 0.5, 0.3], 0.3)
+        fake_run(tmp_path, "resnet", 56, s, [0.9, 0.45 + 0.1 * s, 0.2], 0.2)
+    found = {(c["arch"], c["shallow"], c["deep"]): c for c in crossovers(load_runs(tmp_path))}
+    assert found[("plain", 20, 56)]["iteration"] is None
+    res = found[("resnet", 20, 56)]
+    assert res["iteration"] == 30 and res["per_seed"] == {0: 20, 1: 30} and res["seeds"] == [0, 1]
+    from reslab.report import build_report
+
+    html = build_report(tmp_path)
+    assert "Crossovers: when the deeper net trains better" in html and "seed 1: 30" in html
+    assert "Error against depth" not in html or (tmp_path / "figures" / "error_vs_depth.png").exists()
+    assert (tmp_path / "figures" / "reach_vs_depth.png").exists()
+
+
+def test_responses_of_untrained_scales_are_marked_not_testable():
+    from reslab.analysis.responses import findings
+    from reslab.verdicts import mark
+
+    def net(arch, depth, std, gamma):
+        return {"arch": arch, "depth": depth, "layers": [{"std": std, "std_per_channel": std, "gamma": gamma}] * 3}
+
+    fresh = findings([net("plain", 20, 1.0, 1.0), net("resnet", 20, 0.99, 1.02), net("resnet", 56, 1.0, 0.97)])
+    assert [f["testable"] for f in fresh] == [False, False] and all(f["holds"] is None for f in fresh)
+    assert "reslab experiment degradation --preset cpu" in fresh[0]["text"]
+    assert mark(fresh[0]["holds"], fresh[0]["testable"]) == "not testable here"
+    trained = findings([net("plain", 20, 0.9, 0.8), net("resnet", 20, 0.5, 0.5), net("resnet", 56, 0.3, 0.3)])
+    assert [f["holds"] for f in trained] == [True, True] and not any("testable" in f for f in trained)
+
+
+def test_figure_titles_name_dataset_budget_and_seeds(tmp_path):
+    from test_experiment import fake_run
+
+    from reslab.plots import figure_title
+    from reslab.runs import load_runs
+
+    fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.1)
+    fake_run(tmp_path, "plain", 20, 1, [0.5, 0.1], 0.1)
+    assert figure_title(load_runs(tmp_path)) == "digits (8x8), 10 training images, 20 iterations, seeds 0, 1"
+
+
+def test_preset_deviations_are_named_in_the_report(tmp_path):
+    from test_experiment import fake_run
+
+    from reslab import runs
+    from reslab.report import build_report
+
+    d = fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.1)
+    config = runs.read_json(d / "config.json")
+    config["train"].update(PRESETS["cpu"].train, image_size=24)  # the user chose another image size
+    runs.write_json(d / "config.json", config)
+    runs.write_json(tmp_path / "experiment.json", {"kind": "degradation", "preset": "cpu"})
+    html = build_report(tmp_path)
+    assert "Recipe: the cpu preset" in html
+    for dev in PRESETS["cpu"].deviations:
+        assert (dev.preset in html) == (dev.setting != "image size"), dev.setting
