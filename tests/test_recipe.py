@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from reslab import cli
+from reslab.config import TrainConfig
 from reslab.data import make_dataset, resize
 from reslab.experiment import grid
 from reslab.presets import PRESETS
@@ -140,3 +141,19 @@ def test_preset_deviations_are_named_in_the_report(tmp_path):
     assert "Recipe: the cpu preset" in html
     for dev in PRESETS["cpu"].deviations:
         assert (dev.preset in html) == (dev.setting != "image size"), dev.setting
+
+
+def test_torch_init_shrinks_the_conv_weights_and_is_seeded(tmp_path):
+    from reslab.train import setup
+
+    def conv_norm(init, seed=0):
+        cfg = TrainConfig(arch="plain", depth=8, dataset="synthetic", init=init, seed=seed, iterations=1, device="cpu")
+        run, config = setup(cfg, tmp_path / init)
+        w = [p for n, p in run.model.named_parameters() if "conv" in n]
+        return sum(float((p**2).sum()) for p in w), config
+
+    he, _ = conv_norm("he")
+    torch_, config = conv_norm("torch")
+    assert 4 < he / torch_ < 8  # PyTorch's default: about 1/6 of He init's squared norm
+    assert conv_norm("torch")[0] == torch_ and conv_norm("torch", seed=1)[0] != torch_
+    assert config.train.init == "torch"

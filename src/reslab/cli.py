@@ -83,6 +83,13 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         help="raise the lr linearly from 0.01 to --lr over the first N iterations (default %(default)s: none)",
     )
     p.add_argument(
+        "--init",
+        choices=CHOICES["init"],
+        default=default("init"),
+        help="conv weights: he (He et al. 2015, the paper's) or torch (PyTorch's default, about 1/6 of the squared "
+        "norm); default %(default)s",
+    )
+    p.add_argument(
         "--augment",
         choices=CHOICES["augment"],
         default=default("augment"),

@@ -18,6 +18,7 @@ CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
     "shortcut": ("A", "B", "C"),
     "schedule": ("step", "cosine"),
+    "init": ("he", "torch"),
 }
 
 
@@ -44,6 +45,7 @@ class TrainConfig:
     schedule: str = "step"  # step: lr / 10 at each milestone (paper); cosine: lr falls to 0 along a half cosine
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     linear_warmup: int = 0  # iterations over which the lr rises linearly from warmup_lr to lr (0: none)
+    init: str = "he"  # conv weights: he (He et al. 2015, fan-out, the paper's); torch (PyTorch's default)
     warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
     warmup_lr: float = 0.01
     warmup_error: float = 0.8

@@ -234,6 +234,14 @@ class CifarNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def torch_default_init(self) -> None:
+        """PyTorch's own default for the convolutions (uniform, bound 1/sqrt(fan_in)): weights with
+        about 1/6 of He init's squared norm. Under BN a conv's output does not depend on its
+        weights' scale, so the same lr then moves them about 6 times as far in direction."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(self.conv1(x))
         if not self.preact:

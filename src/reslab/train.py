@@ -154,6 +154,8 @@ def setup(
     with SEEDING:  # the global generator: cells trained on threads must not draw each other's weights
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg)
+        if cfg.init == "torch":
+            model.torch_default_init()
     if cfg.init_from:
         load_initial_weights(model, Path(cfg.init_from))
     precision = accel.resolve_precision(cfg.precision, device)
