@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,12 @@ RECIPES = {
         schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000, init="torch"
     ),
     "cosine16-full-torchinit": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, init="torch"),
+    "cosine16-10k-lr0.02": dict(
+        schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000, lr=0.02, warmup_lr=0.002
+    ),
+    "cosine16-10k-lr0.05": dict(
+        schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000, lr=0.05, warmup_lr=0.005
+    ),
 }
 HEADER = """# The study behind `--preset cpu`
 
@@ -90,11 +97,14 @@ def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
         arch=arch, depth=int(depth), dataset=dataset, seed=seed, eval_every=EVAL_EVERY, test_subset=TEST_IMAGES,
         **RECIPES[recipe],
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        train(cfg, Path(tmp) / "run", progress=False, log=lambda *_: None)
-        wall = time.perf_counter() - t0
-        metrics = json.loads(json.dumps(_read_metrics(Path(tmp) / "run")))
+    # Kept outside the repository, so that a run stopped early leaves its curve behind.
+    run_dir = Path(tempfile.gettempdir()) / "reslab-cpu-recipe" / f"{recipe}-{net}-seed{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    train(cfg, run_dir, progress=False, log=lambda *_: None)
+    wall = time.perf_counter() - t0
+    metrics = _read_metrics(run_dir)
     last = metrics[-1]
     return {
         "recipe": recipe, "net": net, "seed": seed, "config": dataclasses.asdict(cfg),
@@ -122,12 +132,16 @@ def table(rows: list[dict]) -> str:
     for (recipe, net), rs in by.items():
         seeds = ",".join(str(r["seed"]) for r in rs)
         errs = " / ".join(f"{100 * r['train_error']:.1f}" for r in rs)
-        train, test, wall, load = (
-            sum(r[k] for r in rs) / len(rs) for k in ("train_error", "test_error", "wall_s", "loadavg_1m")
-        )
+        stopped = [f"seed {r['seed']} stopped at iteration {r['stopped_at']}" for r in rs if r.get("stopped_at")]
+
+        def mean(key: str, fmt: str, rs=rs) -> str:
+            values = [r[key] for r in rs if r.get(key) is not None]
+            return format(sum(values) / len(values), fmt) if values else "-"
+
+        train = f"{mean('train_error', '.1%')} ({errs})" + (f", {'; '.join(stopped)}" if stopped else "")
         out.append(
-            f"| {recipe} | {net} | {seeds} | {100 * train:.1f}% ({errs}) | {100 * test:.1f}% "
-            f"| {wall:.0f} | {load:.2f} |"
+            f"| {recipe} | {net} | {seeds} | {train} | {mean('test_error', '.1%')} | {mean('wall_s', '.0f')} "
+            f"| {mean('loadavg_1m', '.2f')} |"
         )
     out += [
         "",

@@ -50,8 +50,9 @@ def split_archs(text: str) -> list[str]:
 def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> list[dict]:
     """Train the grid, print the table and verdicts; returns the cells' outcomes."""
     from reslab.experiment import grid, run_experiment
+    from reslab.models import display
     from reslab.runs import gather
-    from reslab.summary import summarize, summary_table
+    from reslab.summary import crossover_text, crossovers, summarize, summary_table
     from reslab.verdicts import degradation_verdicts, mark
 
     cells = grid(base, archs, depths, list(range(seeds)))
@@ -69,6 +70,15 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> li
     print()
     for v in degradation_verdicts(summary, together):
         print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
+    found = crossovers(together)
+    if found:
+        print(
+            "the deeper net's training error stays below the shallower one's: "
+            + "; ".join(
+                f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])} {crossover_text(c)}"
+                for c in found
+            )
+        )
     return outcomes
 
 

@@ -257,7 +257,7 @@ def configuration_section(all_runs: list[runs.RunRecord]) -> str:
     kv = {k: v for k, v in common_config(all_runs).items() if v is not None}
     extra = {
         "iterations": resolved.get("iterations"),
-        "lr drops at": resolved.get("milestones"),
+        "lr drops at": resolved.get("milestones") or None,
         "precision": resolved.get("precision"),
         "augmentation": resolved.get("augment"),
         "training images": data.get("train_size"),
