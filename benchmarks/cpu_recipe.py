@@ -120,6 +120,27 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     return read_metrics(run_dir)
 
 
+def add_experiment(exp_dir: Path, recipe: str, wall_s: float) -> None:
+    """The finished runs of an experiment directory (such as the published preset's) as rows."""
+    from reslab.runs import gather
+
+    rows = [r for r in load_results() if r["recipe"] != recipe]
+    for run in gather(exp_dir)[0]:
+        if run.state != "finished":
+            continue
+        last = run.metrics[-1]
+        rows.append(
+            {
+                "recipe": recipe, "net": f"{run.arch}-{run.depth}", "seed": run.seed,
+                "config": dataclasses.asdict(run.config.train), "train_error": last["train_error"],
+                "test_error": last["test_error"], "train_loss": last["train_loss"], "wall_s": last["seconds"],
+                "loadavg_1m": None, "note": f"a cell of {exp_dir.name}; the whole experiment took {wall_s:.0f} s",
+                "curve": [[m["iteration"], m["train_error"]] for m in run.metrics],
+            }
+        )  # fmt: skip
+    save_results(rows)
+
+
 def table(rows: list[dict]) -> str:
     """Per recipe: mean errors per net, wall time, and the crossovers of the deep over the shallow nets."""
     out = [
@@ -171,8 +192,17 @@ def main() -> None:
     p.add_argument("--nets", default="plain-20,plain-56,resnet-20,resnet-56")
     p.add_argument("--seeds", default="100,101")
     p.add_argument("--table", action="store_true", help="print the table of the results so far and exit")
+    p.add_argument(
+        "--add-experiment",
+        nargs=3,
+        metavar=("DIR", "RECIPE", "WALL_S"),
+        help="add the finished runs of an experiment directory as rows of RECIPE (its wall time WALL_S) and exit",
+    )
     add_cifar_options(p)
     args = p.parse_args()
+    if args.add_experiment:
+        add_experiment(Path(args.add_experiment[0]), args.add_experiment[1], float(args.add_experiment[2]))
+        return
     if args.table:
         text = HEADER + machine() + "\n\n" + table(load_results()) + "\n"
         (RESULTS.parent / "cpu_recipe.md").write_text(text)

@@ -109,7 +109,7 @@ def test_responses_of_untrained_scales_are_marked_not_testable():
 
     fresh = findings([net("plain", 20, 1.0, 1.0), net("resnet", 20, 0.99, 1.02), net("resnet", 56, 1.0, 0.97)])
     assert [f["testable"] for f in fresh] == [False, False] and all(f["holds"] is None for f in fresh)
-    assert "reslab experiment degradation --preset cpu" in fresh[0]["text"]
+    assert "reslab import" in fresh[0]["text"] and "64k iterations" in fresh[0]["text"]
     assert mark(fresh[0]["holds"], fresh[0]["testable"]) == "not testable here"
     trained = findings([net("plain", 20, 0.9, 0.8), net("resnet", 20, 0.5, 0.5), net("resnet", 56, 0.3, 0.3)])
     assert [f["holds"] for f in trained] == [True, True] and not any("testable" in f for f in trained)
@@ -157,3 +157,16 @@ def test_torch_init_shrinks_the_conv_weights_and_is_seeded(tmp_path):
     assert 4 < he / torch_ < 8  # PyTorch's default: about 1/6 of He init's squared norm
     assert conv_norm("torch")[0] == torch_ and conv_norm("torch", seed=1)[0] != torch_
     assert config.train.init == "torch"
+
+
+def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):
+    out = tmp_path / "demo"
+    r = cli("demo", "--seed", "3", "--depths", "8,14", "--epochs", "1", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*-seed*")) == [
+        "plain-14-seed3",
+        "plain-8-seed3",
+        "resnet-14-seed3",
+        "resnet-8-seed3",
+    ]
+    assert "x seed 3 on digits" in r.stdout and "constructed plain-14 from plain-8" in r.stdout

@@ -168,6 +168,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 56], help="default 20,56")
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="the first seed: --seed 3 trains seed 3 alone, --seed 3 --seeds 2 seeds 3 and 4 (default %(default)s)",
+    )
     p.add_argument("--epochs", type=float, help="default 30 on digits, 15 elsewhere")
     p.add_argument(
         "--subset", type=positive_int, help="training images (default: all on digits, 5000 elsewhere on a CPU)"
@@ -429,6 +435,7 @@ def cmd_demo(args) -> int:
         args.seeds,
         args.jobs,
         overwrite=args.overwrite,
+        first_seed=args.seed,
     )
 
 
@@ -473,7 +480,8 @@ def cmd_experiment(args) -> int:
         overwrite=args.overwrite,
     )
     return finish(
-        out, run_grid(out, base, split_archs(args.archs), args.depths, args.seeds, args.jobs, spec, **backend)
+        out,
+        run_grid(out, base, split_archs(args.archs), args.depths, list(range(args.seeds)), args.jobs, spec, **backend),
     )
 
 

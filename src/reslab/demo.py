@@ -13,7 +13,14 @@ from reslab.errors import UserError
 
 
 def demo(
-    asked: TrainConfig, out: Path, archs: str, depths: list[int], seeds: int, jobs: int | None, overwrite=False
+    asked: TrainConfig,
+    out: Path,
+    archs: str,
+    depths: list[int],
+    seeds: int,
+    jobs: int | None,
+    overwrite=False,
+    first_seed: int = 0,
 ) -> int:
     """plain and ResNet at each depth on `asked.dataset`, sized to take about a minute on a CPU:
     30 epochs of digits, or 15 of a 5,000-image subset of real images on a CPU."""
@@ -30,8 +37,9 @@ def demo(
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
     archs = split_archs(archs)
-    outcomes = run_grid(out, base, archs, depths, seeds, jobs, spec, overwrite=overwrite)
-    demo_analyses(out, archs, depths)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    outcomes = run_grid(out, base, archs, depths, seed_list, jobs, spec, overwrite=overwrite)
+    demo_analyses(out, archs, depths, first_seed)
     code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return code
@@ -47,7 +55,7 @@ def split_archs(text: str) -> list[str]:
     return archs
 
 
-def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> list[dict]:
+def run_grid(out: Path, base, archs, depths, seeds: list[int], jobs, spec, **backend) -> list[dict]:
     """Train the grid, print the table and verdicts; returns the cells' outcomes."""
     from reslab.experiment import grid, run_experiment
     from reslab.models import display
@@ -55,10 +63,11 @@ def run_grid(out: Path, base, archs, depths, seeds, jobs, spec, **backend) -> li
     from reslab.summary import crossover_text, crossovers, summarize, summary_table
     from reslab.verdicts import degradation_verdicts, mark
 
-    cells = grid(base, archs, depths, list(range(seeds)))
+    cells = grid(base, archs, depths, seeds)
     print(
         f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
-        f"{', '.join(map(str, depths))} x {seeds} seed(s) on {base.dataset}"
+        f"{', '.join(map(str, depths))} x seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} "
+        f"on {base.dataset}"
     )
     outcomes = run_experiment(out, cells, jobs=jobs, spec=spec, **backend)
     together, skipped = gather(out)
@@ -95,7 +104,7 @@ def finish(out: Path, outcomes: list[dict]) -> int:
     return 0
 
 
-def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
+def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0) -> None:
     """The why, in seconds: layer responses of every net, and the constructed solution from the
     shallowest to the deepest net of each architecture, compared with SGD's."""
     from reslab import runs
@@ -114,7 +123,7 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int]) -> None:
         print(f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}")
     lo, hi = min(depths), max(depths)
     for arch in archs:
-        source = out / f"{arch}-{lo}-seed0"
+        source = out / f"{arch}-{lo}-seed{seed}"
         if hi > lo and source in finished:
             c = construct.analyze(source, hi, out)
             scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""

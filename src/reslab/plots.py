@@ -124,7 +124,7 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
     # Tick labels as plain numbers (50, not 5x10^1).
-    axes[1][0].set_ylim(bottom=0)
+    axes[1][0].set_ylim(0, 100)
     axes[1][0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axes[1][0].yaxis.set_minor_formatter(NullFormatter())
     axes[1][0].set_ylabel(f"training error (%)\n(log scale above {LINEAR_BELOW:g}%)")
@@ -149,8 +149,13 @@ def figure_title(all_runs: list) -> str:
     iterations = sorted({int(r.final["iteration"]) for r in done})
     seeds = sorted({r.seed for r in done})
     budget = f"{iterations[-1]:,} iterations" if len(iterations) == 1 else f"up to {iterations[-1]:,} iterations"
+    name = (
+        first.dataset.split(":", 1)[0] + ": " + Path(first.dataset.split(":", 1)[1]).name
+        if ":" in first.dataset
+        else first.dataset
+    )
     return (
-        f"{first.dataset} ({h}x{w}), {first.data['train_size']:,} training images, {budget}, "
+        f"{name} ({h}x{w}), {first.data['train_size']:,} training images, {budget}, "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     )
 

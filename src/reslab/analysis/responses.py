@@ -104,10 +104,10 @@ def overall(outcomes: list[bool | None]) -> bool | None:
 # fraction of its initial value 1, the responses show the initialisation, not what was learned.
 GAMMA_MOVED = 0.10
 UNTESTABLE = (
-    "Fig. 7 concerns trained networks, and the BN scales of these nets have not moved from their initial 1 "
+    "Fig. 7 concerns fully trained networks, and the BN scales of these nets have not moved from their initial 1 "
     "(mean |gamma| {low:.3f} to {high:.3f}, within {margin:g}%), so their responses show the initialisation. "
-    "Train longer (reslab experiment degradation --preset cpu, then reslab analyze responses on its runs) or "
-    "import trained networks (reslab import) and analyse those."
+    "Import trained networks (reslab import) and run reslab analyze responses on them, or train with the paper's "
+    "full schedule (reslab experiment degradation, 64k iterations)."
 )
 
 
