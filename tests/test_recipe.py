@@ -170,3 +170,14 @@ def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):
         "resnet-8-seed3",
     ]
     assert "x seed 3 on digits" in r.stdout and "constructed plain-14 from plain-8" in r.stdout
+
+
+def test_cuda_graphs_stay_off_when_the_lr_changes_every_step():
+    from reslab import step
+    from reslab.errors import UserError
+
+    cuda = torch.device("cuda")
+    assert step.resolve("auto", cuda, False) is True  # the step schedule: one graph per lr phase
+    assert step.resolve("auto", cuda, False, stepwise_lr=False) is False
+    with pytest.raises(UserError, match="step schedule"):
+        step.resolve("on", cuda, False, stepwise_lr=False)
