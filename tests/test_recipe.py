@@ -172,12 +172,12 @@ def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):
     assert "x seed 3 on digits" in r.stdout and "constructed plain-14 from plain-8" in r.stdout
 
 
-def test_cuda_graphs_stay_off_when_the_lr_changes_every_step():
-    from reslab import step
+def test_cuda_graphs_stay_off_when_the_lr_changes_every_step(tmp_path):
     from reslab.errors import UserError
+    from reslab.train import setup
 
-    cuda = torch.device("cuda")
-    assert step.resolve("auto", cuda, False) is True  # the step schedule: one graph per lr phase
-    assert step.resolve("auto", cuda, False, stepwise_lr=False) is False
+    cosine = dict(dataset="synthetic", iterations=2, device="cpu", schedule="cosine")
     with pytest.raises(UserError, match="step schedule"):
-        step.resolve("on", cuda, False, stepwise_lr=False)
+        TrainConfig(cuda_graphs="on", **cosine).validate()
+    run, config = setup(TrainConfig(cuda_graphs="auto", **cosine), tmp_path / "r")
+    assert run.cuda_graphs is False and config.resolved["cuda_graphs"] is False

@@ -627,7 +627,7 @@ def test_error_curves_mark_the_lr_drops_and_show_training_error_on_a_log_axis(tm
         fake_run(tmp_path, arch, 8, 0, [0.5, 0.01, 0.0], 0.2)
     svg = plots.error_curves(gather(tmp_path)[0], tmp_path / "curves")[1].read_text()
     assert "lr ÷ 10" in svg and "training error" in svg and "test error" in svg  # a legend, not a caption
-    assert "log" in svg and "drawn at 0.1%" in svg
+    assert "log scale above 1%" in svg  # and linear below it, so that 0% is drawn at 0
 
 
 def test_report_of_imported_networks_does_not_claim_a_recipe(tmp_path):

@@ -113,6 +113,8 @@ class TrainConfig:
             raise UserError("warmup_error and the milestones are fractions between 0 and 1.")
         if self.test_subset is not None and self.test_subset < 0:
             raise UserError(f"--test-subset must be 0 (all) or more, got {self.test_subset}.")
+        if self.cuda_graphs == "on" and self.schedule != "step":
+            raise UserError("--cuda-graphs on needs the step schedule (a graph holds one lr); use --cuda-graphs off.")
         if self.linear_warmup < 0:
             raise UserError(f"--linear-warmup must be 0 or more iterations, got {self.linear_warmup}.")
         if self.image_size is not None and not 8 <= self.image_size <= 1024:

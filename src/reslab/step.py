@@ -196,15 +196,9 @@ class Replay:
         self.fn()
 
 
-def resolve(choice: str, device: torch.device, distributed: bool, stepwise_lr: bool = True) -> bool:
-    """Whether to record the step as CUDA graphs: auto on CUDA for one process with a step
-    schedule (a graph bakes in its lr, so an lr that changes at every iteration cannot replay
-    one); on, or say why not."""
+def resolve(choice: str, device: torch.device, distributed: bool) -> bool:
+    """Whether to record the step as CUDA graphs: auto on CUDA for one process; on, or say why not."""
     if choice == "off":
-        return False
-    if not stepwise_lr:
-        if choice == "on":
-            raise UserError("--cuda-graphs on needs the step schedule (a graph holds one lr); use --cuda-graphs off.")
         return False
     if distributed:
         if choice == "on":

@@ -181,7 +181,8 @@ def setup(
         augment=augment,
         eval_every=cfg.eval_every or steps_per_epoch,
         compile=accel.resolve_compile(cfg.compile, total, device, group.active),
-        cuda_graphs=step.resolve(cfg.cuda_graphs, device, group.active, stepwise_lr=cfg.schedule == "step"),
+        # A graph bakes in its lr: a cosine schedule, whose lr changes at every iteration, runs eagerly.
+        cuda_graphs=cfg.schedule == "step" and step.resolve(cfg.cuda_graphs, device, group.active),
     )
     c, h, w = data.image_shape
     config = runs.RunConfig(
