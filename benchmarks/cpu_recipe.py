@@ -57,12 +57,18 @@ process, both cores, one run at a time), then `python benchmarks/cpu_recipe.py -
 file. Real CIFAR-10 (the JPEG copy, train/test image folders), SGD with momentum 0.9, weight decay
 1e-4, lr 0.1, batch 128, He init, pad-crop-flip, for every net; training error is the running error
 of the last 100 iterations (train mode, augmented), test error on 2,000 class-balanced test images.
-Seeds 100 and up: the published preset results use seeds 0 and 1, which chose nothing.
+Seeds 100 and up: the published preset results use seeds 0 and 1, which chose nothing. Their rows
+(`preset cpu (published: seeds 0, 1)`, added with `--add-experiment`) come from `reslab experiment
+degradation --preset cpu`, which trains two networks at a time, one thread each: their wall times
+are per run, and the whole experiment took 3,176 s (`cpu_preset_cifar10_jpeg.md`). The first
+ResNet-56 run of `cosine16-full` shared the CPU with two demo runs for part of its time. Runs
+stopped early were stopped by hand once they were clearly behind; their curves up to then are kept.
 
 Recipes: `paper16-*`: the paper's step schedule (lr / 10 at 50% and 75%), no warm-up;
 `cosine16-*`: lr rising linearly from 0.01 to 0.1 over 200 iterations, then a cosine to 0; `16`:
 images area-averaged to 16x16; `full`: all 50,000 training images, `10k`/`5k`: a class-balanced
-subset.
+subset; `-torchinit`: PyTorch's default conv init (`--init torch`); `-lr0.02`: peak lr 0.02 (its
+ramp from 0.002).
 
 """
 EVAL_EVERY = 100
