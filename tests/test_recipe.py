@@ -150,7 +150,7 @@ def test_torch_init_shrinks_the_conv_weights_and_is_seeded(tmp_path):
         cfg = TrainConfig(arch="plain", depth=8, dataset="synthetic", init=init, seed=seed, iterations=1, device="cpu")
         run, config = setup(cfg, tmp_path / init)
         w = [p for n, p in run.model.named_parameters() if "conv" in n]
-        return sum(float((p**2).sum()) for p in w), config
+        return sum(float((p.detach() ** 2).sum()) for p in w), config
 
     he, _ = conv_norm("he")
     torch_, config = conv_norm("torch")
