@@ -149,11 +149,8 @@ def figure_title(all_runs: list) -> str:
     iterations = sorted({int(r.final["iteration"]) for r in done})
     seeds = sorted({r.seed for r in done})
     budget = f"{iterations[-1]:,} iterations" if len(iterations) == 1 else f"up to {iterations[-1]:,} iterations"
-    name = (
-        first.dataset.split(":", 1)[0] + ": " + Path(first.dataset.split(":", 1)[1]).name
-        if ":" in first.dataset
-        else first.dataset
-    )
+    kind, _, where = first.dataset.partition(":")  # imagefolder:PATH is named by its folder
+    name = f"{kind}: {Path(where).name}" if where else kind
     return (
         f"{name} ({h}x{w}), {first.data['train_size']:,} training images, {budget}, "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
