@@ -17,6 +17,11 @@ from reslab.presets import PRESETS
 EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
 
 
+def add_choice(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    """--NAME taking one of the training setting's choices, with its default."""
+    p.add_argument(f"--{name.replace('_', '-')}", choices=CHOICES[name], default=default(name), help=help)
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
@@ -63,17 +68,15 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=default("lr"), help="default %(default)s")
     p.add_argument("--momentum", type=float, default=default("momentum"), help="default %(default)s")
     p.add_argument("--weight-decay", type=float, default=default("weight_decay"), help="default %(default)s")
-    p.add_argument(
-        "--warmup",
-        choices=CHOICES["warmup"],
-        default=default("warmup"),
-        help="lr 0.01 until training error < 80%%, then 0.1 (auto: on for depth >= 110, as in the paper)",
+    add_choice(
+        p,
+        "warmup",
+        "lr 0.01 until training error < 80%%, then 0.1 (auto: on for depth >= 110, as in the paper)",
     )
-    p.add_argument(
-        "--schedule",
-        choices=CHOICES["schedule"],
-        default=default("schedule"),
-        help="step: lr / 10 at --milestones (paper); cosine: lr falls to 0 along a half cosine (default %(default)s)",
+    add_choice(
+        p,
+        "schedule",
+        "step: lr / 10 at --milestones (paper); cosine: lr falls to 0 along a half cosine (default %(default)s)",
     )
     p.add_argument(
         "--linear-warmup",
@@ -82,37 +85,32 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="raise the lr linearly from 0.01 to --lr over the first N iterations (default %(default)s: none)",
     )
-    p.add_argument(
-        "--init",
-        choices=CHOICES["init"],
-        default=default("init"),
-        help="conv weights: he (He et al. 2015, the paper's) or torch (PyTorch's default, about 1/6 of the squared "
+    add_choice(
+        p,
+        "init",
+        "conv weights: he (He et al. 2015, the paper's) or torch (PyTorch's default, about 1/6 of the squared "
         "norm); default %(default)s",
     )
-    p.add_argument(
-        "--augment",
-        choices=CHOICES["augment"],
-        default=default("augment"),
-        help="pad-crop-flip (auto: on for natural images, off for digits)",
+    add_choice(
+        p,
+        "augment",
+        "pad-crop-flip (auto: on for natural images, off for digits)",
     )
     p.add_argument("--eval-every", type=positive_int, help="iterations between evaluations (default: one epoch)")
-    p.add_argument(
-        "--precision",
-        choices=CHOICES["precision"],
-        default=default("precision"),
-        help="auto: bf16 autocast where the hardware runs it natively (CUDA, AVX-512 BF16), else fp32",
+    add_choice(
+        p,
+        "precision",
+        "auto: bf16 autocast where the hardware runs it natively (CUDA, AVX-512 BF16), else fp32",
     )
-    p.add_argument(
-        "--compile",
-        choices=CHOICES["compile"],
-        default=default("compile"),
-        help="torch.compile the training step (auto: for runs of 4000 iterations or more)",
+    add_choice(
+        p,
+        "compile",
+        "torch.compile the training step (auto: for runs of 4000 iterations or more)",
     )
-    p.add_argument(
-        "--cuda-graphs",
-        choices=CHOICES["cuda_graphs"],
-        default=default("cuda_graphs"),
-        help="record the whole training step as a CUDA graph per lr phase and replay it (auto: on a CUDA "
+    add_choice(
+        p,
+        "cuda_graphs",
+        "record the whole training step as a CUDA graph per lr phase and replay it (auto: on a CUDA "
         "device, one process; several times faster for these small nets)",
     )
     p.add_argument("--device", default=default("device"), help="auto, cpu, cuda or cuda:N")
