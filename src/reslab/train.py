@@ -394,7 +394,6 @@ def make_step(run: Run, ts: TrainState, log) -> step.Eager:
     """The training step of this run: eager, or recorded as CUDA graphs (--cuda-graphs)."""
     net = distributed.wrap(ts.model, run.group, run.device)
     if run.compile:
-        log("compiling the training step (torch.compile): the first iteration takes a minute or so")
         net = accel.compiled(net, run.cfg.compile == "on", run.device, log)
     inputs = step.StepInputs(
         net=net,
@@ -450,13 +449,11 @@ def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
     if run.group.main:
         runs.write_status(run.out, "running", iteration=ts.iteration, total=run.total, **where)
     period_start = time.perf_counter()
-    # The first step of a compiled run compiles it (a minute on a CPU): a stop asked for meanwhile
-    # ends it at once (one process only: under torchrun the ranks must agree on the step).
-    compiling = run.compile and not run.group.active
+    compiling = run.compile  # the first step of a compiled run compiles it (a minute on a CPU)
     with StopRequest() as stop:
         while ts.iteration < run.total:
             idx, lr, warming = ts.next_batch(run)
-            with compile_abortable(stop, compiling, run, ts, bar):
+            with compile_abortable(stop, compiling, run, ts, bar, log):
                 train_step(idx, lr, warming)
             compiling = False
             ts.seen += run.batch_size // run.group.world
@@ -556,15 +553,18 @@ def interrupt(run: Run, ts: TrainState, period_start: float, bar) -> None:
 
 
 @contextlib.contextmanager
-def compile_abortable(stop: StopRequest, compiling: bool, run: Run, ts: TrainState, bar):
+def compile_abortable(stop: StopRequest, compiling: bool, run: Run, ts: TrainState, bar, log):
     """While the first step compiles, a stop ends the run at once (nothing has changed since the
     last checkpoint)."""
-    stop.abortable = compiling
+    # One process only: under torchrun the ranks must agree on the step they stop at.
+    abortable = stop.abortable = compiling and not run.group.active
+    if compiling:  # said only now, once a stop can end the compile at once
+        log("compiling the training step (torch.compile): the first iteration takes a minute or so")
     try:
-        with quiet_interrupt(compiling):
+        with quiet_interrupt(abortable):
             yield
     except KeyboardInterrupt:
-        if not compiling:
+        if not abortable:
             raise
         stopped_while_compiling(run, ts, bar)
     finally:
