@@ -136,7 +136,8 @@ def test_preset_deviations_are_named_in_the_report(tmp_path):
     config = runs.read_json(d / "config.json")
     config["train"].update(PRESETS["cpu"].train, image_size=24)  # the user chose another image size
     runs.write_json(d / "config.json", config)
-    runs.write_json(tmp_path / "experiment.json", {"kind": "degradation", "preset": "cpu"})
+    record = {"kind": "degradation", "preset": "cpu", "cells": [d.name], "recipe": runs.recipe(config["train"])}
+    runs.write_json(tmp_path / "experiment.json", record)
     html = build_report(tmp_path)
     assert "Recipe: the cpu preset" in html
     for dev in PRESETS["cpu"].deviations:

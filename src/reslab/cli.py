@@ -247,6 +247,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.experiment_parser = p
 
     p = sub.add_parser("train", help="train one network into a run directory")
+    parser.train_parser = p
     add_model_options(p)
     add_data_options(p)
     add_schedule_options(p)
@@ -254,8 +255,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument(
         "--config",
-        help="rebuild a run from its config.json: its training configuration replaces the "
-        "model, data and schedule options above",
+        help="rebuild a run from its config.json: its training configuration replaces the defaults of the "
+        "options above; any of them given on the command line overrides the file",
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "experiment":
         apply_preset(args, typed_options(parser.experiment_parser, argv))
+    if args.command == "train":
+        args.typed = typed_options(parser.train_parser, argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
@@ -395,6 +398,8 @@ def cmd_train(args) -> int:
     from reslab.train import Diverged, Interrupted, train
 
     if args.config:
+        from dataclasses import fields
+
         from reslab.config import TrainConfig
         from reslab.runs import read_json
 
@@ -404,7 +409,14 @@ def cmd_train(args) -> int:
         if not isinstance(section, dict):
             raise UserError(f"--config {args.config} is not a reslab config.json (it has no 'train' section).")
         given = {k: v for k, v in section.items() if k not in ("data_dir", "download")}
-        cfg = TrainConfig.from_dict({**given, "data_dir": args.data_dir, "download": args.download})
+        names = {f.name for f in fields(TrainConfig)}
+        typed = {k: getattr(args, k) for k in getattr(args, "typed", set()) if k in names}
+        if typed.keys() & {"iterations", "epochs", "scale"}:  # the length, asked for one way only
+            given = {k: v for k, v in given.items() if k not in ("iterations", "epochs", "scale")}
+        cfg = TrainConfig.from_dict({**given, **typed, "data_dir": args.data_dir, "download": args.download})
+        if typed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in sorted(typed))
+            print(f"training the run of --config {args.config}, with {flags} as given on the command line")
     else:
         cfg = config_from_args(args)
     main = env_rank() == 0  # under torchrun, rank 0 speaks for all

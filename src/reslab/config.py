@@ -90,12 +90,19 @@ class TrainConfig:
         return ModelConfig(self.arch, self.depth, shortcut, self.width, num_classes, in_channels)
 
     def validate(self) -> None:
+        """Every setting of the type and in the range it must have, and a network that can be built."""
         from reslab.models import ARCHS, ModelConfig, blocks_per_stage, check_size
 
         self.check_types()
+        self.check_values()
         if self.arch not in ARCHS:
             raise UserError(f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)}.")
         blocks_per_stage(self.arch, self.depth)
+        check_size(ModelConfig(self.arch, self.depth, self.shortcut or "A", self.width))
+
+    def check_values(self) -> None:
+        """Every setting in its range (types checked already): for a config typed, given with
+        --config or read back from a run alike."""
         if sum(v is not None for v in (self.iterations, self.epochs, self.scale)) > 1:
             raise UserError("give at most one of --iterations, --epochs and --scale.")
         for name in ("iterations", "epochs", "scale", "batch_size", "lr", "warmup_lr", "width"):
@@ -121,13 +128,18 @@ class TrainConfig:
             raise UserError(f"--image-size must be from 8 to 1024 pixels, got {self.image_size}.")
         if self.val_split < 0:
             raise UserError(f"--val-split must be 0 or more, got {self.val_split}.")
+        for name in ("eval_every", "subset"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, got {v}.")
+        if self.depth <= 0:
+            raise UserError(f"--depth must be a positive whole number, got {self.depth}.")
         for name, choices in CHOICES.items():
             v = getattr(self, name)
             if v not in choices and not (name == "shortcut" and v is None):
                 raise UserError(
                     f"--{name.replace('_', '-')} takes {', '.join(choices[:-1])} or {choices[-1]}, got '{v}'."
                 )
-        check_size(ModelConfig(self.arch, self.depth, self.shortcut or "A", self.width))
 
 
 def default(name: str):

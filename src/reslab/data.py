@@ -366,6 +366,10 @@ def load_idx(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
 # image folders (PATH/train/<class>/*.png, PATH/test/<class>/*.jpg), decoded once and cached
 
 
+# The largest image file an image folder may hold (a large photo is a few MB).
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
 def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
     train_dir = root / "train"
     if not train_dir.is_dir() or not (root / "test").is_dir():
@@ -382,6 +386,12 @@ def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
             broken = [p for p in found if not p.is_file()]
             if broken:
                 raise UserError(f"{broken[0]} is not a readable file (a broken or looping link?); fix or remove it.")
+            huge = next((p for p in found if p.stat().st_size > MAX_IMAGE_BYTES), None)
+            if huge is not None:  # refused by its size, before a byte of it is read
+                raise UserError(
+                    f"{huge} is {huge.stat().st_size:,} bytes, more than any image of a dataset for these networks "
+                    f"({MAX_IMAGE_BYTES // 2**20} MiB at most); remove it from the folder."
+                )
             if not found:
                 raise UserError(f"{folder} holds no images (.png/.jpg): every class needs images in both splits.")
             items += [(p, label) for p in found]
@@ -454,8 +464,17 @@ def folder_fingerprint(root: Path, files: dict) -> str:
         for p, label in files[split]:
             st = p.stat()
             h.update(f"{split} {p.relative_to(root)} {label} {st.st_size} {st.st_mtime_ns}\n".encode())
-            h.update(hashlib.blake2b(p.read_bytes(), digest_size=16).digest())
+            h.update(file_digest(p))
     return h.hexdigest()
+
+
+def file_digest(path: Path, chunk: int = 2**20) -> bytes:
+    """A file's content hash, read in bounded chunks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.digest()
 
 
 def load_image_folder(root: Path) -> Dataset:
@@ -639,11 +658,10 @@ def prepare(
     """Hold out `val_split` training images for validation (class-balanced), then subsample the
     training images to `subset`, and the test images to `test_subset` (None: in the proportion of
     the training subset, so a small run does not spend its time scoring the whole test set; 0: all)."""
+    check_sizes(ds, subset, val_split, test_subset)
     n = len(ds.train_y)
     g = torch.Generator().manual_seed(seed)
     if val_split:
-        if not 0 < val_split < n:
-            raise UserError(f"--val-split {val_split} must be between 1 and {n - 1} for {ds.name}.")
         val = balanced_indices(ds.train_y, val_split, g)
         keep = torch.ones(n, dtype=torch.bool)
         keep[val] = False
@@ -651,20 +669,27 @@ def prepare(
         ds.train_x, ds.train_y = ds.train_x[keep], ds.train_y[keep]
     if subset:
         n = len(ds.train_y)
-        if not 0 < subset <= n:
-            raise UserError(f"--subset {subset} must be between 1 and {n} for {ds.name}.")
         idx = balanced_indices(ds.train_y, subset, g).sort().values
         ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
     n_test = len(ds.test_y)
     if test_subset is None:
         test_subset = max(ds.num_classes, round(n_test * subset / n)) if subset else 0
-    if test_subset > n_test:
-        raise UserError(f"--test-subset {test_subset} must be at most {n_test}, the test images of {ds.name}.")
     if 0 < test_subset < n_test:
         # Its own generator: the training images drawn are the same whatever the test subset.
         idx = balanced_indices(ds.test_y, test_subset, torch.Generator().manual_seed(seed + 3)).sort().values
         ds.test_x, ds.test_y = ds.test_x[idx], ds.test_y[idx]
     return ds
+
+
+def check_sizes(ds: Dataset, subset: int | None, val_split: int, test_subset: int | None) -> None:
+    """The split sizes asked for fit the dataset: checked before a grid trains any cell."""
+    n, n_test = len(ds.train_y), len(ds.test_y)
+    if val_split and not 0 < val_split < n:
+        raise UserError(f"--val-split {val_split} must be between 1 and {n - 1} for {ds.name}.")
+    if subset and not 0 < subset <= n - val_split:
+        raise UserError(f"--subset {subset} must be between 1 and {n - val_split} for {ds.name}.")
+    if test_subset is not None and test_subset > n_test:
+        raise UserError(f"--test-subset {test_subset} must be at most {n_test}, the test images of {ds.name}.")
 
 
 def describe_datasets(data_dir: str | Path | None = None) -> list[tuple[str, str]]:

@@ -111,11 +111,8 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0)
     from reslab.analysis import construct, responses
     from reslab.verdicts import mark
 
-    finished = [
-        d
-        for d in runs.find_runs(out)
-        if runs.read_status(d)["state"] == "finished" and (d / "model.safetensors").exists()
-    ]
+    # This experiment's runs only (its cells, one recipe), never others left in the folder.
+    finished = [r.dir for r in runs.gather(out)[0] if r.state == "finished" and (r.dir / "model.safetensors").exists()]
     if not finished:
         return
     r = responses.analyze(finished, out)

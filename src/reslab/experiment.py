@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 
-from reslab import runs
+from reslab import files, runs
 from reslab.cells import (
     DriverSignals,
     cell_name,
@@ -64,6 +64,8 @@ def stale_cells(exp_dir: Path, cells: list[TrainConfig]) -> dict[str, list[str]]
     stale = {}
     for cfg in cells:
         run_dir = exp_dir / cell_name(cfg)
+        if files.is_link(run_dir):
+            raise UserError(f"{run_dir} is a symbolic link; reslab never follows a link among its runs. Remove it.")
         if not run_dir.exists():
             continue
         runs.claim_dir(run_dir, "run")
@@ -74,25 +76,29 @@ def stale_cells(exp_dir: Path, cells: list[TrainConfig]) -> dict[str, list[str]]
     return stale
 
 
-def refuse_or_remove_stale(exp_dir: Path, cells: list[TrainConfig], overwrite: bool, log) -> None:
+def refuse_stale(exp_dir: Path, stale: dict[str, list[str]], overwrite: bool) -> None:
     """A re-run with other settings must never show the old results as if they were the new ones:
-    refuse it with the differences, or with overwrite delete those runs so they train anew."""
-    stale = stale_cells(exp_dir, cells)
-    if not stale:
-        return
-    if not overwrite:
+    without overwrite it is refused, with the differences."""
+    if stale and not overwrite:
         first, changed = next(iter(stale.items()))
         raise UserError(
             f"{exp_dir} holds {len(stale)} run(s) trained with other settings than asked "
             f"({first}: {'; '.join(changed[:5])}). Their results would be shown as if they were this "
             "experiment's. Choose another --out, or add --overwrite to delete them and train them anew."
         )
+
+
+def remove_stale(exp_dir: Path, cells: list[TrainConfig], log) -> None:
+    """--overwrite: delete the runs trained with other settings, so they train anew. Called with
+    the experiment's lock held, so no other reslab process is running this experiment."""
     import shutil
 
+    stale = stale_cells(exp_dir, cells)
     for name in stale:
         with runs.locked(exp_dir / name, f"another process is training {exp_dir / name}; stop it first."):
             shutil.rmtree(exp_dir / name)
-    log(f"--overwrite: deleted {len(stale)} run(s) trained with other settings: {', '.join(stale)}")
+    if stale:
+        log(f"--overwrite: deleted {len(stale)} run(s) trained with other settings: {', '.join(stale)}")
 
 
 def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
@@ -157,24 +163,32 @@ def run_experiment(
         runner = LocalBackend(jobs, runs_per_gpu, share_gpu)
     exp_dir = Path(exp_dir)
     runs.claim_dir(exp_dir, "experiment")
-    refuse_or_remove_stale(exp_dir, cells, overwrite, log)
-    unfinished = [c for c in cells if runs.read_status(exp_dir / cell_name(c))["state"] != "finished"]
+    stale = stale_cells(exp_dir, cells)
+    refuse_stale(exp_dir, stale, overwrite)
+    unfinished = [
+        c for c in cells if cell_name(c) in stale or runs.read_status(exp_dir / cell_name(c))["state"] != "finished"
+    ]
     # Load (download, decode) each dataset once before anything is written: a bad dataset is one
     # clear error, and parallel workers do not race to fetch or cache the same files.
-    from reslab.data import load_dataset
+    from reslab.data import check_sizes, load_dataset
 
     for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in unfinished}, key=str):
-        load_dataset(name, data_dir, download)
+        ds = load_dataset(name, data_dir, download)
+        for c in unfinished:
+            if (c.dataset, c.data_dir, c.download) == (name, data_dir, download):
+                check_sizes(ds, c.subset, c.val_split, c.test_subset)
     with contextlib.ExitStack() as stack:
         if unfinished:
             stack.enter_context(runner.joined())  # a cluster is joined before anything is written
-        stack.enter_context(experiment_lock(exp_dir))
+        stack.enter_context(experiment_lock(exp_dir))  # before anything is deleted or written
+        remove_stale(exp_dir, cells, log)
         record = {
+            "kind": "degradation",  # a grid of nets by depth: the only kind so far
             **(spec or {}),
             "cells": [cell_name(c) for c in cells],
             "recipe": runs.recipe(cells[0]) if cells else {},
         }
-        runs.write_json(exp_dir / "experiment.json", record)
+        runs.write_experiment(exp_dir, record)
         todo, outcomes = [], {}
         for cfg in cells:
             run_dir = exp_dir / cell_name(cfg)

@@ -46,7 +46,14 @@ class ModelConfig:
             detail = ", ".join(f"model.{k}" for k in bad) + " missing or of the wrong type" if bad else ""
             detail += ("; " if bad and unknown else "") + (f"unknown model fields {unknown[:4]}" if unknown else "")
             raise UserError(f"{where} is damaged: {detail}.")
-        return cls(**d)  # its size is checked when it is built: a report of its files builds nothing
+        config = cls(**d)  # its size is checked when it is built: a report of its files builds nothing
+        ranges = {"depth": (1, 10_000), "width": (1, 4096), "num_classes": (2, 1_000_000), "in_channels": (1, 4)}
+        wrong = [f"model.{k} {v}" for k, (lo, hi) in ranges.items() if not lo <= (v := getattr(config, k)) <= hi]
+        wrong += [f"model.arch '{config.arch}'"] if config.arch not in ARCHS else []
+        wrong += [f"model.shortcut '{config.shortcut}'"] if config.shortcut not in SHORTCUTS else []
+        if wrong:
+            raise UserError(f"{where} is damaged: {', '.join(wrong)} is not a network reslab builds.")
+        return config
 
 
 def blocks_per_stage(arch: str, depth: int) -> int:

@@ -4,8 +4,12 @@ escaped (only markup reslab writes itself, marked Html, goes into the page as it
 from __future__ import annotations
 
 import base64
+import os
 from html import escape
 from pathlib import Path
+
+from reslab import files
+from reslab.errors import UserError
 
 
 class Html(str):
@@ -22,9 +26,18 @@ def count(value) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else esc(value)
 
 
+# A figure reslab draws is a few hundred KB; a larger file is not one of them.
+MAX_PNG_BYTES = 16 * 2**20
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def embed_png(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+    """A PNG file as an <img> with a data URI: only a regular file (no link, FIFO or folder) that
+    really is a PNG and of a figure's size, so nothing else on the disk can reach the page."""
+    data = files.read_regular(Path(path), MAX_PNG_BYTES, "figure")
+    if not data.startswith(PNG_MAGIC):
+        raise UserError(f"{path} is not a PNG image; it is not shown.")
+    return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{escape(alt)}">'
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:
@@ -48,7 +61,12 @@ def verdict_html(v) -> str:
 def figure(exp_dir: Path, name: str, alt: str) -> str:
     """An analysis's figure from OUT/figures/NAME.png, embedded ('' when it was not drawn)."""
     path = Path(exp_dir) / "figures" / f"{name}.png"
-    return f'<div class="card">{embed_png(path, alt)}</div>' if path.exists() else ""
+    if not os.path.lexists(path):
+        return ""
+    try:
+        return f'<div class="card">{embed_png(path, alt)}</div>'
+    except UserError as e:
+        return f'<p class="note">The figure figures/{esc(name)}.png is not shown: {esc(e)}</p>'
 
 
 def finding_html(f: dict) -> str:

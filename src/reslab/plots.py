@@ -46,11 +46,13 @@ def save(fig, path: Path) -> list[Path]:
     """Write `path` as .png and .svg; returns both paths."""
     import io
 
+    from reslab import files
     from reslab.runs import atomic_write_bytes
 
     path = Path(path)
     out = []
     try:
+        files.own_folder(path.parent)  # figures/ as a link would send the files elsewhere
         for ext in (".png", ".svg"):
             p = path.with_suffix(ext)
             buf = io.BytesIO()

@@ -7,6 +7,7 @@ Everything shown comes from the run directories; every string from them is escap
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
@@ -165,9 +166,8 @@ def recipe_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
     """A preset's departures from the paper, each with its reason (experiment.json names the preset)."""
     from reslab.presets import PRESETS
 
-    path = exp_dir / "experiment.json"
-    spec = runs.read_json(path) if path.is_file() else {}
-    preset = PRESETS.get(spec.get("preset")) if isinstance(spec, dict) else None
+    spec = runs.read_experiment(exp_dir) if os.path.lexists(exp_dir / "experiment.json") else {}
+    preset = PRESETS.get(spec.get("preset"))
     if preset is None:
         return ""
     train = asdict(all_runs[0].config.train)

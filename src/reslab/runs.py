@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from reslab import files
 from reslab.config import TrainConfig
 from reslab.errors import UserError, one_line
 from reslab.models import ModelConfig, display
@@ -92,13 +93,26 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> dict:
+# The largest JSON file reslab reads back: its own are a few KB (an analysis with curves, a few MB).
+MAX_JSON_BYTES = 64 * 2**20
+
+
+def read_json(path: Path):
+    """A JSON file reslab wrote: a regular file (not a link, FIFO or folder) of a sensible size,
+    holding only finite numbers, not nested absurdly deep."""
+    data = files.read_regular(Path(path), MAX_JSON_BYTES, "JSON file")
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist.") from None
+        return json.loads(data, parse_constant=refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); the file is damaged.") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a file of reslab's; the file is damaged.") from None
+    except ValueError as e:
+        raise UserError(f"{path} is damaged ({e}).") from None
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"it holds {name}, which reslab never writes")
 
 
 def metrics_text(rows: list[dict]) -> str:
@@ -132,6 +146,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
                 row = {k: (float(v) if v != "" else None) for k, v in r.items()}
                 if row["iteration"] is None or row["train_error"] is None or row["test_error"] is None:
                     raise ValueError(f"row {reader.line_num} has no iteration or errors")
+                check_row(row, rows[-1] if rows else None, reader.line_num)
                 rows.append(row)
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(
@@ -139,6 +154,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
             "Restore it or delete the run."
         ) from None
     return rows
+
+
+def check_row(row: dict, previous: dict | None, line: int) -> None:
+    """A metrics row holds only numbers training can produce: finite, errors within [0, 1], the
+    rest not negative, iterations whole and increasing (training never writes anything else)."""
+    for k, v in row.items():
+        if v is None:
+            continue
+        if not math.isfinite(v):
+            raise ValueError(f"row {line} has {k} {v}")
+        if k.endswith("_error") and not 0 <= v <= 1:
+            raise ValueError(f"row {line} has {k} {v:g}, outside 0 to 1")
+        if v < 0:
+            raise ValueError(f"row {line} has a negative {k} ({v:g})")
+    if row["iteration"] != int(row["iteration"]) or (previous and row["iteration"] <= previous["iteration"]):
+        raise ValueError(f"row {line} has iteration {row['iteration']:g}, not a whole number after the last row's")
 
 
 RUN_STATES = ("new", "running", "finished", "failed", "diverged", "interrupted")
@@ -159,7 +190,16 @@ def read_status(run_dir: Path) -> dict:
         or not isinstance(status.get("message", ""), str)
     ):
         raise UserError(f"{path} is damaged (no valid state); restore it or delete the run.")
+    counts = [k for k in ("iteration", "total", "pid") if k in status and not is_count(status[k])]
+    texts = [k for k in ("message", "host") if not isinstance(v := status.get(k, ""), str) or len(v) > 10_000]
+    if counts or texts:
+        raise UserError(f"{path} is damaged ({', '.join(counts + texts)} not valid); restore it or delete the run.")
     return status
+
+
+def is_count(v) -> bool:
+    """A whole number from 0 up, as JSON gives it (not a bool)."""
+    return type(v) is int and 0 <= v < 2**63
 
 
 def is_run_dir(path: Path) -> bool:
@@ -202,11 +242,13 @@ class RunConfig:
         try:
             train = TrainConfig.from_dict(d["train"])
             train.check_types()
+            train.check_values()
         except (UserError, TypeError) as e:
             raise UserError(f"{path} is damaged: its train section is not valid ({e}).") from None
         model = ModelConfig.from_dict(d["model"], path)
         wanted = {("resolved", "parameters"): int, ("resolved", "macs"): int, ("data", "name"): str}
         bad = [f"{s}.{k}" for (s, k), t in wanted.items() if type(d[s].get(k)) is not t]
+        bad += [f"resolved.{k}" for k in ("parameters", "macs") if k not in bad and not is_count(d["resolved"][k])]
         extra = {k: d.get(k) for k in ("environment", "imported", "constructed")}
         bad += [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
         if bad:
@@ -303,8 +345,7 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     and share its recipe (dataset, schedule, shortcut, width...); without an experiment.json the
     recipe of most runs is the reference."""
     exp_dir = Path(exp_dir)
-    record = read_json(exp_dir / "experiment.json") if (exp_dir / "experiment.json").is_file() else {}
-    record = record if isinstance(record, dict) else {}
+    record = read_experiment(exp_dir) if os.path.lexists(exp_dir / "experiment.json") else {}
     cells = record.get("cells")
     found, skipped = [], []
     for d in find_runs(exp_dir):
@@ -329,6 +370,56 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     return together, skipped
 
 
+CELL_NAME = re.compile(r"[a-z][a-z0-9-]*-[0-9]+-seed[0-9]+")
+EXPERIMENT_KINDS = ("demo", "degradation")
+# experiment.json: what was asked (kind, grid, recipe). Every key, with the check its value must pass.
+EXPERIMENT_FIELDS = {
+    "kind": lambda v: v in EXPERIMENT_KINDS,
+    "cells": lambda v: (
+        isinstance(v, list) and 0 < len(v) <= 100_000 and all(isinstance(c, str) and CELL_NAME.fullmatch(c) for c in v)
+    ),
+    "recipe": lambda v: isinstance(v, dict) and valid_recipe(v),
+    "archs": lambda v: isinstance(v, str) and len(v) < 1000,
+    "dataset": lambda v: isinstance(v, str) and len(v) < 5000,
+    "depths": lambda v: isinstance(v, list) and len(v) < 1000 and all(is_count(d) for d in v),
+    "seeds": lambda v: is_count(v) or isinstance(v, list) and len(v) < 10_000 and all(is_count(d) for d in v),
+    "epochs": lambda v: v is None or type(v) in (int, float) and math.isfinite(v) and v > 0,
+    "subset": lambda v: v is None or is_count(v),
+    "preset": lambda v: isinstance(v, str) and len(v) < 100,
+}
+
+
+def valid_recipe(recipe: dict) -> bool:
+    try:
+        train = TrainConfig.from_dict(recipe)
+        train.check_types()
+        train.check_values()
+        return True
+    except (UserError, TypeError):
+        return False
+
+
+def read_experiment(exp_dir: Path) -> dict:
+    """experiment.json, checked key by key: the content, not the name, proves a folder is an
+    experiment of reslab's (a sweep of another tool's may hold a file of that name)."""
+    path = Path(exp_dir) / "experiment.json"
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"kind", "cells", "recipe"} <= set(record):
+        raise UserError(f"{path} is not a reslab experiment file (it needs kind, cells and recipe).")
+    bad = sorted(k for k, v in record.items() if k not in EXPERIMENT_FIELDS or not EXPERIMENT_FIELDS[k](v))
+    if bad:
+        raise UserError(f"{path} is not a valid reslab experiment file ({', '.join(bad)[:200]} not valid).")
+    return record
+
+
+def write_experiment(exp_dir: Path, record: dict) -> None:
+    """experiment.json, checked as a reader will check it before anything is written."""
+    bad = sorted(k for k, v in record.items() if k not in EXPERIMENT_FIELDS or not EXPERIMENT_FIELDS[k](v))
+    if bad or not {"kind", "cells", "recipe"} <= set(record):
+        raise ValueError(f"an experiment record with invalid fields: {bad or 'kind, cells or recipe missing'}")
+    write_json(Path(exp_dir) / "experiment.json", record)
+
+
 def load_runs(exp_dir: Path) -> list[RunRecord]:
     """Every run directory of an experiment that belongs to it."""
     return gather(exp_dir)[0]
@@ -339,20 +430,34 @@ def owner(path: Path) -> str | None:
     nothing (or only reslab's lock and temporaries), 'runs' when it holds only reslab runs, None
     when it holds anything else."""
     path = Path(path)
-    if (path / "experiment.json").is_file():
-        return "experiment"
-    if (path / "config.json").is_file():
+    if os.path.lexists(path / "experiment.json"):
         try:
-            read_config(path)
-            return "run"
+            read_experiment(path)
+            return "experiment"
         except UserError:
-            return None
-    entries = list(path.iterdir())
-    if all(p.name in OWN_NAMES or p.name.startswith(TMP_PREFIX) for p in entries):
+            return None  # a file of that name is not proof: its content must be reslab's
+    if os.path.lexists(path / "config.json"):
+        return "run" if is_valid_run(path) else None
+    found = files.entries(path)
+    if found is None:
+        return None  # too many entries to inspect: not a folder reslab made
+    own_file = lambda p: (p.name in OWN_NAMES or p.name.startswith(TMP_PREFIX)) and files.is_regular(p)  # noqa: E731
+    if all(own_file(p) for p in found):
         return "empty"
     # A folder of reslab runs and nothing else, as `reslab train` makes them: an experiment may take it.
-    own = lambda p: p.name in OWN_NAMES or p.name.startswith(TMP_PREFIX) or p.is_dir() and owner(p) == "run"  # noqa: E731
-    return "runs" if all(own(p) for p in entries) else None
+    own = lambda p: own_file(p) or files.is_real_dir(p) and is_valid_run(p)  # noqa: E731
+    return "runs" if all(own(p) for p in found) else None
+
+
+def is_valid_run(path: Path) -> bool:
+    """Whether `path` is a real folder holding a config.json of reslab's (no link followed)."""
+    if not files.is_real_dir(path) or not files.is_regular(path / "config.json"):
+        return False
+    try:
+        read_config(path)
+        return True
+    except UserError:
+        return False
 
 
 def claim_dir(path: Path, kind: str) -> None:
@@ -390,7 +495,10 @@ def find_runs(root: Path) -> list[Path]:
     root = Path(root)
     if is_run_dir(root):
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p)) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    # A link among the runs is not followed: it may lead anywhere, and an --overwrite deletes runs.
+    return sorted(p for p in root.iterdir() if files.is_real_dir(p) and is_run_dir(p))
 
 
 @contextmanager
@@ -411,15 +519,17 @@ def locked(directory: Path, busy: str):
     is the message when another process holds it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        f = open(directory / ".lock", "w")
     except OSError as e:
         raise UserError(f"cannot write into {directory} ({e.strerror or e}); choose another --out.") from None
-    with f:
+    fd = files.open_lock(directory / ".lock")
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Locked(busy) from None
         yield
+    finally:
+        os.close(fd)
 
 
 # Training settings that say where or how fast a run trains, not what it learns.

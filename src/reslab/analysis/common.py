@@ -3,12 +3,13 @@ a place to write results."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from reslab import runs
+from reslab import files, runs
 from reslab.errors import UserError, plural
 from reslab.evaluate import load_run_model, normalization, normalize
 from reslab.models import display
@@ -82,14 +83,14 @@ def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
 
 
 def write_result(out: Path, name: str, result: dict) -> Path:
-    path = Path(out) / "analyses" / f"{name}.json"
+    path = files.own_folder(Path(out) / "analyses") / f"{name}.json"
     runs.write_json(path, result)
     return path
 
 
 def read_result(exp_dir: Path, name: str) -> dict | None:
     path = Path(exp_dir) / "analyses" / f"{name}.json"
-    return runs.read_json(path) if path.exists() else None
+    return runs.read_json(path) if os.path.lexists(path) else None
 
 
 def progress_bar(total: int, desc: str):

@@ -1,0 +1,108 @@
+"""Reading and writing inside folders that other people and programs can also touch.
+
+reslab never follows a symbolic link it did not make (a lock, a figure or a run folder that is
+a link may point at a user's private file), never blocks on a FIFO, and reads a file only after
+checking, by its size, that reading it is reasonable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from reslab.errors import UserError
+
+# The most entries of a folder reslab inspects before deciding whether it may write into it.
+MAX_ENTRIES = 10_000
+
+
+def is_link(path: Path) -> bool:
+    return os.path.islink(path)
+
+
+def is_regular(path: Path) -> bool:
+    """A regular file itself: not a link, a FIFO, a device or a folder."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def is_real_dir(path: Path) -> bool:
+    """A folder itself, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def own_folder(path: Path, levels: int = 1) -> Path:
+    """`path`, made if missing, where its last `levels` components are folders of reslab's own:
+    a link or a file in their place is refused, since writing through it would land elsewhere."""
+    path = Path(path)
+    for i in range(levels - 1, -1, -1):
+        part = path.parents[i - 1] if i else path
+        if is_link(part) or (part.exists() and not part.is_dir()):
+            raise UserError(
+                f"{part} is {'a symbolic link' if is_link(part) else 'not a folder'}; reslab writes only into "
+                "folders of its own there. Remove it and run the command again."
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_lock(path: Path) -> int:
+    """A file descriptor of the lock file `path`, made if missing, never truncated, never a link's
+    target (O_NOFOLLOW)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP or is_link(path):
+            raise UserError(
+                f"{path} is a symbolic link; reslab never follows a link it did not make. Remove it and run the "
+                "command again."
+            ) from None
+        raise UserError(f"cannot write into {path.parent} ({e.strerror or e}); choose another --out.") from None
+
+
+def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of `path` when it is a regular file (not a link, FIFO or folder) of at most
+    `limit` bytes; else a UserError that says which it is."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist.") from None
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror or e}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO"}
+        kind = next((k for test, k in kinds.items() if test(st.st_mode)), "not a regular file")
+        raise UserError(f"{path} is {kind}, not the {what} reslab wrote; it is not read.")
+    if st.st_size > limit:
+        raise UserError(f"{path} is {st.st_size:,} bytes, more than a {what} of reslab's ({limit:,}); it is not read.")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)  # no link, and no wait on a FIFO swapped in since the lstat
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror or e}).") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{path} is not a regular file; it is not read.")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{path} grew beyond {limit:,} bytes while it was read; it is not read.")
+    return data
+
+
+def entries(path: Path, limit: int = MAX_ENTRIES) -> list[Path] | None:
+    """The entries of folder `path`, or None when it holds more than `limit` (too many to inspect)."""
+    found = []
+    with os.scandir(path) as it:
+        for entry in it:
+            if len(found) == limit:
+                return None
+            found.append(Path(entry.path))
+    return found
