@@ -114,7 +114,8 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
     t0 = time.perf_counter()
 
     def failed(message: str) -> dict:
-        if run_dir.is_dir() and runs.owner(run_dir) == "run":  # only ever a status of reslab's own run, never a stranger's file
+        # Only ever a status of reslab's own run, never a stranger's file.
+        if run_dir.is_dir() and runs.owner(run_dir) == "run":
             runs.write_status(run_dir, "failed", message)
         return {"name": run_dir.name, "state": "failed", "message": message, "seconds": time.perf_counter() - t0}
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reslab import files
+from reslab import files, schema
 from reslab.config import TrainConfig
 from reslab.errors import UserError, one_line
 from reslab.models import ModelConfig, display
@@ -99,16 +99,19 @@ MAX_JSON_BYTES = 64 * 2**20
 
 def read_json(path: Path):
     """A JSON file reslab wrote: a regular file (not a link, FIFO or folder) of a sensible size,
-    holding only finite numbers, not nested absurdly deep."""
+    holding only finite numbers, texts and lists of sensible sizes, not nested absurdly deep."""
     data = files.read_regular(Path(path), MAX_JSON_BYTES, "JSON file")
     try:
-        return json.loads(data, parse_constant=refuse_constant)
+        value = json.loads(data, parse_constant=refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); the file is damaged.") from None
     except RecursionError:
-        raise UserError(f"{path} is nested too deeply to be a file of reslab's; the file is damaged.") from None
+        value = [[]] * (schema.MAX_DEPTH + 2)  # so deep that json itself gave up
     except ValueError as e:
         raise UserError(f"{path} is damaged ({e}).") from None
+    if why := schema.sane(value):
+        raise UserError(f"{path} is damaged: it {why}, which no file of reslab's does.")
+    return value
 
 
 def refuse_constant(name: str):
@@ -146,7 +149,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
                 row = {k: (float(v) if v != "" else None) for k, v in r.items()}
                 if row["iteration"] is None or row["train_error"] is None or row["test_error"] is None:
                     raise ValueError(f"row {reader.line_num} has no iteration or errors")
-                check_row(row, rows[-1] if rows else None, reader.line_num)
+                schema.check_row(row, rows[-1] if rows else None, reader.line_num)
                 rows.append(row)
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(
@@ -154,22 +157,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
             "Restore it or delete the run."
         ) from None
     return rows
-
-
-def check_row(row: dict, previous: dict | None, line: int) -> None:
-    """A metrics row holds only numbers training can produce: finite, errors within [0, 1], the
-    rest not negative, iterations whole and increasing (training never writes anything else)."""
-    for k, v in row.items():
-        if v is None:
-            continue
-        if not math.isfinite(v):
-            raise ValueError(f"row {line} has {k} {v}")
-        if k.endswith("_error") and not 0 <= v <= 1:
-            raise ValueError(f"row {line} has {k} {v:g}, outside 0 to 1")
-        if v < 0:
-            raise ValueError(f"row {line} has a negative {k} ({v:g})")
-    if row["iteration"] != int(row["iteration"]) or (previous and row["iteration"] <= previous["iteration"]):
-        raise ValueError(f"row {line} has iteration {row['iteration']:g}, not a whole number after the last row's")
 
 
 RUN_STATES = ("new", "running", "finished", "failed", "diverged", "interrupted")
@@ -190,16 +177,11 @@ def read_status(run_dir: Path) -> dict:
         or not isinstance(status.get("message", ""), str)
     ):
         raise UserError(f"{path} is damaged (no valid state); restore it or delete the run.")
-    counts = [k for k in ("iteration", "total", "pid") if k in status and not is_count(status[k])]
+    counts = [k for k in ("iteration", "total", "pid") if k in status and not schema.is_count(status[k])]
     texts = [k for k in ("message", "host") if not isinstance(v := status.get(k, ""), str) or len(v) > 10_000]
     if counts or texts:
         raise UserError(f"{path} is damaged ({', '.join(counts + texts)} not valid); restore it or delete the run.")
     return status
-
-
-def is_count(v) -> bool:
-    """A whole number from 0 up, as JSON gives it (not a bool)."""
-    return type(v) is int and 0 <= v < 2**63
 
 
 def is_run_dir(path: Path) -> bool:
@@ -248,7 +230,8 @@ class RunConfig:
         model = ModelConfig.from_dict(d["model"], path)
         wanted = {("resolved", "parameters"): int, ("resolved", "macs"): int, ("data", "name"): str}
         bad = [f"{s}.{k}" for (s, k), t in wanted.items() if type(d[s].get(k)) is not t]
-        bad += [f"resolved.{k}" for k in ("parameters", "macs") if k not in bad and not is_count(d["resolved"][k])]
+        bad = bad or schema.wrong_fields("resolved", d["resolved"], schema.RESOLVED)
+        bad = bad or schema.wrong_fields("data", d["data"], schema.DATA)
         extra = {k: d.get(k) for k in ("environment", "imported", "constructed")}
         bad += [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
         if bad:
@@ -370,53 +353,22 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     return together, skipped
 
 
-CELL_NAME = re.compile(r"[a-z][a-z0-9-]*-[0-9]+-seed[0-9]+")
-EXPERIMENT_KINDS = ("demo", "degradation")
-# experiment.json: what was asked (kind, grid, recipe). Every key, with the check its value must pass.
-EXPERIMENT_FIELDS = {
-    "kind": lambda v: v in EXPERIMENT_KINDS,
-    "cells": lambda v: (
-        isinstance(v, list) and 0 < len(v) <= 100_000 and all(isinstance(c, str) and CELL_NAME.fullmatch(c) for c in v)
-    ),
-    "recipe": lambda v: isinstance(v, dict) and valid_recipe(v),
-    "archs": lambda v: isinstance(v, str) and len(v) < 1000,
-    "dataset": lambda v: isinstance(v, str) and len(v) < 5000,
-    "depths": lambda v: isinstance(v, list) and len(v) < 1000 and all(is_count(d) for d in v),
-    "seeds": lambda v: is_count(v) or isinstance(v, list) and len(v) < 10_000 and all(is_count(d) for d in v),
-    "epochs": lambda v: v is None or type(v) in (int, float) and math.isfinite(v) and v > 0,
-    "subset": lambda v: v is None or is_count(v),
-    "preset": lambda v: isinstance(v, str) and len(v) < 100,
-}
-
-
-def valid_recipe(recipe: dict) -> bool:
-    try:
-        train = TrainConfig.from_dict(recipe)
-        train.check_types()
-        train.check_values()
-        return True
-    except (UserError, TypeError):
-        return False
-
-
 def read_experiment(exp_dir: Path) -> dict:
     """experiment.json, checked key by key: the content, not the name, proves a folder is an
     experiment of reslab's (a sweep of another tool's may hold a file of that name)."""
     path = Path(exp_dir) / "experiment.json"
     record = read_json(path)
-    if not isinstance(record, dict) or not {"kind", "cells", "recipe"} <= set(record):
+    if not isinstance(record, dict):
         raise UserError(f"{path} is not a reslab experiment file (it needs kind, cells and recipe).")
-    bad = sorted(k for k, v in record.items() if k not in EXPERIMENT_FIELDS or not EXPERIMENT_FIELDS[k](v))
-    if bad:
-        raise UserError(f"{path} is not a valid reslab experiment file ({', '.join(bad)[:200]} not valid).")
+    if wrong := schema.wrong_experiment_fields(record):
+        raise UserError(f"{path} is not a valid reslab experiment file ({', '.join(wrong)[:200]}).")
     return record
 
 
 def write_experiment(exp_dir: Path, record: dict) -> None:
     """experiment.json, checked as a reader will check it before anything is written."""
-    bad = sorted(k for k, v in record.items() if k not in EXPERIMENT_FIELDS or not EXPERIMENT_FIELDS[k](v))
-    if bad or not {"kind", "cells", "recipe"} <= set(record):
-        raise ValueError(f"an experiment record with invalid fields: {bad or 'kind, cells or recipe missing'}")
+    if wrong := schema.wrong_experiment_fields(record):
+        raise ValueError(f"an experiment record with invalid fields: {wrong}")
     write_json(Path(exp_dir) / "experiment.json", record)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from reslab import accel, distributed, runs, step
+from reslab import accel, distributed, runs, schema, step
 from reslab.augment import default_pad
 from reslab.config import TrainConfig
 from reslab.data import Dataset, load_dataset, prepare, resize
@@ -366,9 +366,34 @@ class TrainState:
             setattr(self, k, loop.pop(k))
         if loop:
             raise KeyError(f"unknown loop entries {sorted(loop)}")
-        if not (isinstance(self.iteration, int) and 0 <= self.iteration <= total):
-            raise ValueError(f"iteration {self.iteration} is outside 0..{total}")
+        self.check_counters(total)
         self.sums.iteration.fill_(self.iteration)
+
+    def check_counters(self, total: int) -> None:
+        """The loop state a checkpoint gave back is one training can produce: counters whole and in
+        range, metrics rows as metrics.csv must hold them, running sums finite and not negative."""
+        count = schema.is_count
+        if not (count(self.iteration) and self.iteration <= total):
+            raise ValueError(f"iteration {self.iteration!r} is outside 0..{total}")
+        if not (self.warmup_until is None or count(self.warmup_until) and self.warmup_until <= self.iteration):
+            raise ValueError(f"warmup_until {self.warmup_until!r} is not an iteration done")
+        if not count(self.seen) or type(self.seconds) not in (int, float) or not 0 <= self.seconds < math.inf:
+            raise ValueError("the images seen or the seconds are not counts")
+        if not isinstance(self.rows, list) or len(self.rows) > self.iteration:
+            raise ValueError("the metrics rows are not a list of at most one row per iteration")
+        for i, row in enumerate(self.rows):
+            if not isinstance(row, dict) or set(row) - set(runs.METRIC_FIELDS) or "iteration" not in row:
+                raise ValueError(f"metrics row {i} is not a row of metrics")
+            if not all(v is None or type(v) in (int, float) for v in row.values()):
+                raise ValueError(f"metrics row {i} holds a value that is not a number")
+            numbers = {k: (None if v is None else float(v)) for k, v in row.items()}
+            schema.check_row({**dict.fromkeys(runs.METRIC_FIELDS), **numbers}, self.rows[i - 1] if i else None, i)
+            if row["iteration"] > self.iteration:
+                raise ValueError(f"metrics row {i} is of iteration {row['iteration']}, after the checkpoint's")
+        for k in self.SUMS:
+            t = getattr(self.sums, k)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
+                raise ValueError(f"the running sum {k} is not finite and non-negative")
 
     def next_batch(self, run: Run) -> tuple[torch.Tensor, float, bool]:
         """This iteration's image indices (a new data order at each epoch's start), lr and
