@@ -471,9 +471,12 @@ def folder_fingerprint(root: Path, files: dict) -> str:
 def file_digest(path: Path, chunk: int = 2**20) -> bytes:
     """A file's content hash, read in bounded chunks."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror or e}); fix its permissions or remove it.") from None
     return h.digest()
 
 

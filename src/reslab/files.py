@@ -49,7 +49,13 @@ def own_folder(path: Path, levels: int = 1) -> Path:
                 f"{part} is {'a symbolic link' if is_link(part) else 'not a folder'}; reslab writes only into "
                 "folders of its own there. Remove it and run the command again."
             )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"could not make the folder {path} ({e.strerror or e}); fix the permissions or free "
+            "some disk space, then run the same command again."
+        ) from None
     return path
 
 
