@@ -176,7 +176,9 @@ def analyze(
 def budget(config) -> str:
     """The source run's dataset, length and seed, for the figure's title."""
     c, h, w = config.data["image_shape"]
-    return f"{config.dataset} ({h}x{w}), {config.resolved.get('iterations', 0):,} iterations, seed {config.train.seed}"
+    iterations = config.resolved.get("iterations")
+    length = f"{iterations:,} iterations" if iterations is not None else "trained elsewhere"
+    return f"{config.dataset} ({h}x{w}), {length}, seed {config.train.seed}"
 
 
 def plot(results: list[dict], path: Path, title: str = "") -> list[Path]:

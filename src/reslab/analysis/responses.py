@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from reslab import runs
 from reslab.analysis.common import (
     add_run_args,
     load_split,
@@ -24,7 +25,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, finding_html, table
-from reslab.plots import plt, run_style, save
+from reslab.plots import figure_title, plt, run_style, save
 from reslab.verdicts import mark
 
 
@@ -224,13 +225,22 @@ def analyze(run_dirs: list[Path], out=None, split="test", limit=None, dataset=No
         "findings_per_channel": findings(results, "std_per_channel"),
     }
     write_result(out, "responses", result)
-    plot(results, out / "figures" / "responses")
+    plot(results, out / "figures" / "responses", title=figure_caption(run_dirs, split, len(run.y)))
     return result
 
 
-def plot(results: list[dict], path: Path, key: str = "std") -> list[Path]:
+def figure_caption(run_dirs: list[Path], split: str, images: int) -> str:
+    """What the nets were trained on and for how long, and which images were measured."""
+    records = [runs.load_run(d) for d in run_dirs]
+    trained = figure_title(records) or f"{records[0].config.dataset}, networks trained elsewhere"
+    return f"{trained}; responses to {images:,} {split} images"
+
+
+def plot(results: list[dict], path: Path, key: str = "std", title: str = "") -> list[Path]:
     """Figure 7: response std per 3x3 layer, in layer order (top) and sorted (bottom)."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5))
+    if title:
+        fig.suptitle(title, fontsize=11)
     for r in sorted(results, key=lambda r: (r["arch"] != "plain", r["depth"])):
         values = [layer[key] for layer in r["layers"]]
         style = run_style(r["arch"], r["depth"])
