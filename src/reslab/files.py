@@ -63,6 +63,8 @@ def open_lock(path: Path) -> int:
     """A file descriptor of the lock file `path`, made if missing, never truncated, never a link's
     target (O_NOFOLLOW)."""
     try:
+        if is_link(path):  # where O_NOFOLLOW is missing (Windows), at least a link made beforehand
+            raise OSError(errno.ELOOP, "a symbolic link")
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:
         if e.errno == errno.ELOOP or is_link(path):
@@ -71,6 +73,30 @@ def open_lock(path: Path) -> int:
                 "command again."
             ) from None
         raise UserError(f"cannot write into {path.parent} ({e.strerror or e}); choose another --out.") from None
+
+
+class Busy(Exception):
+    """Another process holds the lock."""
+
+
+def lock_exclusive(fd: int) -> None:
+    """Take an exclusive lock on an open lock file at once, or raise Busy. flock on POSIX (freed
+    by the kernel when the process dies), msvcrt's byte lock on Windows. (filelock is not used: it
+    opens its file with O_TRUNC, which truncates a link's target.)"""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise Busy from None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise Busy from None
 
 
 def read_regular(path: Path, limit: int, what: str = "file") -> bytes:

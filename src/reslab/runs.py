@@ -15,7 +15,6 @@ kill at any moment leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import math
@@ -476,8 +475,8 @@ def locked(directory: Path, busy: str):
     fd = files.open_lock(directory / ".lock")
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            files.lock_exclusive(fd)
+        except files.Busy:
             raise Locked(busy) from None
         yield
     finally:
