@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -124,3 +127,25 @@ def test_identity_learning_residual_beats_plain_when_deep():
     plain = identity.identity_error("plain", 6, steps=150)
     residual = identity.identity_error("residual", 6, steps=150)
     assert residual < plain
+
+
+def test_importing_reslab_and_drawing_leave_matplotlib_as_it_was(tmp_path):
+    """A notebook's own plots keep their backend and settings: reslab draws into Figures of its
+    own, in its style, and never imports pyplot."""
+    script = f"""
+import sys, matplotlib
+from pathlib import Path
+before = matplotlib.rcParams.copy()  # copy() reads the backend without resolving it (which imports pyplot)
+import reslab, reslab.cli, reslab.report, reslab.plots
+from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
+rows = {{"plain": [{{"convs": 4, "error": 1.0}}], "residual": [{{"convs": 4, "error": 0.1}}]}}
+identity.plot({{**rows, "unit": {{"plain": "layers", "residual": "blocks"}}}}, Path({str(tmp_path)!r}) / "i")
+assert "matplotlib.pyplot" not in sys.modules
+after = matplotlib.rcParams.copy()
+changed = sorted(k for k in before if dict.__getitem__(before, k) != dict.__getitem__(after, k))
+assert not changed, changed
+print("unchanged")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "unchanged", done.stderr
+    assert (tmp_path / "i.png").read_bytes().startswith(b"\x89PNG")

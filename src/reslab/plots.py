@@ -1,4 +1,6 @@
-"""Figures, one function each; matplotlib with the Agg backend, written as PNG and SVG.
+"""Figures, one function each, written as PNG and SVG. Each draws into a matplotlib Figure of its
+own, in its own style (rc_context): importing reslab or drawing a figure changes neither pyplot's
+backend nor its global settings, so a notebook's own plots stay as they were.
 
 Conventions (as in the paper's Fig. 6): error in % against iterations, training error thin and
 dashed, test error bold and solid, one colour per depth, the same colour for a depth in every
@@ -7,12 +9,11 @@ figure.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 DEPTH_COLOURS = {
     20: "#1f77b4",
@@ -29,9 +30,24 @@ PANEL_TITLES = {
     "preact": "pre-activation ResNets",
     "preact-bottleneck": "pre-activation bottleneck ResNets",
 }
-plt.rcParams.update(
-    {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11, "svg.fonttype": "none"}
-)
+STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11, "svg.fonttype": "none"}
+
+
+def styled(draw):
+    """Draw (and save) a figure in reslab's style, leaving matplotlib's global settings alone."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """A Figure of its own (not pyplot's) and its axes, like plt.subplots."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def depth_colour(depth: int) -> str:
@@ -51,16 +67,13 @@ def save(fig, path: Path) -> list[Path]:
 
     path = Path(path)
     out = []
-    try:
-        files.own_folder(path.parent)  # figures/ as a link would send the files elsewhere
-        for ext in (".png", ".svg"):
-            p = path.with_suffix(ext)
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext[1:], dpi=110, bbox_inches="tight")
-            atomic_write_bytes(p, buf.getvalue())  # a full disk leaves the old figure, never half of one
-            out.append(p)
-    finally:
-        plt.close(fig)
+    files.own_folder(path.parent)  # figures/ as a link would send the files elsewhere
+    for ext in (".png", ".svg"):
+        p = path.with_suffix(ext)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext[1:], dpi=110, bbox_inches="tight")
+        atomic_write_bytes(p, buf.getvalue())  # a full disk leaves the old figure, never half of one
+        out.append(p)
     return out
 
 
@@ -80,6 +93,7 @@ def mean_curve(metric_runs: list[list[dict]], key: str) -> tuple[list[float], li
 LINEAR_BELOW = 1.0
 
 
+@styled
 def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
     """Figure 1 / Figure 6: one column per architecture. Top: error (%) against iterations,
     training dashed, test solid, dotted lines at the lr drops. Bottom: training error alone on a
@@ -94,7 +108,7 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
             groups.setdefault(r.arch, {}).setdefault(r.depth, []).append(r.metrics)
             drops.setdefault(r.arch, r.config.resolved.get("milestones") or [])
     archs = [a for a in PANEL_TITLES if a in groups] or [None]
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
     )
     top = 0.0
@@ -159,10 +173,11 @@ def figure_title(all_runs: list) -> str:
     )
 
 
+@styled
 def error_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
     """Table 6 drawn: final error against depth, plain and residual side by side, training error
     dashed and test error solid, bars for the seeds' standard deviation."""
-    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    fig, ax = subplots(figsize=(7.2, 5.0))
     archs = [a for a in PANEL_TITLES if any(r["arch"] == a and r["runs"] for r in summary)]
     colours = {"plain": "#d62728", "resnet": "#1f77b4", "preact": "#2ca02c", "preact-bottleneck": "#8c564b"}
     for arch in archs:
@@ -187,10 +202,11 @@ def error_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Pat
     return save(fig, path)
 
 
+@styled
 def reach_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
     """Iterations until the training error first reaches the summary's threshold, against
     depth; a net that never reaches it is drawn as a hollow marker at the top, labelled."""
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = subplots(figsize=(7.2, 4.6))
     threshold = summary[0]["reach_threshold"] if summary else 0
     done = [r for r in summary if r["runs"]]
     ceiling = max([r["iterations_to_reach"] or 0 for r in done] + [1]) * 1.15

@@ -29,6 +29,7 @@ from reslab.evaluate import error_rate, predict
 from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
+from reslab.plots import save, styled, subplots
 from reslab.summary import pct as pc
 
 
@@ -181,12 +182,11 @@ def budget(config) -> str:
     return f"{config.dataset} ({h}x{w}), {length}, seed {config.train.seed}"
 
 
+@styled
 def plot(results: list[dict], path: Path, title: str = "") -> list[Path]:
     """The constructed solution as bars: for each construction, the training error of the
     shallow net, of the identity-extended deep net built from it, and of SGD's deep net."""
-    from reslab.plots import plt, save
-
-    fig, ax = plt.subplots(figsize=(3.2 + 2.6 * len(results), 4.8))
+    fig, ax = subplots(figsize=(3.2 + 2.6 * len(results), 4.8))
     bars = [
         ("source_train_error", "shallow net, trained", "#9aa3b2"),
         ("constructed_train_error", "deep net, constructed", "#2e9d57"),

@@ -30,7 +30,7 @@ from reslab.analysis.common import (
 from reslab.models import CifarNet, build_model
 from reslab.options import int_list, positive_int
 from reslab.page import esc, figure, table
-from reslab.plots import plt, run_style, save
+from reslab.plots import run_style, save, styled, subplots
 
 
 def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -179,8 +179,9 @@ def analyze(
     return result
 
 
+@styled
 def plot_norms(results: list[dict], path: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, when in zip(axes, ("init", "trained")):
         for r in results:
             values = r["norms"][when]
@@ -195,8 +196,9 @@ def plot_norms(results: list[dict], path: Path) -> list[Path]:
     return save(fig, path)
 
 
+@styled
 def plot_shattering(result: dict, path: Path) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = subplots(figsize=(7.5, 4.8))
     for arch, colour, ls in (("plain", "#d62728", "--"), ("resnet", "#1f77b4", "-")):
         rows = [r for r in result["rows"] if r["arch"] == arch]
         if rows:

@@ -23,7 +23,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, conv3x3
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
-from reslab.plots import plt, save
+from reslab.plots import save, styled, subplots
 from reslab.verdicts import mark
 
 
@@ -170,8 +170,9 @@ def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=pri
     return result
 
 
+@styled
 def plot(result: dict, path: Path) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = subplots(figsize=(7.5, 4.8))
     for kind, style in (
         ("plain", dict(color="#d62728", ls="--", marker="o")),
         ("residual", dict(color="#1f77b4", ls="-", marker="s")),

@@ -25,7 +25,7 @@ from reslab.errors import UserError
 from reslab.evaluate import score
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
-from reslab.plots import depth_colour, plt, save
+from reslab.plots import Figure, depth_colour, save, styled
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -179,13 +179,14 @@ def local_minima(grid: list[list[float]]) -> int:
     return count
 
 
+@styled
 def plot(results: list[dict], path: Path) -> list[Path]:
     """1D slices, 2D contours and surfaces, one column per run. The loss spans orders of
     magnitude between the trained point and the grid's edges, so it is drawn on a log scale."""
     import numpy as np
 
     n = len(results)
-    fig = plt.figure(figsize=(6.2 * n, 15))
+    fig = Figure(figsize=(6.2 * n, 15))
     for i, r in enumerate(results):
         a = np.array(r["axis"])
         grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))

@@ -26,7 +26,7 @@ from reslab.evaluate import error_rate
 from reslab.models import CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
-from reslab.plots import plt, run_style, save
+from reslab.plots import run_style, save, styled, subplots
 from reslab.summary import pct as pc
 
 
@@ -164,8 +164,9 @@ def analyze(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=None
     return result
 
 
+@styled
 def plot(results: list[dict], path: Path) -> list[Path]:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (left, right) = subplots(1, 2, figsize=(13, 4.8))
     for r in results:
         style = run_style(r["arch"], r["depth"])
         single = [s for s in r["single"] if s["error"] is not None]

@@ -25,7 +25,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, finding_html, table
-from reslab.plots import figure_title, plt, run_style, save
+from reslab.plots import figure_title, run_style, save, styled, subplots
 from reslab.verdicts import mark
 
 
@@ -236,9 +236,10 @@ def figure_caption(run_dirs: list[Path], split: str, images: int) -> str:
     return f"{trained}; responses to {images:,} {split} images"
 
 
+@styled
 def plot(results: list[dict], path: Path, key: str = "std", title: str = "") -> list[Path]:
     """Figure 7: response std per 3x3 layer, in layer order (top) and sorted (bottom)."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5))
+    fig, (top, bottom) = subplots(2, 1, figsize=(10, 8.5))
     if title:
         fig.suptitle(title, fontsize=11)
     for r in sorted(results, key=lambda r: (r["arch"] != "plain", r["depth"])):
