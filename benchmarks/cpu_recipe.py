@@ -61,7 +61,9 @@ Seeds 100 and up: the published preset results use seeds 0 and 1, which chose no
 (`preset cpu (published: seeds 0, 1)`, added with `--add-experiment`) come from `reslab experiment
 degradation --preset cpu`, which trains two networks at a time, one thread each: their wall times
 are per run, and the whole experiment took 3,176 s (`cpu_preset_cifar10_jpeg.md`). The first
-ResNet-56 run of `cosine16-full` shared the CPU with two demo runs for part of its time. Runs
+ResNet-56 run of `cosine16-full` shared the CPU with two demo runs for part of its time, and both
+seed-101 runs shared it with test runs (load average near 3): their wall times are not a quiet
+machine's. Runs
 stopped early were stopped by hand once they were clearly behind; their curves up to then are kept.
 
 Recipes: `paper16-*`: the paper's step schedule (lr / 10 at 50% and 75%), no warm-up;
