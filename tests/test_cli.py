@@ -255,3 +255,16 @@ def test_a_run_can_be_rebuilt_from_its_config_alone(cli, tmp_path):
 def test_demo_with_an_unknown_dataset_writes_nothing(cli, tmp_path):
     assert_user_error(cli("demo", "--dataset", "foo", "--out", tmp_path / "d"), "unknown dataset 'foo'")
     assert not (tmp_path / "d").exists()
+
+
+def test_every_schedule_setting_has_a_flag(tmp_path):
+    from reslab.cli import main
+    from reslab.runs import read_config
+
+    out = tmp_path / "r"
+    schedule = ["--milestones", "0.25,0.5", "--warmup-lr", "0.02", "--warmup-error", "0.5", "--warmup", "on"]
+    argv = ["train", "--depth", "8", *QUICK, *schedule, "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    cfg = read_config(out)
+    assert (cfg.train.milestones, cfg.train.warmup_lr, cfg.train.warmup_error) == ([0.25, 0.5], 0.02, 0.5)
+    assert cfg.resolved["milestones"] == [1, 2]

@@ -71,7 +71,17 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     add_choice(
         p,
         "warmup",
-        "lr 0.01 until training error < 80%%, then 0.1 (auto: on for depth >= 110, as in the paper)",
+        "lr --warmup-lr until training error < --warmup-error, then --lr (auto: on for depth >= 110, as in the "
+        "paper); default %(default)s",
+    )
+    p.add_argument(
+        "--warmup-lr", type=float, default=default("warmup_lr"), help="the warm-ups' starting lr (default %(default)s)"
+    )
+    p.add_argument(
+        "--warmup-error",
+        type=float,
+        default=default("warmup_error"),
+        help="--warmup ends once training error falls below this fraction (default %(default)s, the paper's 80%%)",
     )
     add_choice(
         p,
@@ -79,11 +89,19 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         "step: lr / 10 at --milestones (paper); cosine: lr falls to 0 along a half cosine (default %(default)s)",
     )
     p.add_argument(
+        "--milestones",
+        type=float_list,
+        default=default("milestones"),
+        metavar="F,F",
+        help="for the step schedule, the fractions of the run at which the lr drops tenfold (default 0.5,0.75: the "
+        "paper's 32k and 48k of 64k)",
+    )
+    p.add_argument(
         "--linear-warmup",
         type=non_negative_int,
         default=default("linear_warmup"),
         metavar="N",
-        help="raise the lr linearly from 0.01 to --lr over the first N iterations (default %(default)s: none)",
+        help="raise the lr linearly from --warmup-lr to --lr over the first N iterations (default %(default)s: none)",
     )
     add_choice(
         p,
