@@ -268,3 +268,44 @@ def test_every_schedule_setting_has_a_flag(tmp_path):
     cfg = read_config(out)
     assert (cfg.train.milestones, cfg.train.warmup_lr, cfg.train.warmup_error) == ([0.25, 0.5], 0.02, 0.5)
     assert cfg.resolved["milestones"] == [1, 2]
+
+
+def all_parsers():
+    """Every command's and every analysis's parser, with its name."""
+    import argparse
+
+    from reslab.cli import build_parser
+
+    todo, found = [("reslab", build_parser(["analyze"]))], []  # "analyze": with every analysis's options
+    while todo:
+        name, parser = todo.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+    return found
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    import argparse
+
+    missing = []
+    for name, parser in all_parsers():
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            label = f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
+            text = action.help or ""
+            if not text or text == argparse.SUPPRESS:
+                missing.append(f"{label}: no help")
+            elif action.default not in (None, False, True, argparse.SUPPRESS) and "default" not in text:
+                missing.append(f"{label}: default {action.default!r} not shown")
+    assert not missing, "\n".join(missing)
+
+
+def test_experiment_without_a_name_runs_the_degradation_experiment(tmp_path):
+    from reslab.cli import main
+
+    out = tmp_path / "e"
+    assert main(["experiment", "--depths", "8", "--archs", "resnet", *QUICK[:-1], "--out", str(out)]) == 0
+    assert runs.read_experiment(out)["kind"] == "degradation"

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from reslab.config import CHOICES, default
 from reslab.errors import ExperimentInterrupted, UserError
-from reslab.options import float_list, int_list, non_negative_int, positive_int
+from reslab.options import (
+    DATA_DIR_HELP,
+    DEVICE_HELP,
+    NO_DOWNLOAD_HELP,
+    float_list,
+    int_list,
+    non_negative_int,
+    positive_int,
+)
 from reslab.presets import PRESETS
 
 EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: reslab demo"
@@ -19,6 +27,7 @@ EPILOG = "Run 'reslab COMMAND --help' for a command's options. Start with: resla
 
 def add_choice(p: argparse.ArgumentParser, name: str, help: str) -> None:
     """--NAME taking one of the training setting's choices, with its default."""
+    help = help if "default" in help else f"{help}; default %(default)s"
     p.add_argument(f"--{name.replace('_', '-')}", choices=CHOICES[name], default=default(name), help=help)
 
 
@@ -28,15 +37,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         default=default("dataset"),
         help="cifar10, cifar100, mnist, fashion-mnist, digits, synthetic or imagefolder:PATH (default %(default)s)",
     )
-    p.add_argument(
-        "--data-dir", help="where datasets are found or downloaded (default ~/.cache/reslab/data, or $RESLAB_DATA)"
-    )
-    p.add_argument(
-        "--no-download",
-        dest="download",
-        action="store_false",
-        help="never download; fail with a message if the data is missing",
-    )
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
     p.add_argument("--subset", type=positive_int, help="train on a class-balanced subset of N training images")
     p.add_argument(
         "--image-size",
@@ -131,14 +133,16 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         "record the whole training step as a CUDA graph per lr phase and replay it (auto: on a CUDA "
         "device, one process; several times faster for these small nets)",
     )
-    p.add_argument("--device", default=default("device"), help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--arch", default=default("arch"), help="plain, resnet, preact or preact-bottleneck (default resnet)"
     )
-    p.add_argument("--depth", type=int, default=default("depth"), help="6n+2 (9n+2 for preact-bottleneck)")
+    p.add_argument(
+        "--depth", type=int, default=default("depth"), help="6n+2 (9n+2 for preact-bottleneck); default %(default)s"
+    )
     p.add_argument(
         "--shortcut",
         choices=CHOICES["shortcut"],
@@ -179,8 +183,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         default="digits",
         help="default digits (embedded, no download); also cifar10, imagefolder:PATH, ...",
     )
-    p.add_argument("--data-dir")
-    p.add_argument("--no-download", dest="download", action="store_false")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 56], help="default 20,56")
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
@@ -195,7 +199,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--subset", type=positive_int, help="training images (default: all on digits, 5000 elsewhere on a CPU)"
     )
     p.add_argument("--jobs", type=positive_int, help="parallel training processes (default: one per core, one per GPU)")
-    p.add_argument("--device", default=default("device"))
+    p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
     p.add_argument("--out", default="runs/demo", help="experiment directory (default %(default)s)")
     add_overwrite_option(p)
 
@@ -206,7 +210,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "skipping finished cells and resuming interrupted ones, then summarise, plot and "
         "report.",
     )
-    p.add_argument("kind", choices=["degradation"], help="the experiment (degradation: Fig. 1, Fig. 6, Table 6)")
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=["degradation"],
+        default="degradation",
+        help="the experiment (default %(default)s: Fig. 1, Fig. 6, Table 6)",
+    )
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -217,7 +227,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56], help="default 20,32,44,56")
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
-    p.add_argument("--shortcut", choices=CHOICES["shortcut"])
+    p.add_argument(
+        "--shortcut",
+        choices=CHOICES["shortcut"],
+        help="A: zero-padding identity (default), B: projection where the shape changes, C: always",
+    )
     add_data_options(p)
     add_schedule_options(p)
     p.add_argument(
@@ -269,7 +283,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_model_options(p)
     add_data_options(p)
     add_schedule_options(p)
-    p.add_argument("--seed", type=int, default=default("seed"))
+    p.add_argument("--seed", type=non_negative_int, default=default("seed"), help="default %(default)s")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument(
         "--config",
@@ -294,14 +308,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")
-    p.add_argument("dir")
+    p.add_argument("dir", help="a demo or experiment directory, or a run directory")
 
     p = sub.add_parser("eval", help="test loss and error of a run's final weights")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory (with model.safetensors)")
     p.add_argument("--dataset", help="evaluate on another dataset (default: the run's own)")
-    p.add_argument("--data-dir")
-    p.add_argument("--no-download", dest="download", action="store_false")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
+    p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
 
     add_analyze_parsers(sub, full=argv is not None and "analyze" in argv)
 
@@ -312,7 +326,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "with module. prefixes, option-A shortcuts) safely (weights_only) and write a "
         "run directory that every analysis and `reslab eval` can use.",
     )
-    p.add_argument("file")
+    p.add_argument("file", help="the checkpoint file (.th, .pt or .pth)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument(
         "--mean",
@@ -323,12 +337,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10", help="the dataset it was trained on (default %(default)s)")
 
     p = sub.add_parser("models", help="table of architectures with depth, parameters and MACs")
-    p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56, 110])
+    p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56, 110], help="default 20,32,44,56,110")
     p.add_argument("--input", default="3x32x32", help="CxHxW of the input (default 3x32x32)")
-    p.add_argument("--classes", type=positive_int, default=10)
+    p.add_argument("--classes", type=positive_int, default=10, help="classes of the output (default %(default)s)")
 
     p = sub.add_parser("datasets", help="which datasets are available offline, and where")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
 
     return parser
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+DATA_DIR_HELP = "where datasets are found or downloaded (default ~/.cache/reslab/data, or $RESLAB_DATA)"
+NO_DOWNLOAD_HELP = "never download; fail with a message if the data is missing"
+DEVICE_HELP = "auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N; default %(default)s"
+
 
 def positive_int(text: str, minimum: int = 1) -> int:
     try:

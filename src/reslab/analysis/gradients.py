@@ -106,8 +106,8 @@ def add_args(p) -> None:
         default=[8, 20, 56, 110],
         help="depths for the shattering curve (default 8,20,56,110)",
     )
-    p.add_argument("--images", type=positive_int, default=128, help="batch for the gradient norms")
-    p.add_argument("--points", type=positive_int, default=128, help="inputs along each line")
+    p.add_argument("--images", type=positive_int, default=128, help="gradient-norm batch (default %(default)s)")
+    p.add_argument("--points", type=positive_int, default=128, help="inputs along each line (default %(default)s)")
     p.add_argument(
         "--lines",
         type=positive_int,

@@ -135,7 +135,7 @@ def add_args(p) -> None:
     p.add_argument(
         "--max-layers", type=positive_int, default=10, help="largest k, in residual blocks (default %(default)s)"
     )
-    p.add_argument("--steps", type=positive_int, default=400, help="training steps per stack")
+    p.add_argument("--steps", type=positive_int, default=400, help="training steps per stack (default %(default)s)")
     p.add_argument("--out", required=True, help="directory to write analyses/ and figures/ into")
 
 

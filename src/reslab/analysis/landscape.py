@@ -81,9 +81,14 @@ SLOW = True
 def add_args(p) -> None:
     add_run_args(p)
     p.add_argument("--resolution", type=positive_int, default=21, help="grid points per axis (default 21)")
-    p.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span")
+    p.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span (default %(default)s)")
     p.add_argument("--images", type=positive_int, default=2000, help="training images (default 2000)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the hardware runs it natively, else fp32 (default %(default)s)",
+    )
 
 
 def command(args) -> tuple[dict, Path]:

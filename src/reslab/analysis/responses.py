@@ -184,7 +184,9 @@ SLOW = False
 def add_args(p) -> None:
     add_run_args(p)
     p.add_argument("--limit", type=positive_int, help="use at most N images (default: all)")
-    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument(
+        "--split", choices=["test", "train"], default="test", help="the images to measure on (default %(default)s)"
+    )
 
 
 def command(args) -> tuple[dict, Path]:
