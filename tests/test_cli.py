@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +310,16 @@ def test_experiment_without_a_name_runs_the_degradation_experiment(tmp_path):
     out = tmp_path / "e"
     assert main(["experiment", "--depths", "8", "--archs", "resnet", *QUICK[:-1], "--out", str(out)]) == 0
     assert runs.read_experiment(out)["kind"] == "degradation"
+
+
+def test_a_run_records_how_to_reproduce_it(cli, tmp_path):
+    out = tmp_path / "r"
+    assert cli("train", "--depth", "8", *QUICK, "--seed", "3", "--out", out).returncode == 0
+    env = runs.read_config(out).environment
+    assert env["command"] == f"reslab train --depth 8 {' '.join(QUICK)} --seed 3 --out {out}"
+    assert env["cpu"] and env["cpu"] not in ("x86_64", "")
+    head = subprocess.run(
+        ["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode == 0:  # run from a git checkout
+        assert env["git_commit"].rstrip("+") == head.stdout.strip()

@@ -7,7 +7,10 @@ import ctypes
 import ctypes.util
 import functools
 import platform
+import shlex
 import shutil
+import sys
+from pathlib import Path
 
 import torch
 
@@ -128,6 +131,44 @@ def environment(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        env["cpu"] = platform.processor() or platform.machine()
+    env["cpu"] = cpu_model()
+    env["command"] = command_line()
+    if commit := git_commit():
+        env["git_commit"] = commit
     return env
+
+
+def command_line() -> str:
+    """The command that ran, as one would type it again ("reslab ..." for the CLI and python -m)."""
+    argv = list(sys.argv) or ["python"]
+    if Path(argv[0]).name == "reslab" or argv[0].endswith(("reslab/__main__.py", "reslab\\__main__.py")):
+        argv[0] = "reslab"
+    return shlex.join(argv)[:2000]
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the system says it (Linux), else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The commit of reslab's source when it runs from a git checkout ('+' when it has changes)."""
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", src, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--untracked-files=no", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+" if dirty else "")
