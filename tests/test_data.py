@@ -172,25 +172,21 @@ def test_digits_is_embedded_and_split():
     assert ds.train_x.max() == 255
 
 
-def test_digits_read_without_importing_sklearn_equal_sklearns_own(monkeypatch, tmp_path):
-    from importlib.machinery import ModuleSpec
+def test_the_shipped_digits_are_the_uci_digits_and_need_no_scikit_learn():
+    import hashlib
+    import subprocess
+    import sys
 
-    from sklearn.datasets import load_digits as sk_digits
-
-    sk = sk_digits()
-    data.digits_arrays.cache_clear()
-    images, labels = data.digits_arrays()  # straight from scikit-learn's file
-    assert np.array_equal(images, sk.images) and np.array_equal(labels, sk.target)
-    # A scikit-learn that keeps the file elsewhere: its own loader is used instead.
-    fake = ModuleSpec("sklearn", None, origin=str(tmp_path / "sklearn" / "__init__.py"))
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: fake)
-    data.digits_arrays.cache_clear()
-    try:
-        images2, labels2 = data.digits_arrays()
-    finally:
-        data.digits_arrays.cache_clear()
-    assert np.array_equal(images2, sk.images) and np.array_equal(labels2, sk.target)
-    assert not images2.flags.writeable  # shared by every load in a process: nobody may change it
+    # The file scikit-learn distributes, byte for byte (see src/reslab/datasets/README.md).
+    assert hashlib.md5(data.DIGITS_FILE.read_bytes()).hexdigest() == "9b335364a7bfd63947c7480a5bd51f2d"
+    images, labels = data.digits_arrays()
+    assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert not images.flags.writeable  # shared by every load in a process: nobody may change it
+    no_sklearn = "import sys; sys.modules['sklearn'] = None"  # importing it fails
+    script = f"{no_sklearn}; from reslab import data; print(len(data.load_digits().train_y))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "1438", done.stderr
 
 
 def test_normalisation_uses_training_split():

@@ -2,8 +2,8 @@
 
 Sources (the `--dataset` names): cifar10, cifar100 (python-pickle folders, downloaded and
 checksum-verified on first use), imagefolder:PATH (decoded once, cached beside the folder),
-mnist and fashion-mnist (IDX files, gzipped or not), digits (scikit-learn's embedded 8x8
-digits, no download) and synthetic (generated, for tests).
+mnist and fashion-mnist (IDX files, gzipped or not), digits (the UCI 8x8 digits that ship
+with reslab, no download) and synthetic (generated, for tests).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import gzip
 import hashlib
-import importlib.util
 import os
 import pickle
 import struct
@@ -527,33 +526,21 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 # embedded and generated data
 
 
+DIGITS_FILE = Path(__file__).resolve().parent / "datasets" / "digits.csv.gz"  # origin, licence: README.md there
+
+
 @functools.cache  # the analyses load it once per network
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 digits as (images 0..16, labels), read-only.
-
-    Read straight from the file scikit-learn ships (the file its load_digits reads) when it is
-    where scikit-learn keeps it: importing scikit-learn takes about a second, in every process of
-    a demo.
-    """
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None:
-        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn")
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-    if path.exists():
-        table = np.loadtxt(path, delimiter=",")
-        images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
-    else:  # a scikit-learn that keeps it elsewhere
-        from sklearn.datasets import load_digits as sk_digits
-
-        d = sk_digits()
-        images, labels = d.images, d.target.astype(np.int64)
+    """The 1,797 UCI handwritten digits that ship with reslab, as (images 0..16, labels), read-only."""
+    table = np.loadtxt(DIGITS_FILE, delimiter=",")
+    images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
 
 
 def load_digits() -> Dataset:
-    """scikit-learn's 1,797 real 8x8 handwritten digits, split 1,437 / 360 (stratified, fixed)."""
+    """The 1,797 real 8x8 handwritten digits (UCI), split 1,437 / 360 (stratified, fixed)."""
     raw, labels = digits_arrays()
     images = np.round(raw * (255 / 16)).astype(np.uint8)[:, None]
     rng = np.random.default_rng(0)
@@ -569,7 +556,7 @@ def load_digits() -> Dataset:
         labels[test],
         [str(i) for i in range(10)],
         augment=False,
-        info={"source": "sklearn.datasets.load_digits"},
+        info={"source": "UCI optical recognition of handwritten digits (shipped with reslab)"},
     )
 
 
@@ -714,11 +701,7 @@ def idx_where(name: str, data_dir: Path) -> str:
 
 
 def digits_where(name: str, data_dir: Path) -> str:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return "needs scikit-learn (pip install scikit-learn)"
-    return "available (embedded in scikit-learn, 1,797 8x8 images, no download)"
+    return "available (ships with reslab: 1,797 8x8 UCI digits, no download)"
 
 
 @dataclass(frozen=True)
