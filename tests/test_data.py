@@ -225,3 +225,39 @@ def test_download_checks_md5_and_leaves_nothing_on_mismatch(tmp_path):
 def test_download_failure_says_where_to_put_the_file(tmp_path):
     with pytest.raises(UserError, match="put it at"):
         data.download((tmp_path / "missing").as_uri(), tmp_path / "x.tar.gz", "0" * 32)
+
+
+@pytest.mark.parametrize("python_has_filter", [True, False], ids=["data-filter", "older-python"])
+def test_a_downloaded_cifar_archive_is_unpacked_safely(tmp_path, monkeypatch, python_has_filter):
+    """The download path end to end on an archive the test makes: a good one unpacks and loads,
+    one with a link or a path outside the folder is refused, with or without tarfile's filter."""
+    import io
+    import tarfile
+
+    if not python_has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    folder, _ = write_cifar10(tmp_path / "src")
+
+    def archive(path, evil=None):
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(folder, arcname="cifar-10-batches-py")
+            if evil:
+                tar.addfile(evil, io.BytesIO(b"x") if evil.isreg() else None)
+
+    good = tmp_path / "good.tar.gz"
+    archive(good)
+    spec = {**data.CIFAR["cifar10"], "url": good.as_uri(), "md5": data.md5_of(good)}
+    monkeypatch.setitem(data.CIFAR, "cifar10", spec)
+    ds = load_dataset("cifar10", tmp_path / "data")
+    assert ds.train_x.shape == (100, 3, 32, 32)
+    for evil in (tarfile.TarInfo("../outside.txt"), tarfile.TarInfo("cifar-10-batches-py/link")):
+        if evil.name.endswith("link"):
+            evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        else:
+            evil.size = 1
+        bad = tmp_path / "bad.tar.gz"
+        archive(bad, evil)
+        monkeypatch.setitem(data.CIFAR, "cifar10", {**spec, "url": bad.as_uri(), "md5": data.md5_of(bad)})
+        with pytest.raises(UserError, match="not unpacked"):
+            load_dataset("cifar10", tmp_path / f"data-{evil.name[-4:]}")
+        assert not (tmp_path / "outside.txt").exists()

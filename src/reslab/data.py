@@ -273,9 +273,27 @@ def find_cifar_folder(name: str, data_dir: Path, download_ok: bool) -> Path:
         raise UserError(f"{archive} has the wrong checksum (expected md5 {spec['md5']}); delete it and run again.")
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".unpack-") as tmp:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+            safe_extract(tar, Path(tmp))
         os.replace(Path(tmp) / spec["folder"], data_dir / spec["folder"])
     return data_dir / spec["folder"]
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack only regular files and folders inside `dest`: tarfile's "data" filter where Python
+    has it (3.10.12, 3.11.4 and later), the same rule checked by hand on older ones."""
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tar.extractall(dest, filter="data")
+        except tarfile.TarError as e:
+            raise UserError(f"{tar.name} holds a member that is not a plain file in it ({e}); not unpacked.") from None
+        return
+    root = dest.resolve()
+    members = tar.getmembers()
+    for m in members:
+        target = (root / m.name).resolve()
+        if not (m.isreg() or m.isdir()) or m.name.startswith("/") or not target.is_relative_to(root):
+            raise UserError(f"{tar.name} holds {m.name!r}, which is not a plain file inside the archive; not unpacked.")
+    tar.extractall(dest, members=members)
 
 
 def load_cifar(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
