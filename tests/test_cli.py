@@ -323,3 +323,14 @@ def test_a_run_records_how_to_reproduce_it(cli, tmp_path):
     )
     if head.returncode == 0:  # run from a git checkout
         assert env["git_commit"].rstrip("+") == head.stdout.strip()
+
+
+def test_the_report_shows_how_to_reproduce_it_and_each_setting_once(cli, tmp_path):
+    out = tmp_path / "e"
+    argv = ["experiment", "--depths", "8", "--archs", "resnet", *QUICK[:-1], "--out", out]
+    assert cli(*argv).returncode == 0
+    html = (out / "report.html").read_text()
+    assert f"reslab {' '.join(map(str, argv))}" in html.split("<h2>Reproduce</h2>")[1]
+    config = html.split("<h2>Configuration</h2>")[1].split("<h2>Environment</h2>")[0]
+    assert config.count(">augmentation<") == 1 and ">off (auto)<" in config  # digits: never mirrored
+    assert config.count(">device<") == 1 and "<div>cpu<" in config and "<div>auto<" not in config

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab import files, runs
+from reslab.accel import command_line
 from reslab.cells import (
     DriverSignals,
     cell_name,
@@ -184,6 +185,7 @@ def run_experiment(
         remove_stale(exp_dir, cells, log)
         record = {
             "kind": "degradation",  # a grid of nets by depth: the only kind so far
+            "command": command_line(),
             **(spec or {}),
             "cells": [cell_name(c) for c in cells],
             "recipe": runs.recipe(cells[0]) if cells else {},

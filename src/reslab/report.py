@@ -26,6 +26,7 @@ main{max-width:1100px;margin:0 auto;padding:28px 36px 60px}
 h1{font-size:30px;margin:0 0 4px}
 h2{font-size:22px;margin:36px 0 12px;border-bottom:2px solid #dde2ea;padding-bottom:6px}
 .sub{color:#5b6475;margin:0 0 18px}
+pre.card{white-space:pre-wrap;word-break:break-all;font-size:14px}
 .card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 22px;margin:14px 0}
 .verdict{display:flex;gap:14px;align-items:flex-start;padding:12px 16px;margin:10px 0;border-radius:8px;background:#fff;
  border-left:6px solid #9aa3b2;box-shadow:0 1px 2px rgba(0,0,0,.06)}
@@ -71,6 +72,7 @@ def build_report(exp_dir: Path) -> str:
         runs_section(all_runs),
         skipped_section(skipped),
         recipe_section(exp_dir, all_runs),
+        reproduce_section(exp_dir, all_runs),
         configuration_section(all_runs),
     ]
     body = "\n".join(parts)
@@ -254,19 +256,88 @@ def configuration_section(all_runs: list[runs.RunRecord]) -> str:
             + '<p class="note">Imported checkpoints: they were trained elsewhere, and how is not recorded in '
             "them; reslab knows only their weights and the input normalisation given at import.</p>" + kv_html(kv)
         )
-    kv = {k: v for k, v in common_config(all_runs).items() if v is not None}
-    extra = {
-        "iterations": resolved.get("iterations"),
-        "lr drops at": resolved.get("milestones") or None,
-        "precision": resolved.get("precision"),
-        "augmentation": resolved.get("augment"),
-        "training images": data.get("train_size"),
-        "validation images": data.get("val_size"),
-        "test images": data.get("test_size"),
-        "classes": len(data["classes"]),
-    }
-    kv.update({k: v for k, v in extra.items() if v is not None})
-    return "<h2>Configuration</h2>" + kv_html(kv) + "<h2>Environment</h2>" + kv_html(first.environment)
+    shared = common_config(all_runs)
+    values = lambda rows: {label: v for key, label in rows if (v := setting(key, shared, resolved, data)) is not None}  # noqa: E731
+    recipe, plumbing = values(RECIPE_ROWS), values(PLUMBING_ROWS)
+    plumbing["device"] = first.environment.get("device", shared.get("device"))
+    return (
+        "<h2>Configuration</h2>"
+        + '<p class="note">The recipe: what every network learned from (each setting as it was resolved; '
+        "<i>auto</i> choices name what they became).</p>"
+        + kv_html(recipe)
+        + '<p class="note">Speed and plumbing: how fast and where it ran, not what was learned.</p>'
+        + kv_html(plumbing)
+        + "<h2>Environment</h2>"
+        + kv_html({k: v for k, v in first.environment.items() if k not in ("command", "device")})
+    )
+
+
+def reproduce_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
+    """The command that made these runs, as it was typed (the experiment's, or the one run's)."""
+    record = runs.read_experiment(exp_dir) if os.path.lexists(exp_dir / "experiment.json") else {}
+    command = record.get("command") or (all_runs[0].config.environment.get("command") if len(all_runs) == 1 else None)
+    if not command:
+        return ""
+    commit = all_runs[0].config.environment.get("git_commit")
+    where = f" in a checkout of reslab at commit <code>{esc(commit)}</code>" if commit else ""
+    return (
+        "<h2>Reproduce</h2>"
+        + f'<p class="note">These runs were made with this command{where}; run it again to reproduce them (with '
+        "another <code>--out</code>, or in this folder to resume any that did not finish).</p>"
+        + f'<pre class="card">{esc(command)}</pre>'
+    )
+
+
+# The report's configuration rows, (setting, label): the recipe first, then speed and plumbing.
+RECIPE_ROWS = [
+    ("dataset", "dataset"), ("train_size", "training images"), ("val_size", "validation images"),
+    ("test_size", "test images"), ("classes", "classes"), ("image_size", "image size"), ("shortcut", "shortcut"),
+    ("width", "width"), ("init", "init"), ("init_from", "initial weights"), ("batch_size", "batch size"),
+    ("iterations", "iterations"), ("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
+    ("schedule", "schedule"), ("milestones", "lr drops at"), ("linear_warmup", "linear warm-up"),
+    ("warmup", "warm-up"), ("warmup_lr", "warm-up lr"), ("warmup_error", "warm-up until training error"),
+    ("augment", "augmentation"), ("eval_every", "evaluated every"),
+]  # fmt: skip
+PLUMBING_ROWS = [
+    ("precision", "precision"), ("compile", "torch.compile"), ("cuda_graphs", "CUDA graphs"),
+    ("channels_last", "channels last"), ("processes", "processes"), ("sync_bn", "synchronised BN"),
+    ("tensorboard", "TensorBoard"), ("download", "download"), ("data_dir", "data folder"),
+]  # fmt: skip
+AUTO = ("augment", "warmup", "precision", "compile", "cuda_graphs")
+
+
+def setting(key: str, shared: dict, resolved: dict, data: dict):
+    """One row's value, shown once: what an automatic choice resolved to, with 'auto' beside it;
+    None when the runs differ in it or it does not apply."""
+    if key in ("train_size", "val_size", "test_size"):
+        return None if data.get(key) is None else f"{data[key]:,}"
+    if key == "classes":
+        return len(data["classes"])
+    if key == "iterations":
+        total, epochs = resolved.get("iterations"), resolved.get("epochs")
+        return None if total is None else f"{total:,}" + (f" ({epochs:g} epochs)" if epochs is not None else "")
+    if key == "milestones":
+        drops = resolved.get("milestones")
+        return ", ".join(f"{m:,}" for m in drops) if drops and shared.get("schedule") == "step" else None
+    if key == "eval_every" and resolved.get("eval_every") is not None:
+        return f"{resolved['eval_every']:,} iterations"
+    if key == "processes":
+        return resolved.get("processes")
+    value = shared.get(key)
+    if key in AUTO and key in resolved:
+        became = resolved[key]
+        became = ("on" if became else "off") if isinstance(became, bool) else became
+        return f"{became} (auto)" if value == "auto" else became
+    if key == "linear_warmup":
+        return f"{value:,} iterations" if value else None
+    warm = resolved.get("warmup") is not False
+    if (key == "warmup_error" and not warm) or (key == "warmup_lr" and not warm and not shared.get("linear_warmup")):
+        return None  # no warm-up used it
+    if key == "image_size" and value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:,}" if isinstance(value, int) else value
 
 
 def kv_html(d: dict) -> str:

@@ -105,6 +105,7 @@ EXPERIMENT_FIELDS = {
     "epochs": lambda v: v is None or type(v) in (int, float) and math.isfinite(v) and v > 0,
     "subset": lambda v: v is None or is_count(v),
     "preset": lambda v: isinstance(v, str) and len(v) < 100,
+    "command": lambda v: isinstance(v, str) and len(v) <= 2000,
 }
 
 
