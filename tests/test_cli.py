@@ -334,3 +334,20 @@ def test_the_report_shows_how_to_reproduce_it_and_each_setting_once(cli, tmp_pat
     config = html.split("<h2>Configuration</h2>")[1].split("<h2>Environment</h2>")[0]
     assert config.count(">augmentation<") == 1 and ">off (auto)<" in config  # digits: never mirrored
     assert config.count(">device<") == 1 and "<div>cpu<" in config and "<div>auto<" not in config
+
+
+def test_tensorboard_on_a_grid_writes_one_log_per_cell(cli, tmp_path):
+    out = tmp_path / "e"
+    done = cli("experiment", "--depths", "8", *QUICK[:-1], "--tensorboard", "--out", out)
+    assert done.returncode == 0, done.stderr
+    for cell in ("plain-8-seed0", "resnet-8-seed0"):
+        assert list((out / cell / "tensorboard").glob("events.out.tfevents.*")), cell
+
+
+def test_tensorboard_without_its_package_is_refused_before_anything_trains(tmp_path):
+    argv = ["demo", "--depths", "8", "--epochs", "0.1", "--tensorboard", "--out", str(tmp_path / "d")]
+    hide = "import sys; sys.modules['torch.utils.tensorboard'] = None"  # as if tensorboard were not installed
+    script = f"{hide}; from reslab.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "pip install 'reslab[tensorboard]'" in done.stderr, done.stderr
+    assert not (tmp_path / "d").exists()

@@ -153,6 +153,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tensorboard_option(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help=f"also write TensorBoard event files to {where} (needs: pip install 'reslab[tensorboard]')",
+    )
+
+
 def add_overwrite_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
@@ -202,6 +210,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
     p.add_argument("--out", default="runs/demo", help="experiment directory (default %(default)s)")
     add_overwrite_option(p)
+    add_tensorboard_option(p, "each run's RUN/tensorboard, so that tensorboard --logdir OUT shows the whole grid live")
 
     p = sub.add_parser(
         "experiment",
@@ -276,6 +285,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="experiment directory (default %(default)s); with a Ray cluster, on storage every node sees",
     )
     add_overwrite_option(p)
+    add_tensorboard_option(p, "each run's RUN/tensorboard, so that tensorboard --logdir OUT shows the whole grid live")
     parser.experiment_parser = p
 
     p = sub.add_parser("train", help="train one network into a run directory")
@@ -296,11 +306,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--init-from",
         help="start from these weights (a model.safetensors, for example of a constructed net) instead of He init",
     )
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard event files to OUT/tensorboard (needs: pip install 'reslab[tensorboard]')",
-    )
+    add_tensorboard_option(p, "OUT/tensorboard")
     p.add_argument(
         "--sync-bn",
         action="store_true",

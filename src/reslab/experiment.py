@@ -164,6 +164,10 @@ def run_experiment(
         runner = LocalBackend(jobs, runs_per_gpu, share_gpu)
     exp_dir = Path(exp_dir)
     runs.claim_dir(exp_dir, "experiment")
+    if any(c.tensorboard for c in cells):
+        from reslab.train import check_tensorboard
+
+        check_tensorboard()
     stale = stale_cells(exp_dir, cells)
     refuse_stale(exp_dir, stale, overwrite)
     unfinished = [

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from reslab import accel, distributed, runs, schema, step
+from reslab import accel, distributed, files, runs, schema, step
 from reslab.augment import default_pad
 from reslab.config import TrainConfig
 from reslab.data import Dataset, load_dataset, prepare, resize
@@ -715,11 +715,18 @@ def finite_weights(model: torch.nn.Module) -> bool:
 
 
 def tensorboard_writer(out: Path):
+    check_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(files.own_folder(out / "tensorboard")))
+
+
+def check_tensorboard() -> None:
+    """--tensorboard needs the tensorboard package: said once, before anything trains."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def make_progress(run: Run, start: int, progress: bool | None):
