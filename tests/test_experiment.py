@@ -186,3 +186,18 @@ def test_a_diverging_cell_is_recorded_and_the_others_go_on(tmp_path):
     assert rows["resnet"]["status"] == "diverged" and rows["resnet"]["runs"] == 0
     html = build_report(tmp_path)
     assert 'class="state-diverged"' in html and "NaN or infinite at iteration" in html
+
+
+def test_grid_progress_gives_an_overall_eta_and_names_nodes_only_when_several():
+    from reslab.experiment import progress_line
+
+    statuses = {
+        "a": {"state": "finished"},
+        "b": {"state": "running", "iteration": 50, "total": 100, "host": "n1"},
+        "c": {"state": "new"},
+        "d": {"state": "new"},
+    }
+    line = progress_line(statuses, elapsed=300.0)  # 1.5 of 4 cells in 300 s: 500 s to go
+    assert line == "progress: 1 of 4 finished; running: b 50/100; about 8 min left"
+    statuses["c"] = {"state": "running", "iteration": 0, "total": 100, "host": "n2"}
+    assert "b 50/100 on n1, c 0/100 on n2" in progress_line(statuses, 300.0)

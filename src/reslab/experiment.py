@@ -118,23 +118,33 @@ class GridProgress:
 
     def __init__(self, exp_dir: Path, cells: list[TrainConfig], log, every: float = 60.0):
         self.exp_dir, self.names, self.log, self.every = Path(exp_dir), [cell_name(c) for c in cells], log, every
-        self.last = time.perf_counter()
+        self.start = self.last = time.perf_counter()
 
     def __call__(self) -> None:
         if time.perf_counter() - self.last < self.every:
             return
         self.last = time.perf_counter()
         statuses = {name: runs.read_status(self.exp_dir / name) for name in self.names}
-        done = sum(s["state"] == "finished" for s in statuses.values())
-        running = [
-            f"{name} {s['iteration']}/{s['total']}" + (f" on {s['host']}" if s.get("host") else "")
-            for name, s in statuses.items()
-            if s["state"] == "running" and "total" in s
-        ]
-        self.log(
-            f"progress: {done} of {len(self.names)} finished"
-            + (f"; running: {', '.join(running)}" if running else "; waiting for workers")
-        )
+        self.log(progress_line(statuses, self.last - self.start))
+
+
+def progress_line(statuses: dict[str, dict], elapsed: float) -> str:
+    """How far the grid is: cells finished, the running ones (with their node when cells run on
+    more than one), and an overall ETA from the fraction of the grid's cells done so far."""
+    done = sum(s["state"] == "finished" for s in statuses.values())
+    running = {n: s for n, s in statuses.items() if s["state"] == "running" and s.get("total")}
+    hosts = {s.get("host") for s in running.values()}
+    fraction = (done + sum(s["iteration"] / s["total"] for s in running.values())) / max(1, len(statuses))
+    line = f"progress: {done} of {len(statuses)} finished"
+    if running:
+        on = lambda s: f" on {s['host']}" if len(hosts) > 1 and s.get("host") else ""  # noqa: E731
+        line += "; running: " + ", ".join(f"{n} {s['iteration']}/{s['total']}{on(s)}" for n, s in running.items())
+    else:
+        line += "; waiting for workers"
+    if 0 < fraction < 1:
+        left = elapsed * (1 - fraction) / fraction
+        line += f"; about {left / 60:.0f} min left" if left >= 60 else f"; about {left:.0f} s left"
+    return line
 
 
 def run_experiment(
