@@ -35,3 +35,18 @@ def test_the_readme_is_a_first_screen_that_opens_with_the_two_set_up_commands():
 def test_mkdocs_lists_every_page():
     nav = (ROOT / "mkdocs.yml").read_text()
     assert sorted(re.findall(r": (\S+\.md)$", nav, re.M)) == sorted(p.name for p in PAGES[1:])
+
+
+def test_the_library_page_runs_as_written(tmp_path):
+    """docs/library.md, its python blocks run in order in one fresh interpreter, as a notebook would."""
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "library.md").read_text(), re.S)
+    assert len(blocks) >= 4
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resnet-20: training error" in done.stdout and "mean response std" in done.stdout
+    assert (tmp_path / "runs" / "library" / "curves.png").read_bytes().startswith(b"\x89PNG")

@@ -1,3 +1,78 @@
-"""reslab: a laboratory for residual networks (He et al. 2016)."""
+"""reslab: a laboratory for residual networks (He et al. 2016).
+
+The library in a few names (each imported on first use, so ``import reslab`` stays light):
+
+- ``TrainConfig``: a run's training settings (the CLI's options, with the same names).
+- ``train_run(config, out)``: train one network into the run directory ``out``.
+- ``load_run(run_dir)``: a run directory read back (``RunRecord``: config, metrics, status).
+- ``gather(exp_dir)``: the runs of an experiment that belong together, and those left out.
+- ``summarize(runs)``: Table-6 rows (mean and std over seeds) of runs.
+- ``verdicts(runs)``: the paper's claims judged on runs (yes, NO, unclear, not testable).
+- ``analysis(name)``: an analysis module (responses, construct, identity, lesion, gradients,
+  landscape); its ``analyze(...)`` measures, its ``plot(...)`` draws.
+- ``figures``: the experiment figures; each returns a matplotlib ``Figure`` without a path, or
+  writes PNG and SVG with one.
+
+See docs/library.md for a worked example.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+__all__ = ["TrainConfig", "train_run", "load_run", "gather", "summarize", "verdicts", "analysis", "figures"]
+
+# name -> (module, attribute): what the package exposes, loaded when first asked for.
+_LAZY = {
+    "TrainConfig": ("reslab.config", "TrainConfig"),
+    "load_run": ("reslab.runs", "load_run"),
+    "gather": ("reslab.runs", "gather"),
+    "figures": ("reslab.plots", None),
+}
+
+
+def train_run(config, out, resume: bool = False, progress: bool | None = False, log=print) -> dict | None:
+    """Train the network `config` (a TrainConfig) describes into the run directory `out`, or
+    continue it there with `resume`; returns the last metrics row (None if nothing was left to
+    train). Raises reslab.errors.UserError for bad settings, with a sentence that says why."""
+    from reslab.train import train
+
+    return train(config, out, resume=resume, progress=progress, log=log)
+
+
+def summarize(runs: list) -> list[dict]:
+    """Table-6 rows of `runs` (RunRecords, e.g. from gather): one per architecture and depth, with
+    the mean and standard deviation over seeds of the final training and test error."""
+    from pathlib import Path
+
+    from reslab.summary import summarize as rows
+
+    return rows(Path("."), all_runs=runs)  # the folder is read only when no runs are given
+
+
+def verdicts(runs: list) -> list:
+    """The paper's claims judged on `runs` (RunRecords): each a Verdict with .claim, .holds (True,
+    False or None for unclear), .testable and .text (the measurement behind it)."""
+    from reslab.verdicts import degradation_verdicts
+
+    return degradation_verdicts(summarize(runs), runs)
+
+
+def analysis(name: str):
+    """The module of analysis `name`: responses, construct, identity, lesion, gradients or landscape."""
+    from reslab.analysis import NAMES, load
+    from reslab.errors import UserError
+
+    if name not in NAMES:
+        raise UserError(f"unknown analysis '{name}': choose one of {', '.join(NAMES)}.")
+    return load(name)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'reslab' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    loaded = importlib.import_module(module)
+    return loaded if attribute is None else getattr(loaded, attribute)

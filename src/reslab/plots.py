@@ -94,7 +94,7 @@ LINEAR_BELOW = 1.0
 
 
 @styled
-def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
+def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> Figure | list[Path]:
     """Figure 1 / Figure 6: one column per architecture. Top: error (%) against iterations,
     training dashed, test solid, dotted lines at the lr drops. Bottom: training error alone on a
     log axis, where the differences near 0% that the verdicts rest on can be seen."""
@@ -147,7 +147,7 @@ def error_curves(all_runs: list, path: Path, title: str = "") -> list[Path]:
     if title:
         fig.suptitle(title, y=1.02)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def run_style(arch: str, depth: int) -> dict:
@@ -174,7 +174,7 @@ def figure_title(all_runs: list) -> str:
 
 
 @styled
-def error_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
+def error_vs_depth(summary: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
     """Table 6 drawn: final error against depth, plain and residual side by side, training error
     dashed and test error solid, bars for the seeds' standard deviation."""
     fig, ax = subplots(figsize=(7.2, 5.0))
@@ -199,11 +199,11 @@ def error_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Pat
     ax.legend(framealpha=0.85, edgecolor="none", fontsize=10)
     ax.set_title("Error against depth (paper, Table 6)" + (f"\n{title}" if title else ""), fontsize=12)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 @styled
-def reach_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Path]:
+def reach_vs_depth(summary: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
     """Iterations until the training error first reaches the summary's threshold, against
     depth; a net that never reaches it is drawn as a hollow marker at the top, labelled."""
     fig, ax = subplots(figsize=(7.2, 4.6))
@@ -229,4 +229,4 @@ def reach_vs_depth(summary: list[dict], path: Path, title: str = "") -> list[Pat
     ax.legend(framealpha=0.85, edgecolor="none")
     ax.set_title("How fast they train" + (f"\n{title}" if title else ""), fontsize=12)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)

@@ -29,7 +29,7 @@ from reslab.evaluate import error_rate, predict
 from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
-from reslab.plots import save, styled, subplots
+from reslab.plots import Figure, save, styled, subplots
 from reslab.summary import pct as pc
 
 
@@ -183,7 +183,7 @@ def budget(config) -> str:
 
 
 @styled
-def plot(results: list[dict], path: Path, title: str = "") -> list[Path]:
+def plot(results: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
     """The constructed solution as bars: for each construction, the training error of the
     shallow net, of the identity-extended deep net built from it, and of SGD's deep net."""
     fig, ax = subplots(figsize=(3.2 + 2.6 * len(results), 4.8))
@@ -207,7 +207,7 @@ def plot(results: list[dict], path: Path, title: str = "") -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("The constructed solution (claim C3)" + (f"\n{title}" if title else ""), fontsize=12)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def find_sibling(source: Path, arch: str, depth: int) -> Path | None:

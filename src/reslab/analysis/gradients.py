@@ -30,7 +30,7 @@ from reslab.analysis.common import (
 from reslab.models import CifarNet, build_model
 from reslab.options import int_list, positive_int
 from reslab.page import esc, figure, table
-from reslab.plots import run_style, save, styled, subplots
+from reslab.plots import Figure, run_style, save, styled, subplots
 
 
 def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -180,7 +180,7 @@ def analyze(
 
 
 @styled
-def plot_norms(results: list[dict], path: Path) -> list[Path]:
+def plot_norms(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
     fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, when in zip(axes, ("init", "trained")):
         for r in results:
@@ -193,11 +193,11 @@ def plot_norms(results: list[dict], path: Path) -> list[Path]:
         ax.legend(frameon=False)
     axes[0].set_ylabel("‖∂L/∂W‖")
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 @styled
-def plot_shattering(result: dict, path: Path) -> list[Path]:
+def plot_shattering(result: dict, path: Path | None = None) -> Figure | list[Path]:
     fig, ax = subplots(figsize=(7.5, 4.8))
     for arch, colour, ls in (("plain", "#d62728", "--"), ("resnet", "#1f77b4", "-")):
         rows = [r for r in result["rows"] if r["arch"] == arch]
@@ -218,7 +218,7 @@ def plot_shattering(result: dict, path: Path) -> list[Path]:
     ax.set_title("shattered gradients (at initialisation)")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def section(r: dict, exp_dir: Path) -> str:

@@ -23,7 +23,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, conv3x3
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
-from reslab.plots import save, styled, subplots
+from reslab.plots import Figure, save, styled, subplots
 from reslab.verdicts import mark
 
 
@@ -171,7 +171,7 @@ def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=pri
 
 
 @styled
-def plot(result: dict, path: Path) -> list[Path]:
+def plot(result: dict, path: Path | None = None) -> Figure | list[Path]:
     fig, ax = subplots(figsize=(7.5, 4.8))
     for kind, style in (
         ("plain", dict(color="#d62728", ls="--", marker="o")),
@@ -192,7 +192,7 @@ def plot(result: dict, path: Path) -> list[Path]:
     ax.set_title("learning the identity mapping")
     ax.grid(alpha=0.3, which="both")
     ax.legend(frameon=False)
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def section(r: dict, exp_dir: Path) -> str:

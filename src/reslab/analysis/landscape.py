@@ -185,7 +185,7 @@ def local_minima(grid: list[list[float]]) -> int:
 
 
 @styled
-def plot(results: list[dict], path: Path) -> list[Path]:
+def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
     """1D slices, 2D contours and surfaces, one column per run. The loss spans orders of
     magnitude between the trained point and the grid's edges, so it is drawn on a log scale."""
     import numpy as np
@@ -214,7 +214,7 @@ def plot(results: list[dict], path: Path) -> list[Path]:
         ax3.set_title(f"{r['label']}: surface")
         ax3.set_zlabel("log10 loss")
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def section(r: dict, exp_dir: Path) -> str:

@@ -26,7 +26,7 @@ from reslab.evaluate import error_rate
 from reslab.models import CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
-from reslab.plots import run_style, save, styled, subplots
+from reslab.plots import Figure, run_style, save, styled, subplots
 from reslab.summary import pct as pc
 
 
@@ -165,7 +165,7 @@ def analyze(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=None
 
 
 @styled
-def plot(results: list[dict], path: Path) -> list[Path]:
+def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
     fig, (left, right) = subplots(1, 2, figsize=(13, 4.8))
     for r in results:
         style = run_style(r["arch"], r["depth"])
@@ -207,7 +207,7 @@ def plot(results: list[dict], path: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def section(r: dict, exp_dir: Path) -> str:

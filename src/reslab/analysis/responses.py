@@ -25,7 +25,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, finding_html, table
-from reslab.plots import figure_title, run_style, save, styled, subplots
+from reslab.plots import Figure, figure_title, run_style, save, styled, subplots
 from reslab.verdicts import mark
 
 
@@ -239,7 +239,7 @@ def figure_caption(run_dirs: list[Path], split: str, images: int) -> str:
 
 
 @styled
-def plot(results: list[dict], path: Path, key: str = "std", title: str = "") -> list[Path]:
+def plot(results: list[dict], path: Path | None = None, key: str = "std", title: str = "") -> Figure | list[Path]:
     """Figure 7: response std per 3x3 layer, in layer order (top) and sorted (bottom)."""
     fig, (top, bottom) = subplots(2, 1, figsize=(10, 8.5))
     if title:
@@ -256,7 +256,7 @@ def plot(results: list[dict], path: Path, key: str = "std", title: str = "") -> 
         ax.grid(alpha=0.3)
     top.legend(frameon=False, ncol=3)
     fig.tight_layout()
-    return save(fig, path)
+    return fig if path is None else save(fig, path)
 
 
 def section(r: dict, exp_dir: Path) -> str:
