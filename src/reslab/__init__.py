@@ -8,8 +8,8 @@ The library in a few names (each imported on first use, so ``import reslab`` sta
 - ``gather(exp_dir)``: the runs of an experiment that belong together, and those left out.
 - ``summarize(runs)``: Table-6 rows (mean and std over seeds) of runs.
 - ``verdicts(runs)``: the paper's claims judged on runs (yes, NO, unclear, not testable).
-- ``analysis(name)``: an analysis module (responses, construct, identity, lesion, gradients,
-  landscape); its ``analyze(...)`` measures, its ``plot(...)`` draws.
+- ``analysis.load(name)``: an analysis module (``analysis.NAMES``: responses, construct, identity,
+  lesion, gradients, landscape); its ``analyze(...)`` measures, its ``plot(...)`` draws.
 - ``figures``: the experiment figures; each returns a matplotlib ``Figure`` without a path, or
   writes PNG and SVG with one.
 
@@ -30,6 +30,7 @@ _LAZY = {
     "load_run": ("reslab.runs", "load_run"),
     "gather": ("reslab.runs", "gather"),
     "figures": ("reslab.plots", None),
+    "analysis": ("reslab.analysis", None),  # the subpackage: analysis.load(name), analysis.NAMES
 }
 
 
@@ -58,16 +59,6 @@ def verdicts(runs: list) -> list:
     from reslab.verdicts import degradation_verdicts
 
     return degradation_verdicts(summarize(runs), runs)
-
-
-def analysis(name: str):
-    """The module of analysis `name`: responses, construct, identity, lesion, gradients or landscape."""
-    from reslab.analysis import NAMES, load
-    from reslab.errors import UserError
-
-    if name not in NAMES:
-        raise UserError(f"unknown analysis '{name}': choose one of {', '.join(NAMES)}.")
-    return load(name)
 
 
 def __getattr__(name: str):

@@ -13,4 +13,8 @@ NAMES = ("responses", "construct", "identity", "lesion", "gradients", "landscape
 
 def load(name: str):
     """The module of an analysis (imported on use: they bring torch and matplotlib)."""
+    if name not in NAMES:
+        from reslab.errors import UserError
+
+        raise UserError(f"unknown analysis '{name}': choose one of {', '.join(NAMES)}.")
     return importlib.import_module(f"reslab.analysis.{name}")
