@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -85,7 +86,7 @@ def compiled(net: torch.nn.Module, strict: bool, device: torch.device, log) -> t
         from torch import _dynamo
 
         _dynamo.config.suppress_errors = True  # a later failure falls back to eager too
-    return torch.compile(net, dynamic=False)
+    return cast(torch.nn.Module, torch.compile(net, dynamic=False))
 
 
 def resolve_device(name: str) -> torch.device:

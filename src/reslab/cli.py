@@ -170,8 +170,15 @@ def add_overwrite_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """reslab's parser, which keeps the subcommands' parsers whose typed options are looked up."""
+
+    experiment_parser: argparse.ArgumentParser
+    train_parser: argparse.ArgumentParser
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    parser = Parser(
         prog="reslab",
         description="A laboratory for residual networks "
         "(He et al. 2016): the degradation problem and its cure, measured.",
@@ -560,7 +567,7 @@ def cmd_import(args) -> int:
     from reslab.pretrained import import_checkpoint
 
     config = import_checkpoint(Path(args.file), Path(args.out), args.mean, args.std, args.dataset)
-    extra = config.imported.get("best_prec1")
+    extra = (config.imported or {}).get("best_prec1")
     print(
         f"imported ResNet-{config.model.depth} ({config.parameters:,} parameters) into {args.out}"
         + (f"; the file reports a best test accuracy of {extra:.2f}%" if isinstance(extra, float) else "")

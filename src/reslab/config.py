@@ -71,17 +71,17 @@ class TrainConfig:
 
     def check_types(self) -> None:
         """Every field of the type it must have (a config.json may come from anyone)."""
-        kinds = {
+        kinds: dict[str, type | tuple[type, ...]] = {
             "str": str, "int": int, "float": (int, float), "bool": bool, "list[float]": list,
             "str | None": (str, type(None)), "int | None": (int, type(None)), "float | None": (int, float, type(None)),
         }  # fmt: skip
         for f in fields(self):
             v = getattr(self, f.name)
-            ok = isinstance(v, kinds[f.type]) and not (isinstance(v, bool) and f.type != "bool")
+            ok = isinstance(v, kinds[str(f.type)]) and not (isinstance(v, bool) and f.type != "bool")
             if f.type == "list[float]":
                 ok = ok and all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)
             if not ok:
-                raise UserError(f"the training setting {f.name} must be {f.type.replace('|', 'or')}, got {v!r}.")
+                raise UserError(f"the training setting {f.name} must be {str(f.type).replace('|', 'or')}, got {v!r}.")
 
     def model_config(self, num_classes: int, in_channels: int):
         from reslab.models import ModelConfig

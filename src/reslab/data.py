@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from reslab.runs import WriteError, atomic_write_bytes
 
 DEFAULT_DATA_DIR = Path(os.environ.get("RESLAB_DATA", Path.home() / ".cache" / "reslab" / "data"))
 
-CIFAR = {
+CIFAR: dict[str, dict[str, Any]] = {
     "cifar10": {
         "folder": "cifar-10-batches-py",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -52,7 +53,7 @@ CIFAR = {
     },
 }
 
-IDX = {
+IDX: dict[str, dict[str, Any]] = {
     "mnist": {
         "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "system": None,
@@ -114,13 +115,15 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
+        c, h, w = self.train_x.shape[1:]
+        return c, h, w
 
     def to(self, device) -> Dataset:
         """The same dataset with every split on `device` (copied once, not per use)."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         splits = ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y")
-        return dataclasses.replace(self, **{k: move(getattr(self, k)) for k in splits})
+        moved: dict[str, Any] = {k: move(getattr(self, k)) for k in splits}
+        return dataclasses.replace(self, **moved)
 
     def normalization(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training split, in [0, 1] units."""
@@ -285,14 +288,16 @@ def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
         try:
             tar.extractall(dest, filter="data")
         except tarfile.TarError as e:
-            raise UserError(f"{tar.name} holds a member that is not a plain file in it ({e}); not unpacked.") from None
+            raise UserError(
+                f"{tar.name!r} holds a member that is not a plain file in it ({e}); not unpacked."
+            ) from None
         return
     root = dest.resolve()
     members = tar.getmembers()
     for m in members:
         target = (root / m.name).resolve()
         if not (m.isreg() or m.isdir()) or m.name.startswith("/") or not target.is_relative_to(root):
-            raise UserError(f"{tar.name} holds {m.name!r}, which is not a plain file inside the archive; not unpacked.")
+            raise UserError(f"{tar.name!r} holds {m.name!r}, which is not a plain file inside it; not unpacked.")
     tar.extractall(dest, members=members)
 
 
@@ -387,7 +392,7 @@ def load_idx(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
 MAX_IMAGE_BYTES = 64 * 2**20
 
 
-def scan_image_folder(root: Path) -> dict[str, list[tuple[Path, int]]]:
+def scan_image_folder(root: Path) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
     train_dir = root / "train"
     if not train_dir.is_dir() or not (root / "test").is_dir():
         raise UserError(f"{root} must hold train/<class>/ and test/<class>/ folders of images.")
@@ -625,9 +630,7 @@ def resize(ds: Dataset, size: int | None) -> Dataset:
     if size is None or ds.image_shape[1:] == (size, size):
         return ds
 
-    def one(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None:
-            return None
+    def one(x: torch.Tensor) -> torch.Tensor:
         mode = "area" if size <= min(x.shape[2:]) else "bilinear"
         chunks = [
             F.interpolate(c.float(), size=(size, size), mode=mode).round_().clamp_(0, 255).to(torch.uint8)
@@ -639,7 +642,7 @@ def resize(ds: Dataset, size: int | None) -> Dataset:
         ds,
         train_x=one(ds.train_x),
         test_x=one(ds.test_x),
-        val_x=one(ds.val_x),
+        val_x=None if ds.val_x is None else one(ds.val_x),
         info={**ds.info, "resized_from": list(ds.image_shape[1:])},
     )
 
@@ -649,7 +652,8 @@ def balanced_indices(labels: torch.Tensor, n: int, generator: torch.Generator) -
     classes = labels.unique()
     per_class = [torch.nonzero(labels == c).flatten() for c in classes]
     per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
-    chosen, k = [], 0
+    chosen: list[torch.Tensor] = []
+    k = 0
     # Round-robin over classes so that any n is as balanced as possible.
     while len(chosen) < n:
         for idx in per_class:

@@ -36,10 +36,10 @@ def demo(
     base = dataclasses.replace(asked, subset=subset, epochs=epochs, warmup="on")
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
-    archs = split_archs(archs)
+    arch_list = split_archs(archs)
     seed_list = list(range(first_seed, first_seed + seeds))
-    outcomes = run_grid(out, base, archs, depths, seed_list, jobs, spec, overwrite=overwrite)
-    demo_analyses(out, archs, depths, first_seed)
+    outcomes = run_grid(out, base, arch_list, depths, seed_list, jobs, spec, overwrite=overwrite)
+    demo_analyses(out, arch_list, depths, first_seed)
     code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return code

@@ -204,9 +204,10 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         n = total[2, 0]
         mean = total[0] / n
         var = total[1] / n - mean * mean  # biased, as BatchNorm normalises with
+        assert self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None
         with torch.no_grad():
             self.num_batches_tracked += 1
-            m = self.momentum
+            m = self.momentum if self.momentum is not None else 0.1
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
         shape = (1, -1, 1, 1)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from reslab import accel, runs
 from reslab.errors import UserError, plural
-from reslab.models import build_model, check_size, state_mismatch
+from reslab.models import CifarNet, build_model, check_size, state_mismatch
 
 
 def normalization(config: runs.RunConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +80,7 @@ def error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     return (predict(model, x).argmax(1) != y).float().mean().item()
 
 
-def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, runs.RunConfig]:
+def load_run_model(run_dir: Path) -> tuple[CifarNet, runs.RunConfig]:
     """The network of a run directory with its final weights (or its last checkpoint's)."""
     run_dir = Path(run_dir)
     if not runs.is_run_dir(run_dir):
@@ -99,11 +100,12 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, runs.RunConfig]:
             file=sys.stderr,
         )
     weights = run_dir / "model.safetensors"
+    state: Any
     if weights.exists():
         state = runs.load_weights(weights, advice="it is damaged; re-run or re-import the run.")
     elif (run_dir / "checkpoint.pt").exists():
-        state = runs.load_checkpoint(run_dir / "checkpoint.pt")
-        state = state.get("model") if isinstance(state, dict) else None
+        saved = runs.load_checkpoint(run_dir / "checkpoint.pt")
+        state = saved.get("model") if isinstance(saved, dict) else None
     else:
         raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")
     if not isinstance(state, dict):
@@ -133,6 +135,6 @@ def evaluate_run(
         )
     dev = accel.resolve_device(device)
     mean, std = normalization(config, dev)
-    model.to(dev, memory_format=torch.channels_last)
+    model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     loss, error = score(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, "fp32")
     return {"dataset": name, "images": len(data.test_y), "loss": loss, "error": error}

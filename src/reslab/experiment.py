@@ -15,6 +15,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from reslab import files, runs
 from reslab.accel import command_line
@@ -166,6 +167,7 @@ def run_experiment(
     per cell, in grid order. Both backends write the same run directories and summary."""
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend '{backend}': choose local or ray.")
+    runner: Any
     if backend == "ray":
         from reslab.ray_backend import RayBackend
 
@@ -265,8 +267,8 @@ def run_local(
 
     streams = share == "streams"
     if streams:  # one process per GPU (or per --jobs), runs_per_gpu cells on its threads
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 1
-        jobs = min(jobs or gpus, max(1, len(todo)))
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 1
+        jobs = min(jobs or n_gpus, max(1, len(todo)))
     else:
         jobs = min(jobs or default_jobs(len(todo), runs_per_gpu), max(1, len(todo)))
     if jobs <= 1 and not streams:
@@ -280,7 +282,7 @@ def run_local(
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")
-    gpus = None
+    gpus: Any = None
     if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
         gpus = ctx.Queue()
         for i in range(jobs):
@@ -293,7 +295,7 @@ def run_local(
     ):
         if streams:  # deepest first, dealt round-robin: each process gets a like share of work
             groups = [[(c, exp_dir / cell_name(c)) for c in todo[i::jobs]] for i in range(jobs)]
-            pending = {pool.submit(run_cells_on_streams, g, runs_per_gpu) for g in groups}
+            pending: set[Any] = {pool.submit(run_cells_on_streams, g, runs_per_gpu) for g in groups}
         else:
             pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
         outcomes, cancelled = [], 0

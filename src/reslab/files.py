@@ -89,7 +89,7 @@ def lock_exclusive(fd: int) -> None:
         import msvcrt
 
         try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
         except OSError:
             raise Busy from None
         return
@@ -131,7 +131,7 @@ def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
 
 def entries(path: Path, limit: int = MAX_ENTRIES) -> list[Path] | None:
     """The entries of folder `path`, or None when it holds more than `limit` (too many to inspect)."""
-    found = []
+    found: list[Path] = []
     with os.scandir(path) as it:
         for entry in it:
             if len(found) == limit:

@@ -65,6 +65,8 @@ class FusedNets(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 m.register_forward_pre_hook(bn_in_fp32)
 
+    template: nn.Module  # set in __init__, outside the module tree
+
     def train(self, mode: bool = True) -> FusedNets:
         self.template.train(mode)
         return super().train(mode)

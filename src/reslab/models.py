@@ -98,7 +98,7 @@ def make_shortcut(option: str, cin: int, cout: int, stride: int, with_bn: bool =
     """The shortcut of one residual block under option A, B or C."""
     reshapes = stride != 1 or cin != cout
     if option == "C" or (option == "B" and reshapes):
-        layers = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False)]
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 1, stride=stride, bias=False)]
         if with_bn:
             layers.append(nn.BatchNorm2d(cout))
         return nn.Sequential(*layers)

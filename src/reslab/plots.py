@@ -107,7 +107,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
         if r.metrics:
             groups.setdefault(r.arch, {}).setdefault(r.depth, []).append(r.metrics)
             drops.setdefault(r.arch, r.config.resolved.get("milestones") or [])
-    archs = [a for a in PANEL_TITLES if a in groups] or [None]
+    archs = [a for a in PANEL_TITLES if a in groups] or [""]  # "": no run has metrics yet, one empty panel
     fig, axes = subplots(
         2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
     )

@@ -71,7 +71,7 @@ def infer_config(state: dict, path: Path) -> ModelConfig:
     return ModelConfig("resnet", 6 * n + 2, "A", stem.shape[0], classifier.shape[0], stem.shape[1])
 
 
-def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str = "cifar10") -> dict:
+def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str = "cifar10") -> runs.RunConfig:
     """Write a run directory for the checkpoint at `path`; returns its config.json."""
     path, out = Path(path), Path(out)
     if runs.is_run_dir(out):

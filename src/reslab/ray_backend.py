@@ -99,15 +99,15 @@ def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_
 
     request = resources(ray, runs_per_gpu, cpus_per_run)
     task = ray.remote(cell_task).options(max_retries=retries, retry_exceptions=False, **request)
-    exp_dir = os.path.abspath(exp_dir)
-    refs = {task.remote(cfg, os.path.join(exp_dir, cell_name(cfg)), request["num_cpus"]): cfg for cfg in todo}
+    root = os.path.abspath(exp_dir)
+    refs = {task.remote(cfg, os.path.join(root, cell_name(cfg)), request["num_cpus"]): cfg for cfg in todo}
     outcomes = []
     with DriverSignals() as stop:
         while refs:
             # Short waits: Ray blocks signals' effect until it returns, and a Ctrl-C must act at once.
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
             for ref in ready:
-                outcomes.append(outcome_of(ray, ref, refs.pop(ref), exp_dir, retries))
+                outcomes.append(outcome_of(ray, ref, refs.pop(ref), root, retries))
                 finished(outcomes[-1])
             if stop.first():
                 for ref in refs:

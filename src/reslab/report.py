@@ -169,7 +169,7 @@ def recipe_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
     from reslab.presets import PRESETS
 
     spec = runs.read_experiment(exp_dir) if os.path.lexists(exp_dir / "experiment.json") else {}
-    preset = PRESETS.get(spec.get("preset"))
+    preset = PRESETS.get(str(spec.get("preset")))
     if preset is None:
         return ""
     train = asdict(all_runs[0].config.train)
@@ -246,9 +246,9 @@ def configuration_section(all_runs: list[runs.RunRecord]) -> str:
     first = all_runs[0].config
     data, resolved = first.data, first.resolved
     if imported(all_runs):  # reslab's own recipe would be a false description of how they were trained
-        kv = {
-            r.name: f"{r.config.imported.get('file', '?')} (sha256 {str(r.config.imported.get('sha256', '?'))[:12]})"
-            for r in all_runs
+        origins = {r.name: r.config.imported or {} for r in all_runs}
+        kv: dict = {
+            name: f"{o.get('file', '?')} (sha256 {str(o.get('sha256', '?'))[:12]})" for name, o in origins.items()
         }
         kv["input normalisation"] = resolved.get("normalization")
         return (

@@ -136,7 +136,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return []
-    rows = []
+    rows: list[dict] = []
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -258,7 +258,7 @@ class RunConfig:
             and all(type(v) in (int, float) and math.isfinite(v) for v in norm[k])
             for k in ("mean", "std")
         )
-        if not ok or not all(v > 0 for v in norm["std"]):
+        if not ok or not isinstance(norm, dict) or not all(v > 0 for v in norm["std"]):
             raise UserError(
                 f"{path} has no valid resolved.normalization (a mean and a positive std for each of the "
                 f"network's {self.model.in_channels} input channels)."
@@ -339,7 +339,7 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
         except UserError as e:
             skipped.append((d.name, str(e)))
     reference = record.get("recipe")
-    if not isinstance(reference, dict) and found:
+    if not isinstance(reference, dict):
         keys = [recipe(r.config.train) for r in found]
         reference = max(keys, key=keys.count)
     together = []

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,8 +123,9 @@ class Graphed(Eager):
         self.static_idx = torch.zeros(batch, dtype=torch.long, device=device)
         self.graphed = device.type == "cuda"
         self.strict, self.log = strict, log
-        self.recorded: dict[tuple[float, bool], object] = {}  # phase -> something with .replay()
-        self.phase, self.warm, self.recordings = None, 0, 0
+        self.recorded: dict[tuple[float, bool], Any] = {}  # phase -> something with .replay()
+        self.phase: tuple[float, bool] | None = None
+        self.warm, self.recordings = 0, 0
 
     def __call__(self, idx: torch.Tensor, lr: float, warming: bool) -> None:
         self.static_idx.copy_(idx, non_blocking=True)

@@ -105,7 +105,7 @@ def crossover_text(c: dict) -> str:
     return "never in this budget" if c["iteration"] is None else f"from iteration {c['iteration']:,}"
 
 
-def choose_threshold(all_runs: list[dict]) -> float:
+def choose_threshold(all_runs: list[runs.RunRecord]) -> float:
     """The lowest round training error that every run of the shallowest depth reached, so the
     convergence column compares like with like (a deeper net may never get there)."""
     finished = [r for r in all_runs if r.metrics]
@@ -143,7 +143,8 @@ def summarize(
             row[f"{split}_error_mean"], row[f"{split}_error_std"] = mean_std(vals)
         reach = [iterations_to_reach(m.metrics, threshold) for m in done]
         row["reach_threshold"] = threshold
-        row["iterations_to_reach"] = (sum(reach) / len(reach)) if reach and None not in reach else None
+        reached = [r for r in reach if r is not None]
+        row["iterations_to_reach"] = sum(reached) / len(reached) if reach and len(reached) == len(reach) else None
         states = sorted({m.state for m in members} - {"finished"})
         row["status"] = "finished" if not states else ", ".join(states)
         rows.append(row)

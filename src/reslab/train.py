@@ -323,7 +323,7 @@ class TrainState:
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         if cfg.sync_bn and run.group.active:
             run.model = distributed.convert_sync_bn(run.model, dev)
-        run.model.to(dev, memory_format=fmt)
+        run.model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
         opt = torch.optim.SGD(run.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return cls(
             model=run.model,

@@ -12,14 +12,14 @@ import torch
 from reslab import files, runs
 from reslab.errors import UserError, plural
 from reslab.evaluate import load_run_model, normalization, normalize
-from reslab.models import display
+from reslab.models import CifarNet, display
 from reslab.options import DATA_DIR_HELP
 
 
 @dataclass
 class LoadedRun:
     dir: Path
-    model: torch.nn.Module
+    model: CifarNet
     config: runs.RunConfig
     x: torch.Tensor  # normalised float images of the chosen split
     y: torch.Tensor

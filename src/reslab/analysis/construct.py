@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,7 @@ from reslab.summary import pct as pc
 
 def identity_bn(bn: nn.BatchNorm2d) -> None:
     """Make an eval-mode BN return its input: (x - 0) / sqrt(1 - eps + eps) * 1 + 0."""
+    assert bn.running_mean is not None and bn.running_var is not None  # BN with running statistics
     with torch.no_grad():
         bn.running_mean.zero_()
         bn.running_var.fill_(1 - bn.eps)
@@ -42,7 +44,7 @@ def identity_bn(bn: nn.BatchNorm2d) -> None:
         bn.bias.zero_()
 
 
-def make_identity_block(block: nn.Module, arch: str) -> None:
+def make_identity_block(block: Any, arch: str) -> None:  # Any: each block class has its own layers
     with torch.no_grad():
         if arch == "plain":
             for conv, bn in ((block.conv1, block.bn1), (block.conv2, block.bn2)):

@@ -38,7 +38,8 @@ def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> li
     net = copy.deepcopy(model).train()  # a copy, so running statistics stay as they were
     net.zero_grad(set_to_none=True)
     F.cross_entropy(net(x), y).backward()
-    return [m.weight.grad.norm().item() for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    return [m.weight.grad.norm().item() for m in convs if m.weight.grad is not None]
 
 
 @torch.no_grad()
@@ -60,8 +61,8 @@ def gradient_correlation(
 ) -> float:
     """Mean Pearson correlation of input gradients at neighbouring points of a line segment of
     length 2 * radius (in normalised pixel units, along a random unit-RMS direction)."""
-    g = torch.Generator().manual_seed(seed)
-    direction = torch.randn(image.shape, generator=g)
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(image.shape, generator=gen)
     direction /= direction.pow(2).mean().sqrt()
     t = torch.linspace(-radius, radius, points).view(-1, 1, 1, 1)
     xs = (image.unsqueeze(0) + t * direction.unsqueeze(0)).requires_grad_(True)
@@ -69,7 +70,7 @@ def gradient_correlation(
     logits = model(xs)
     top = logits[points // 2].argmax()
     (grad,) = torch.autograd.grad(logits[:, top].sum(), xs)
-    g = grad.flatten(1)
+    g: torch.Tensor = grad.flatten(1)
     g = g - g.mean(1, keepdim=True)
     g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return (g[:-1] * g[1:]).sum(1).mean().item()
@@ -161,6 +162,7 @@ def analyze(
         )
         bar.update(2)
     # Shattering against depth, at initialisation, on the runs' input shape and data.
+    assert run is not None  # at least one run (the CLI requires one)
     base = run.config.model
     rows = []
     for arch in ("plain", "resnet"):

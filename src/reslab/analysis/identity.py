@@ -150,7 +150,7 @@ def summary(r: dict) -> list[str]:
 
 def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=print) -> dict:
     """k = 1..max_k residual blocks against 2k plain layers: the same number of 3x3 convs."""
-    rows = {"plain": [], "residual": []}
+    rows: dict[str, list[dict]] = {"plain": [], "residual": []}
     bar = progress_bar(4 * sum(range(1, max_k + 1)), "identity (convs trained)")  # a stack's cost grows with k
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tensors this small run slower on several threads, far slower on busy cores

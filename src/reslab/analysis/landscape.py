@@ -50,8 +50,8 @@ def loss_at(model, x, y, batch_size=1000, precision="fp32") -> tuple[float, floa
 @torch.inference_mode()
 def surface(
     model, x, y, directions: list[dict], coords: list[list[float]], precision: str = "fp32", progress=None
-) -> list[list[float]]:
-    """Loss at w + sum_i c_i d_i for each coordinate tuple c in `coords`; weights restored after."""
+) -> list[tuple[float, float]]:
+    """(loss, error) at w + sum_i c_i d_i for each coordinate tuple c in `coords`; weights restored after."""
     params = dict(model.named_parameters())
     origin = {k: p.detach().clone() for k, p in params.items()}
     losses = []
@@ -136,7 +136,7 @@ def analyze(
     results = []
     for d in run_dirs:
         run = load_split(d, "train", images, dataset, data_dir, seed=seed)
-        model = run.model.to(memory_format=torch.channels_last)
+        model = run.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = run.x.contiguous(memory_format=torch.channels_last)
         g = torch.Generator().manual_seed(seed)
         d1 = filter_normalized_direction(model, g)
@@ -193,7 +193,7 @@ def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
     n = len(results)
     fig = Figure(figsize=(6.2 * n, 15))
     for i, r in enumerate(results):
-        a = np.array(r["axis"])
+        a = np.array(list(r["axis"]))
         grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))
         ax1 = fig.add_subplot(3, n, i + 1)
         ax1.plot(r["axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
@@ -204,7 +204,7 @@ def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
         ax1.grid(alpha=0.3, which="both")
         ax2 = fig.add_subplot(3, n, n + i + 1)
         cs = ax2.contour(a, a, grid, levels=np.linspace(grid.min(), grid.max(), 25), cmap="viridis")
-        ax2.clabel(cs, cs.levels[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}")
+        ax2.clabel(cs, list(cs.levels)[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}")
         ax2.set_title(f"{r['label']}: contours of the loss")
         ax2.set_xlabel("α (direction 1)")
         ax2.set_ylabel("β (direction 2)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -33,7 +34,7 @@ from reslab.summary import pct as pc
 class Deleted(nn.Module):
     """What is left of a block once its residual branch (or, in a plain net, the block) is gone."""
 
-    def __init__(self, block: nn.Module, post_activation: bool):
+    def __init__(self, block: Any, post_activation: bool):
         super().__init__()
         self.shortcut = block.shortcut if block.shortcut is not None else nn.Identity()
         self.post_activation = post_activation
@@ -43,7 +44,7 @@ class Deleted(nn.Module):
         return F.relu(out) if self.post_activation else out
 
 
-def removable(block: nn.Module) -> bool:
+def removable(block: Any) -> bool:
     """A plain block can be skipped only when input and output shapes agree."""
     if getattr(block, "shortcut", None) is not None:
         return True
@@ -74,7 +75,7 @@ def single_deletions(model: CifarNet, x: torch.Tensor, y: torch.Tensor, progress
     return out
 
 
-def _out_channels(block: nn.Module) -> int:
+def _out_channels(block: Any) -> int:
     return (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
 
 

@@ -11,6 +11,7 @@ which in eval mode is close to each channel's std.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -29,13 +30,13 @@ from reslab.plots import Figure, figure_title, run_style, save, styled, subplots
 from reslab.verdicts import mark
 
 
-def response_modules(model: CifarNet) -> list[tuple[str, nn.Module, nn.BatchNorm2d | None]]:
+def response_modules(model: CifarNet) -> list[tuple[str, nn.Module, Any]]:
     """(name, module whose output is the response, BN whose |gamma| goes with it), in order."""
     if model.preact:
         return [
             (name, m, None) for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
         ]
-    out = [("conv1", model.bn1, model.bn1)]
+    out: list[tuple[str, nn.Module, Any]] = [("conv1", model.bn1, model.bn1)]
     for i, block in enumerate(model.blocks()):
         assert isinstance(block, BasicBlock)
         out += [(f"block{i + 1}.conv1", block.bn1, block.bn1), (f"block{i + 1}.conv2", block.bn2, block.bn2)]
