@@ -130,22 +130,28 @@ def test_identity_learning_residual_beats_plain_when_deep():
 
 
 def test_importing_reslab_and_drawing_leave_matplotlib_as_it_was(tmp_path):
-    """A notebook's own plots keep their backend and settings: reslab draws into Figures of its
-    own, in its style, and never imports pyplot."""
+    """A notebook's own plots keep their backend and settings: with a non-Agg backend set
+    beforehand, a tiny training run, an analysis and a figure leave both as they were, pyplot is
+    never imported, and the figure comes back as a Figure."""
     script = f"""
 import sys, matplotlib
 from pathlib import Path
+matplotlib.use("svg")  # a notebook's choice, not Agg
 before = matplotlib.rcParams.copy()  # copy() reads the backend without resolving it (which imports pyplot)
-import reslab, reslab.cli, reslab.report, reslab.plots
-from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
-rows = {{"plain": [{{"convs": 4, "error": 1.0}}], "residual": [{{"convs": 4, "error": 0.1}}]}}
-identity.plot({{**rows, "unit": {{"plain": "layers", "residual": "blocks"}}}}, Path({str(tmp_path)!r}) / "i")
+import reslab
+run = Path({str(tmp_path)!r}) / "r"
+reslab.train_run(reslab.TrainConfig(arch="resnet", depth=8, dataset="digits", iterations=5, batch_size=32), run,
+                 log=lambda *_: None)
+reslab.analysis.load("responses").analyze([run], out=run)
+fig = reslab.figures.error_curves([reslab.load_run(run)])
+assert type(fig).__name__ == "Figure", type(fig)
 assert "matplotlib.pyplot" not in sys.modules
 after = matplotlib.rcParams.copy()
 changed = sorted(k for k in before if dict.__getitem__(before, k) != dict.__getitem__(after, k))
 assert not changed, changed
+assert dict.__getitem__(after, "backend") == "svg"
 print("unchanged")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "unchanged", done.stderr
-    assert (tmp_path / "i.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "r" / "figures" / "responses.png").read_bytes().startswith(b"\x89PNG")

@@ -351,3 +351,15 @@ def test_tensorboard_without_its_package_is_refused_before_anything_trains(tmp_p
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "pip install 'reslab[tensorboard]'" in done.stderr, done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_cli_imports_where_fcntl_does_not_exist():
+    """Windows has no fcntl: every command's module must still import (locks use msvcrt there)."""
+    script = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "import reslab.cli, reslab.runs, reslab.experiment, reslab.train, reslab.report\n"
+        "from reslab.cli import main\n"
+        "sys.exit(main(['models', '--depths', '20']))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "269,722" in done.stdout, done.stderr

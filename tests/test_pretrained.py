@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reslab import runs
 from reslab.errors import UserError
 from reslab.evaluate import load_run_model
 from reslab.pretrained import import_checkpoint
@@ -179,3 +180,27 @@ def test_real_resnet20_scores_about_80_percent_on_jpeg_cifar10(tmp_path):
     x = (x - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(1, 3, 1, 1)
     accuracy = 1 - error_rate(model, x, y)
     assert 0.75 < accuracy < 0.88, accuracy  # ~81% on all 10,000; far lower if padding or normalisation were wrong
+
+
+def test_a_named_checkpoint_is_fetched_once_hash_checked_and_offline_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from reslab import data, pretrained
+    from reslab.cli import main
+
+    torch.manual_seed(0)
+    release = tmp_path / "release"
+    release.mkdir()
+    save_like_original(randomised(RefResNet(3)), release / "resnet20-test.th")
+    sha = data.md5_of(release / "resnet20-test.th", "sha256")
+    monkeypatch.setattr(pretrained, "SOURCE", release.as_uri() + "/")
+    monkeypatch.setitem(pretrained.NAMED, "resnet20", ("resnet20-test.th", sha))
+    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "cache")
+    assert main(["import", "resnet20", "--out", str(tmp_path / "r20")]) == 0
+    assert "downloading" in capsys.readouterr().out
+    assert runs.read_config(tmp_path / "r20").model.depth == 20
+    (release / "resnet20-test.th").unlink()  # offline from now on: the cached copy serves
+    assert main(["import", "resnet20", "--out", str(tmp_path / "again")]) == 0
+    assert "downloading" not in capsys.readouterr().out
+    (tmp_path / "cache" / "pretrained" / "resnet20-test.th").write_bytes(b"damaged")
+    assert main(["import", "resnet20", "--out", str(tmp_path / "offline")]) == 2
+    err = capsys.readouterr().err
+    assert "could not download" in err and "put it at" in err and not (tmp_path / "offline").exists()

@@ -339,7 +339,11 @@ def build_parser(argv: list[str] | None = None) -> Parser:
         "with module. prefixes, option-A shortcuts) safely (weights_only) and write a "
         "run directory that every analysis and `reslab eval` can use.",
     )
-    p.add_argument("file", help="the checkpoint file (.th, .pt or .pth)")
+    p.add_argument(
+        "file",
+        help="the checkpoint file (.th, .pt or .pth), or the name resnet20, resnet32, resnet44 or resnet56: "
+        "akamaster/pytorch_resnet_cifar10's pretrained CIFAR-10 ResNet, downloaded once and sha256-checked",
+    )
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument(
         "--mean",
@@ -564,9 +568,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from reslab.pretrained import import_checkpoint
+    from reslab.pretrained import NAMED, fetch_named, import_checkpoint
 
-    config = import_checkpoint(Path(args.file), Path(args.out), args.mean, args.std, args.dataset)
+    path = Path(args.file)
+    if args.file in NAMED and not path.exists():
+        path = fetch_named(args.file)
+    config = import_checkpoint(path, Path(args.out), args.mean, args.std, args.dataset)
     extra = (config.imported or {}).get("best_prec1")
     print(
         f"imported ResNet-{config.model.depth} ({config.parameters:,} parameters) into {args.out}"

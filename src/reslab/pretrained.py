@@ -24,6 +24,30 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+# The pretrained CIFAR-10 ResNets of akamaster/pytorch_resnet_cifar10 (BSD 2-clause licence),
+# the files most public reproductions compare against, by name: file and sha256.
+SOURCE = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+NAMED = {
+    "resnet20": ("resnet20-12fca82f.th", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"),
+    "resnet32": ("resnet32-d509ac18.th", "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850"),
+    "resnet44": ("resnet44-014dd654.th", "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4"),
+    "resnet56": ("resnet56-4bfd9763.th", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367"),
+}
+
+
+def fetch_named(name: str, cache: Path | None = None) -> Path:
+    """The checkpoint called `name` (resnet20 ... resnet56): from the cache when it is there with
+    the right sha256, else downloaded and checked; offline, a sentence says where to put it."""
+    from reslab.data import DEFAULT_DATA_DIR, download, md5_of
+
+    file, sha256 = NAMED[name]
+    dest = (cache or DEFAULT_DATA_DIR / "pretrained") / file
+    if dest.is_file() and md5_of(dest, "sha256") == sha256:
+        return dest
+    print(f"downloading {SOURCE}{file} to {dest} ...")
+    return download(SOURCE + file, dest, sha256, "sha256")
+
+
 def read_state_dict(path: Path) -> tuple[dict, dict]:
     """(state dict without DataParallel prefixes, other entries of the file); loads safely."""
     try:
