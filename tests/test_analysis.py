@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
-from reslab.models import ModelConfig, build_model
+from reslab.models import ARCHS, ModelConfig, build_model
 
 
 def trained_like(arch, depth, seed=0, shape=(3, 8, 8)):
     """A net with non-trivial BN statistics and scales, as after training (no training needed)."""
     torch.manual_seed(seed)
-    m = build_model(ModelConfig(arch, depth, in_channels=shape[0]))
+    m = build_model(ModelConfig(arch, depth, ARCHS[arch].default_shortcut, in_channels=shape[0]))
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
@@ -22,11 +22,13 @@ def trained_like(arch, depth, seed=0, shape=(3, 8, 8)):
     return m.eval()
 
 
-@pytest.mark.parametrize("arch", ["plain", "resnet", "preact"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_constructed_network_equals_its_source(arch):
-    shallow = trained_like(arch, 8)
-    deep, added = construct.construct_deeper(shallow, 20)
-    assert len(added) == 6 and deep.config.depth == 20
+    """Every registered architecture's block knows how to become an identity."""
+    step = 3 * ARCHS[arch].layers_per_block  # depth 6n+2 or 9n+2
+    shallow = trained_like(arch, step + 2)
+    deep, added = construct.construct_deeper(shallow, 3 * step + 2)
+    assert len(added) == 6 and deep.config.depth == 3 * step + 2
     x = torch.randn(32, 3, 8, 8)
     with torch.no_grad():
         assert (deep(x) - shallow(x)).abs().max().item() < 1e-5
@@ -45,7 +47,7 @@ def test_constructed_deeper_is_not_just_the_source_in_train_mode():
 
 def test_lesioning_a_block_with_zero_branch_changes_nothing():
     m = trained_like("resnet", 14)
-    construct.make_identity_block(m.layer2[1], "resnet")
+    m.layer2[1].make_identity()
     x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,))
     with torch.no_grad():
         full = m(x)

@@ -137,12 +137,15 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--arch", default=default("arch"), help="plain, resnet, preact or preact-bottleneck (default resnet)"
-    )
-    p.add_argument(
-        "--depth", type=int, default=default("depth"), help="6n+2 (9n+2 for preact-bottleneck); default %(default)s"
-    )
+    from reslab.models import ARCHS
+
+    p.add_argument("--arch", default=default("arch"), help=f"{', '.join(ARCHS)} (default %(default)s)")
+    rules: dict[str, list[str]] = {}
+    for name, a in ARCHS.items():
+        rules.setdefault(f"{3 * a.layers_per_block}n+2", []).append(name)
+    common, *others = rules
+    depth_help = common + "".join(f" ({rule} for {', '.join(rules[rule])})" for rule in others)
+    p.add_argument("--depth", type=int, default=default("depth"), help=f"{depth_help}; default %(default)s")
     p.add_argument(
         "--shortcut",
         choices=CHOICES["shortcut"],
@@ -584,21 +587,19 @@ def cmd_import(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from reslab.models import ModelConfig, build_model, count_macs, count_parameters
+    from reslab.models import table
 
     try:
         shape = tuple(int(v) for v in args.input.lower().split("x"))
         assert len(shape) == 3 and min(shape) > 0
     except (ValueError, AssertionError):
         raise UserError(f"--input '{args.input}' must look like 3x32x32 (channels x height x width).") from None
-    print(f"{'architecture':<24}{'depth':>6}{'parameters':>13}{'MACs (M)':>11}")
-    for arch, shortcut in (("plain", "A"), ("resnet", "A"), ("resnet", "B"), ("preact", "A")):
-        for depth in args.depths:
-            m = build_model(ModelConfig(arch, depth, shortcut, num_classes=args.classes, in_channels=shape[0]))
-            name = arch if arch == "plain" else f"{arch} (option {shortcut})"
-            print(f"{name:<24}{depth:>6}{count_parameters(m):>13,}{count_macs(m, shape) / 1e6:>11.2f}")
-    m = build_model(ModelConfig("preact-bottleneck", 164, "B", num_classes=args.classes, in_channels=shape[0]))
-    print(f"{'preact-bottleneck (B)':<24}{164:>6}{count_parameters(m):>13,}{count_macs(m, shape) / 1e6:>11.2f}")
+    c, h, w = shape
+    rows = table(args.depths, (c, h, w), args.classes)
+    width = max([len("architecture")] + [len(r[0]) for r in rows]) + 2
+    print(f"{'architecture':<{width}}{'depth':>6}{'parameters':>13}{'MACs (M)':>11}")
+    for name, depth, params, macs in rows:
+        print(f"{name:<{width}}{depth:>6}{params:>13,}{macs / 1e6:>11.2f}")
     print("plain and resnet (option A) have the same parameters and MACs: the identity shortcuts are free.")
     return 0
 

@@ -86,19 +86,23 @@ class TrainConfig:
     def model_config(self, num_classes: int, in_channels: int):
         from reslab.models import ModelConfig
 
-        shortcut = self.shortcut or ("B" if self.arch == "preact-bottleneck" else "A")
-        return ModelConfig(self.arch, self.depth, shortcut, self.width, num_classes, in_channels)
+        return ModelConfig(self.arch, self.depth, self.resolved_shortcut(), self.width, num_classes, in_channels)
+
+    def resolved_shortcut(self) -> str:
+        """The shortcut option asked for, or the architecture's default (A; B for bottlenecks)."""
+        from reslab.models import ARCHS
+
+        return self.shortcut or (ARCHS[self.arch].default_shortcut if self.arch in ARCHS else "A")
 
     def validate(self) -> None:
         """Every setting of the type and in the range it must have, and a network that can be built."""
-        from reslab.models import ARCHS, ModelConfig, blocks_per_stage, check_size
+        from reslab.models import ModelConfig, arch, blocks_per_stage, check_size
 
         self.check_types()
         self.check_values()
-        if self.arch not in ARCHS:
-            raise UserError(f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)}.")
+        arch(self.arch)
         blocks_per_stage(self.arch, self.depth)
-        check_size(ModelConfig(self.arch, self.depth, self.shortcut or "A", self.width))
+        check_size(ModelConfig(self.arch, self.depth, self.resolved_shortcut(), self.width))
 
     def check_values(self) -> None:
         """Every setting in its range (types checked already): for a config typed, given with

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from reslab.config import TrainConfig
-from reslab.errors import UserError
 
 
 def demo(
@@ -46,12 +45,13 @@ def demo(
 
 
 def split_archs(text: str) -> list[str]:
-    from reslab.models import ARCHS
+    from reslab.models import arch
 
     archs = [a.strip() for a in text.split(",") if a.strip()]
-    bad = [a for a in archs if a not in ARCHS]
-    if bad or not archs:
-        raise UserError(f"unknown architecture '{', '.join(bad)}': choose from {', '.join(ARCHS)}.")
+    if not archs:
+        arch("")  # the sentence that names the architectures there are
+    for a in archs:
+        arch(a)
     return archs
 
 

@@ -105,6 +105,16 @@ def make_shortcut(option: str, cin: int, cout: int, stride: int, with_bn: bool =
     return PadShortcut(cin, cout, stride)
 
 
+def identity_bn(bn: nn.BatchNorm2d) -> None:
+    """Make an eval-mode BN return its input: (x - 0) / sqrt(1 - eps + eps) * 1 + 0."""
+    assert bn.running_mean is not None and bn.running_var is not None  # BN with running statistics
+    with torch.no_grad():
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1 - bn.eps)
+        bn.weight.fill_(1.0)
+        bn.bias.zero_()
+
+
 class BasicBlock(nn.Module):
     """conv-BN-ReLU-conv-BN, then (+ shortcut) and ReLU; with shortcut=None it is a plain block.
 
@@ -126,6 +136,18 @@ class BasicBlock(nn.Module):
             out = out + self.shortcut(x)
         return F.relu(out)
 
+    @torch.no_grad()
+    def make_identity(self) -> None:
+        """Compute the identity (in eval mode, on the non-negative inputs a ReLU leaves): a plain
+        block through Dirac convs and pass-through BNs, a residual one by a zero branch."""
+        if self.shortcut is None:
+            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
+                nn.init.dirac_(conv.weight)
+                identity_bn(bn)
+        else:
+            self.bn2.weight.zero_()
+            self.bn2.bias.zero_()
+
 
 class PreActBlock(nn.Module):
     """Follow-up paper's unit: BN-ReLU-conv-BN-ReLU-conv added to an untouched identity path."""
@@ -142,6 +164,11 @@ class PreActBlock(nn.Module):
         out = self.conv1(F.relu(self.bn1(x)))
         out = self.conv2(F.relu(self.bn2(out)))
         return out + self.shortcut(x)
+
+    @torch.no_grad()
+    def make_identity(self) -> None:
+        """Compute the identity: nothing follows the branch's last conv, so zero it."""
+        self.conv2.weight.zero_()
 
 
 class PreActBottleneck(nn.Module):
@@ -167,16 +194,30 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(F.relu(self.bn3(out)))
         return out + self.shortcut(x)
 
+    @torch.no_grad()
+    def make_identity(self) -> None:
+        """Compute the identity: nothing follows the branch's last conv, so zero it."""
+        self.conv3.weight.zero_()
+
 
 @dataclass(frozen=True)
 class Arch:
-    """An architecture: its block, whether the block has a shortcut, and whether it is
-    pre-activation (BN-ReLU before each conv, a final BN-ReLU before pooling)."""
+    """An architecture: its block (which knows how to become an identity), whether the block has a
+    shortcut (a residual net: solid lines in the figures, expected not to degrade with depth),
+    whether it is pre-activation (BN-ReLU before each conv, a final BN-ReLU before pooling), and
+    how tables and figures name and colour it."""
 
     block: type
-    title: str  # how tables and figures name it: ResNet-56
+    title: str  # in tables and legends: ResNet-56
+    panel: str  # a figure's panel of these nets
+    colour: str
     shortcut: bool = True
     preact: bool = False
+    default_shortcut: str = "A"  # the option used when none is asked for
+
+    @property
+    def residual(self) -> bool:
+        return self.shortcut
 
     @property
     def layers_per_block(self) -> int:
@@ -186,11 +227,21 @@ class Arch:
 # Every architecture reslab builds; adding one is its block class and a line here. `plain` and
 # `resnet` are the very same layers, with and without the shortcut.
 ARCHS = {
-    "plain": Arch(BasicBlock, "plain", shortcut=False),
-    "resnet": Arch(BasicBlock, "ResNet"),
-    "preact": Arch(PreActBlock, "PreAct-ResNet", preact=True),
-    "preact-bottleneck": Arch(PreActBottleneck, "PreAct-ResNet", preact=True),
-}
+    "plain": Arch(BasicBlock, "plain", "plain networks", "#d62728", shortcut=False),
+    "resnet": Arch(BasicBlock, "ResNet", "residual networks (ResNet)", "#1f77b4"),
+    "preact": Arch(PreActBlock, "PreAct-ResNet", "pre-activation ResNets", "#2ca02c", preact=True),
+    "preact-bottleneck": Arch(
+        PreActBottleneck, "PreAct-ResNet", "pre-activation bottleneck ResNets", "#8c564b", preact=True,
+        default_shortcut="B",
+    ),
+}  # fmt: skip
+
+
+def arch(name: str) -> Arch:
+    """The architecture called `name`, or a sentence naming the ones there are."""
+    if name not in ARCHS:
+        raise UserError(f"unknown architecture '{name}': choose one of {', '.join(ARCHS)}.")
+    return ARCHS[name]
 
 
 def display(arch: str, depth: int) -> str:
@@ -203,21 +254,19 @@ class CifarNet(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.arch not in ARCHS:
-            raise UserError(f"unknown architecture '{config.arch}': choose one of {', '.join(ARCHS)}.")
+        spec = arch(config.arch)
         if config.shortcut not in SHORTCUTS:
             raise UserError(f"unknown shortcut option '{config.shortcut}': choose A, B or C.")
         self.config = config
         n = blocks_per_stage(config.arch, config.depth)
         w = config.width
-        arch = ARCHS[config.arch]
-        self.preact = arch.preact
+        self.preact = spec.preact
         self.conv1 = conv3x3(config.in_channels, w)
         # Post-activation nets normalise the stem here; pre-activation units normalise their
         # own input, so their net ends with a final BN-ReLU instead.
         self.bn1 = nn.BatchNorm2d(w) if not self.preact else nn.Identity()
-        block, expansion = arch.block, getattr(arch.block, "expansion", 1)
-        shortcut = config.shortcut if arch.shortcut else None
+        block, expansion = spec.block, getattr(spec.block, "expansion", 1)
+        shortcut = config.shortcut if spec.shortcut else None
         cin = w
         stages = []
         for i, planes in enumerate((w, 2 * w, 4 * w)):
@@ -281,8 +330,7 @@ MAX_PARAMETERS = 200_000_000
 def check_size(config: ModelConfig) -> None:
     """Refuse, before building, a network whose 3x3 convolutions alone would exceed MAX_PARAMETERS
     (about 18 n w^2 (1 + 4 + 16) weights for n blocks per stage of width w, 2w, 4w)."""
-    if config.arch not in ARCHS:
-        raise UserError(f"unknown architecture '{config.arch}': choose one of {', '.join(ARCHS)}.")
+    arch(config.arch)
     for name in ("depth", "width", "num_classes", "in_channels"):
         v = getattr(config, name)
         if type(v) is not int or v < 1:
@@ -357,3 +405,26 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32))
         for h in hooks:
             h.remove()
     return total
+
+
+def table(depths: list[int], shape: tuple[int, int, int] = (3, 32, 32), classes: int = 10) -> list[tuple]:
+    """(name, depth, parameters, MACs) of every architecture at each of `depths` it can have (its
+    default shortcut option; ResNet with option B too), counted from the built models."""
+    rows = []
+    variants = [(name, a.default_shortcut) for name, a in ARCHS.items()]
+    variants.insert(variants.index(("resnet", "A")) + 1, ("resnet", "B"))  # the paper's option B beside A
+    for name, shortcut in variants:
+        spec = ARCHS[name]
+        valid = [d for d in depths if d >= 3 * spec.layers_per_block + 2 and (d - 2) % (3 * spec.layers_per_block) == 0]
+        for depth in valid:
+            m = build_model(ModelConfig(name, depth, shortcut, num_classes=classes, in_channels=shape[0]))
+            label = name if not spec.residual else f"{name} (option {shortcut})"
+            rows.append((label, depth, count_parameters(m), count_macs(m, shape)))
+    return rows
+
+
+def describe(model: nn.Module, image_shape: tuple[int, int, int] | list[int]) -> dict:
+    """What config.json records of a network, counted from the network itself: every writer
+    (training, import, construction) uses this, so a run never carries another net's counts."""
+    c, h, w = image_shape
+    return {"parameters": count_parameters(model), "macs": count_macs(model, (c, h, w))}

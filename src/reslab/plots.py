@@ -24,12 +24,34 @@ DEPTH_COLOURS = {
     164: "#8c564b",
     1202: "#e377c2",
 }
-PANEL_TITLES = {
-    "plain": "plain networks",
-    "resnet": "residual networks (ResNet)",
-    "preact": "pre-activation ResNets",
-    "preact-bottleneck": "pre-activation bottleneck ResNets",
-}
+
+
+def panel_title(arch: str) -> str:
+    from reslab.models import ARCHS
+
+    return ARCHS[arch].panel if arch in ARCHS else arch
+
+
+def arch_colour(arch: str) -> str:
+    from reslab.models import ARCHS
+
+    return ARCHS[arch].colour if arch in ARCHS else "#7f7f7f"
+
+
+def arch_style(arch: str) -> str:
+    """Plain nets dashed, residual nets solid (the paper's Fig. 6 convention)."""
+    from reslab.models import ARCHS
+
+    return "-" if arch not in ARCHS or ARCHS[arch].residual else "--"
+
+
+def drawn_archs(present) -> list[str]:
+    """The architectures among `present`, in the registry's order (unknown ones last)."""
+    from reslab.models import ARCHS
+
+    return sorted(set(present), key=lambda a: (list(ARCHS).index(a) if a in ARCHS else len(ARCHS), a))
+
+
 STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11, "svg.fonttype": "none"}
 
 
@@ -107,7 +129,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
         if r.metrics:
             groups.setdefault(r.arch, {}).setdefault(r.depth, []).append(r.metrics)
             drops.setdefault(r.arch, r.config.resolved.get("milestones") or [])
-    archs = [a for a in PANEL_TITLES if a in groups] or [""]  # "": no run has metrics yet, one empty panel
+    archs = drawn_archs(groups) or [""]  # "": no run has metrics yet, one empty panel
     fig, axes = subplots(
         2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
     )
@@ -128,7 +150,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
             for i, m in enumerate(drops.get(arch, [])):
                 a.axvline(m, color="#5b6475", ls=":", lw=1.2, label="lr ÷ 10" if a is ax and i == 0 else None)
             a.grid(alpha=0.3)
-        ax.set_title(PANEL_TITLES.get(arch, ""))
+        ax.set_title(panel_title(arch) if arch else "")
         low.set_xlabel("iterations")
         low.set_yscale("symlog", linthresh=LINEAR_BELOW, linscale=0.5)
         handles, _ = ax.get_legend_handles_labels()
@@ -152,7 +174,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
 
 def run_style(arch: str, depth: int) -> dict:
     """Colour by depth; plain nets dashed, residual nets solid."""
-    return {"color": depth_colour(depth), "ls": "--" if arch == "plain" else "-", "lw": 2.0}
+    return {"color": depth_colour(depth), "ls": arch_style(arch), "lw": 2.0}
 
 
 def figure_title(all_runs: list) -> str:
@@ -178,8 +200,7 @@ def error_vs_depth(summary: list[dict], path: Path | None = None, title: str = "
     """Table 6 drawn: final error against depth, plain and residual side by side, training error
     dashed and test error solid, bars for the seeds' standard deviation."""
     fig, ax = subplots(figsize=(7.2, 5.0))
-    archs = [a for a in PANEL_TITLES if any(r["arch"] == a and r["runs"] for r in summary)]
-    colours = {"plain": "#d62728", "resnet": "#1f77b4", "preact": "#2ca02c", "preact-bottleneck": "#8c564b"}
+    archs = drawn_archs(r["arch"] for r in summary if r["runs"])
     for arch in archs:
         rows = sorted((r for r in summary if r["arch"] == arch and r["runs"]), key=lambda r: r["depth"])
         depths = [r["depth"] for r in rows]
@@ -188,8 +209,8 @@ def error_vs_depth(summary: list[dict], path: Path | None = None, title: str = "
                 depths,
                 [100 * r[f"{split}_error_mean"] for r in rows],
                 yerr=[100 * (r[f"{split}_error_std"] or 0) for r in rows],
-                ls=ls, lw=lw, marker="o", capsize=4, color=colours.get(arch, "#555"),
-                label=f"{PANEL_TITLES[arch]}, {what} error",
+                ls=ls, lw=lw, marker="o", capsize=4, color=arch_colour(arch),
+                label=f"{panel_title(arch)}, {what} error",
             )  # fmt: skip
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final error (%)")
@@ -210,13 +231,12 @@ def reach_vs_depth(summary: list[dict], path: Path | None = None, title: str = "
     threshold = summary[0]["reach_threshold"] if summary else 0
     done = [r for r in summary if r["runs"]]
     ceiling = max([r["iterations_to_reach"] or 0 for r in done] + [1]) * 1.15
-    colours = {"plain": "#d62728", "resnet": "#1f77b4", "preact": "#2ca02c", "preact-bottleneck": "#8c564b"}
-    for arch in [a for a in PANEL_TITLES if any(r["arch"] == a for r in done)]:
+    for arch in drawn_archs(r["arch"] for r in done):
         rows = sorted((r for r in done if r["arch"] == arch), key=lambda r: r["depth"])
         reached = [r for r in rows if r["iterations_to_reach"] is not None]
-        colour = colours.get(arch, "#555")
+        colour = arch_colour(arch)
         ax.plot([r["depth"] for r in reached], [r["iterations_to_reach"] for r in reached], marker="o", color=colour,
-                lw=2.2, label=PANEL_TITLES[arch], ls="--" if arch == "plain" else "-")  # fmt: skip
+                lw=2.2, label=panel_title(arch), ls=arch_style(arch))  # fmt: skip
         for r in rows:
             if r["iterations_to_reach"] is None:
                 ax.plot([r["depth"]], [ceiling], "o", mfc="white", color=colour, ms=9)

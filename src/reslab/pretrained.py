@@ -17,7 +17,7 @@ import torch
 from reslab import accel, runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
-from reslab.models import ModelConfig, build_model, count_macs, count_parameters, state_mismatch
+from reslab.models import ModelConfig, build_model, describe, state_mismatch
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -120,8 +120,7 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
         model=cfg,
         resolved={
             "normalization": {"mean": list(mean), "std": list(std)},
-            "parameters": count_parameters(model),
-            "macs": count_macs(model, (cfg.in_channels, 32, 32)),
+            **describe(model, (cfg.in_channels, 32, 32)),
             "precision": "fp32",
             "augment": True,
             "iterations": None,

@@ -30,7 +30,7 @@ from reslab.config import TrainConfig
 from reslab.data import Dataset, load_dataset, prepare, resize
 from reslab.errors import UserError, one_line
 from reslab.evaluate import score
-from reslab.models import build_model, count_macs, count_parameters, state_mismatch
+from reslab.models import build_model, describe, state_mismatch
 from reslab.signals import STOP_SIGNALS, Catching
 
 PAPER_ITERATIONS = 64_000
@@ -205,8 +205,7 @@ def setup(
             "batch_per_process": batch_size // group.world,
             "batchnorm": "global batch" if cfg.sync_bn and group.active else "per process",
             "normalization": {"mean": mean, "std": std},
-            "parameters": count_parameters(model),
-            "macs": count_macs(model, (c, h, w)),
+            **describe(model, (c, h, w)),
         },
         data={
             "name": data.name,

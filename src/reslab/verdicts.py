@@ -204,10 +204,10 @@ def degradation_verdicts(summary: list[dict], all_runs: list) -> list[Verdict]:
         for r in summary
         if not r["runs"]
     ]
-    for arch, wants_degradation in (("plain", True), ("resnet", False), ("preact", False)):
+    for arch, spec in ARCHS.items():  # plain nets are expected to degrade with depth, residual ones not
         depths = sorted(d for a, d in rows if a == arch)
         if len(depths) >= 2:
-            out.append(depth_verdict(arch, depths, rows, all_runs, wants_degradation))
+            out.append(depth_verdict(arch, depths, rows, all_runs, not spec.residual))
 
     common = sorted(d for a, d in rows if a == "plain" and ("resnet", d) in rows)
     if common:

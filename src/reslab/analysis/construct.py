@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from reslab.analysis.common import (
     add_run_args,
@@ -27,35 +26,11 @@ from reslab.analysis.common import (
 )
 from reslab.errors import UserError
 from reslab.evaluate import error_rate, predict
-from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, display
+from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_model, describe, display
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
 from reslab.plots import Figure, save, styled, subplots
 from reslab.summary import pct as pc
-
-
-def identity_bn(bn: nn.BatchNorm2d) -> None:
-    """Make an eval-mode BN return its input: (x - 0) / sqrt(1 - eps + eps) * 1 + 0."""
-    assert bn.running_mean is not None and bn.running_var is not None  # BN with running statistics
-    with torch.no_grad():
-        bn.running_mean.zero_()
-        bn.running_var.fill_(1 - bn.eps)
-        bn.weight.fill_(1.0)
-        bn.bias.zero_()
-
-
-def make_identity_block(block: Any, arch: str) -> None:  # Any: each block class has its own layers
-    with torch.no_grad():
-        if arch == "plain":
-            for conv, bn in ((block.conv1, block.bn1), (block.conv2, block.bn2)):
-                nn.init.dirac_(conv.weight)
-                identity_bn(bn)
-        elif arch == "resnet":
-            block.bn2.weight.zero_()
-            block.bn2.bias.zero_()
-        else:  # pre-activation: nothing follows the last conv of the branch
-            last = block.conv3 if hasattr(block, "conv3") else block.conv2
-            last.weight.zero_()
 
 
 def construct_deeper(shallow: CifarNet, depth: int, seed: int = 0) -> tuple[CifarNet, list[str]]:
@@ -76,11 +51,14 @@ def construct_deeper(shallow: CifarNet, depth: int, seed: int = 0) -> tuple[Cifa
     added = []
     for s, stage in enumerate((deep.layer1, deep.layer2, deep.layer3), start=1):
         for j in range(n_small, n_big):
-            make_identity_block(stage[j], cfg.arch)
+            block: Any = stage[j]  # each block class knows how to become an identity
+            block.make_identity()
             added.append(f"layer{s}.{j}")
     return deep.eval(), added
 
 
+# What a constructed net has not done: the source's training length and schedule are not its own.
+UNTRAINED = ("iterations", "milestones", "epochs", "steps_per_epoch", "eval_every")
 SAME_OUTPUTS = 1e-4  # largest logit difference still called "the same" (fp32 sums in another order)
 
 
@@ -233,7 +211,13 @@ def save_constructed(model, source_config, out: Path, result: dict) -> None:
         source_config,
         model=model.config,
         train=dataclasses.replace(source_config.train, depth=model.config.depth),
-        resolved={**source_config.resolved, "parameters": sum(p.numel() for p in model.parameters())},
+        # Its own counts; it has not been trained, so no iterations or lr drops of its own.
+        resolved={
+            **{k: v for k, v in source_config.resolved.items() if k not in UNTRAINED},
+            **describe(model, source_config.data["image_shape"]),
+            "iterations": None,
+            "milestones": [],
+        },
         constructed={k: result[k] for k in ("source", "from_depth", "depth", "identity_blocks")},
     )
     with runs.run_lock(out):

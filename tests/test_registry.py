@@ -1,0 +1,71 @@
+"""The architecture registry is the one place an architecture is named: a throwaway architecture,
+registered with one line, trains, is counted, drawn, judged and extended like the paper's."""
+
+import dataclasses
+
+import pytest
+import torch.nn.functional as F
+from test_trust import quiet
+
+import reslab
+from reslab import models, plots, runs
+from reslab.analysis import construct
+from reslab.cli import main
+from reslab.config import TrainConfig
+from reslab.errors import UserError
+from reslab.plots import error_curves
+from reslab.train import train
+
+
+class ToyBlock(models.BasicBlock):
+    """A residual block whose branch is scaled by a half: enough to be a new architecture."""
+
+    def forward(self, x):
+        branch = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(0.5 * branch + self.shortcut(x))
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(models.ARCHS, "toy", models.Arch(ToyBlock, "Toy", "toy residual networks", "#17becf"))
+    return "toy"
+
+
+def test_a_registered_architecture_trains_counts_draws_and_is_judged(toy, tmp_path, capsys):
+    cfg = TrainConfig(arch=toy, depth=8, dataset="digits", iterations=4, batch_size=32, device="cpu", precision="fp32")
+    for depth in (8, 14):
+        train(dataclasses.replace(cfg, depth=depth), tmp_path / f"toy-{depth}-seed0", log=quiet, progress=False)
+    record = runs.load_run(tmp_path / "toy-8-seed0")
+    assert record.label == "Toy-8" and record.config.resolved["parameters"] == 75_002  # plain-8's, no extra
+    fig = error_curves(runs.load_runs(tmp_path))
+    assert [ax.get_title() for ax in fig.axes[:1]] == ["toy residual networks"]
+    assert plots.arch_style(toy) == "-" and plots.arch_colour(toy) == "#17becf"  # drawn as a residual net
+    found = reslab.verdicts(runs.load_runs(tmp_path))
+    assert any(v.claim.startswith("Deeper Toy nets do not degrade") for v in found)  # residual: expected not to
+    assert main(["models", "--depths", "8"]) == 0 and "toy (option A)" in capsys.readouterr().out
+    deep, added = construct.construct_deeper(record_model(tmp_path / "toy-8-seed0"), 14)
+    assert len(added) == 3  # ToyBlock is a BasicBlock with a shortcut: it knows how to become an identity
+
+
+def record_model(run_dir):
+    from reslab.evaluate import load_run_model
+
+    return load_run_model(run_dir)[0].eval()
+
+
+def test_an_unknown_architecture_is_named_by_one_lookup():
+    with pytest.raises(UserError, match="unknown architecture 'toy': choose one of plain, resnet"):
+        models.arch("toy")
+    with pytest.raises(UserError, match="unknown architecture 'toy'"):
+        TrainConfig(arch="toy").validate()
+
+
+@pytest.mark.parametrize("name", list(models.ARCHS))
+def test_each_architecture_has_its_default_shortcut_everywhere(name):
+    spec = models.ARCHS[name]
+    depth = 3 * spec.layers_per_block + 2
+    cfg = TrainConfig(arch=name, depth=depth)
+    cfg.validate()
+    assert cfg.model_config(10, 3).shortcut == spec.default_shortcut
+    built = models.build_model(cfg.model_config(10, 3))
+    assert models.describe(built, (3, 32, 32))["parameters"] == models.count_parameters(built)
