@@ -1,11 +1,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def run_cli(*args, cwd=None, timeout=900):

@@ -20,9 +20,19 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from reslab._version import __version__
 
-__all__ = ["TrainConfig", "train_run", "load_run", "gather", "summarize", "verdicts", "analysis", "figures"]
+__all__ = [
+    "__version__",
+    "TrainConfig",
+    "train_run",
+    "load_run",
+    "gather",
+    "summarize",
+    "verdicts",
+    "analysis",
+    "figures",
+]
 
 # name -> (module, attribute): what the package exposes, loaded when first asked for.
 _LAZY = {

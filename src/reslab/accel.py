@@ -15,7 +15,7 @@ from typing import cast
 
 import torch
 
-from reslab import __version__
+from reslab._version import __version__
 from reslab.errors import UserError, one_line
 
 # torch.compile costs about 40 s per network on a 2-core CPU the first time (cached after) and

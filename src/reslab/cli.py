@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.version:
-        from reslab import __version__
+        from reslab._version import __version__
 
         print(f"reslab {__version__}")
         return 0

@@ -313,15 +313,6 @@ class CifarNet(nn.Module):
         return [*self.layer1, *self.layer2, *self.layer3]
 
 
-def parse_net(name: str) -> ModelConfig:
-    """'resnet-56', 'plain-20', 'preact-bottleneck-164': a network's name to its configuration."""
-    arch, _, depth = name.rpartition("-")
-    if arch not in ARCHS or not depth.isdigit():
-        raise UserError(f"'{name}' is not a network name: write ARCH-DEPTH, ARCH one of {', '.join(ARCHS)}.")
-    blocks_per_stage(arch, int(depth))  # says which depths are valid
-    return ModelConfig(arch, int(depth))
-
-
 # Far above the paper's largest net (ResNet-1202, 19.4 M); a bigger request is a typo or a crafted
 # file, refused before anything is allocated.
 MAX_PARAMETERS = 200_000_000

@@ -1,0 +1,26 @@
+"""The package's shape: no import cycles, and every analysis a plug-in with the same parts."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from reslab import analysis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import layout  # noqa: E402
+
+
+def test_no_module_imports_itself_back_through_others():
+    _, found, graph = layout.measure()
+    assert len(graph) > 30  # the measure saw the package
+    assert found == []
+
+
+@pytest.mark.parametrize("name", analysis.NAMES)
+def test_every_analysis_has_the_protocols_parts(name):
+    m = analysis.load(name)
+    assert isinstance(m.HELP, str) and m.HELP and isinstance(m.SLOW, bool)
+    for part in ("add_args", "command", "summary", "section", "analyze"):
+        assert callable(getattr(m, part, None)), f"{name} has no {part}()"
+    assert any(callable(v) and k.startswith("plot") for k, v in vars(m).items()), f"{name} draws no figure"
