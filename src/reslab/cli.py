@@ -453,19 +453,11 @@ def cmd_train(args) -> int:
         from dataclasses import fields
 
         from reslab.config import TrainConfig
-        from reslab.runs import read_json
+        from reslab.runs import train_config_of
 
-        # Where data is kept is this machine's business: never taken from a (possibly foreign) file.
-        found = read_json(Path(args.config))
-        section = found.get("train") if isinstance(found, dict) else None
-        if not isinstance(section, dict):
-            raise UserError(f"--config {args.config} is not a reslab config.json (it has no 'train' section).")
-        given = {k: v for k, v in section.items() if k not in ("data_dir", "download")}
         names = {f.name for f in fields(TrainConfig)}
         typed = {k: getattr(args, k) for k in getattr(args, "typed", set()) if k in names}
-        if typed.keys() & {"iterations", "epochs", "scale"}:  # the length, asked for one way only
-            given = {k: v for k, v in given.items() if k not in ("iterations", "epochs", "scale")}
-        cfg = TrainConfig.from_dict({**given, **typed, "data_dir": args.data_dir, "download": args.download})
+        cfg = train_config_of(Path(args.config), typed, args.data_dir, args.download)
         if typed:
             flags = ", ".join("--" + k.replace("_", "-") for k in sorted(typed))
             print(f"training the run of --config {args.config}, with {flags} as given on the command line")

@@ -266,6 +266,20 @@ class RunConfig:
         return norm["mean"], norm["std"]
 
 
+def train_config_of(path: Path, overrides: dict, data_dir: str | None, download: bool) -> TrainConfig:
+    """The training settings of the config.json at `path`, with `overrides` (options given beside
+    it) taking precedence. Where data is kept is this machine's business: never taken from a
+    (possibly foreign) file. A length given in any form replaces the file's."""
+    found = read_json(Path(path))
+    section = found.get("train") if isinstance(found, dict) else None
+    if not isinstance(section, dict):
+        raise UserError(f"--config {path} is not a reslab config.json (it has no 'train' section).")
+    given = {k: v for k, v in section.items() if k not in ("data_dir", "download")}
+    if overrides.keys() & {"iterations", "epochs", "scale"}:
+        given = {k: v for k, v in given.items() if k not in ("iterations", "epochs", "scale")}
+    return TrainConfig.from_dict({**given, **overrides, "data_dir": data_dir, "download": download})
+
+
 def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
     return RunConfig.from_json(read_json(path), path)
@@ -341,7 +355,7 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     reference = record.get("recipe")
     if not isinstance(reference, dict):
         keys = [recipe(r.config.train) for r in found]
-        reference = max(keys, key=keys.count)
+        reference = max(keys, key=keys.count) if keys else {}
     together = []
     for r in found:
         changed = differences(reference, recipe(r.config.train), labels=("in the others", "here"))
