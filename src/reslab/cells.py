@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 from reslab import runs
 from reslab.config import TrainConfig
@@ -182,6 +183,41 @@ class DriverSignals(Catching):
             "stopped at once; the running cells lost the steps since their last checkpoint. "
             f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
         )
+
+
+class Pending(Protocol):
+    """The cells a backend has submitted and not yet reported."""
+
+    def left(self) -> int: ...  # submitted cells not reported yet
+
+    def wait(self) -> list[dict]: ...  # the outcomes that arrived within a short wait
+
+    def cancel(self) -> int | None: ...  # first stop: queued cells never start, running ones stop
+
+    def kill(self) -> None: ...  # second stop: everything ends at once
+
+
+def drive(exp_dir: Path, pending: Pending, finished, progress) -> None:
+    """The driver's loop, for every backend: report each outcome as it arrives, show the grid's
+    progress while waiting, and stop on Ctrl-C or SIGTERM: the first stops gracefully (queued
+    cells never start, running ones checkpoint), a second at once. Raises ExperimentInterrupted
+    when stopped."""
+    outcomes: list[dict] = []
+    cancelled: int | None = 0
+    with DriverSignals() as stop:
+        while pending.left():
+            for outcome in pending.wait():
+                outcomes.append(outcome)
+                finished(outcome)
+            if stop.first():
+                cancelled = pending.cancel()
+                stop.say_stopping(cancelled)
+            elif stop.again():
+                pending.kill()
+                raise stop.at_once(exp_dir)
+            progress()
+    if stop.count:
+        raise ExperimentInterrupted(stopped_message(Path(exp_dir), outcomes, cancelled or 0))
 
 
 def signal_workers(pool, signum: int) -> None:

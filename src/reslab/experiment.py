@@ -20,9 +20,9 @@ from typing import Any
 from reslab import files, runs
 from reslab.accel import command_line
 from reslab.cells import (
-    DriverSignals,
     cell_name,
     describe_outcome,
+    drive,
     init_worker,
     run_cell,
     run_cells_on_streams,
@@ -287,35 +287,39 @@ def run_local(
         gpus = ctx.Queue()
         for i in range(jobs):
             gpus.put(i % torch.cuda.device_count())
-    with (
-        DriverSignals() as stop,
-        ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
-        ) as pool,
-    ):
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
+    ) as pool:
+        futures: set[Any]
         if streams:  # deepest first, dealt round-robin: each process gets a like share of work
             groups = [[(c, exp_dir / cell_name(c)) for c in todo[i::jobs]] for i in range(jobs)]
-            pending: set[Any] = {pool.submit(run_cells_on_streams, g, runs_per_gpu) for g in groups}
+            futures = {pool.submit(run_cells_on_streams, g, runs_per_gpu) for g in groups}
         else:
-            pending = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
-        outcomes, cancelled = [], 0
-        while pending:
-            complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for fut in complete:
-                if not fut.cancelled():
-                    result = fut.result()
-                    for outcome in result if isinstance(result, list) else [result]:
-                        outcomes.append(outcome)
-                        finished(outcome)
-            if stop.first():
-                cancelled = sum(f.cancel() for f in pending)
-                pending = {f for f in pending if not f.cancelled()}
-                signal_workers(pool, signal.SIGTERM)  # they may not have had it (SIGINT to the driver alone)
-                stop.say_stopping(cancelled)
-            elif stop.again():
-                signal_workers(pool, signal.SIGKILL)
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise stop.at_once(exp_dir)
-            progress()
-        if stop.count:
-            raise ExperimentInterrupted(stopped_message(exp_dir, outcomes, cancelled))
+            futures = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
+        drive(exp_dir, PoolPending(pool, futures), finished, progress)
+
+
+class PoolPending:
+    """The local backend's submitted cells: futures of a process pool (a future of a process
+    training several cells on streams gives their outcomes together)."""
+
+    def __init__(self, pool: ProcessPoolExecutor, futures: set):
+        self.pool, self.futures = pool, futures
+
+    def left(self) -> int:
+        return len(self.futures)
+
+    def wait(self) -> list[dict]:
+        complete, self.futures = wait(self.futures, timeout=0.2, return_when=FIRST_COMPLETED)
+        results = [f.result() for f in complete if not f.cancelled()]
+        return [o for r in results for o in (r if isinstance(r, list) else [r])]
+
+    def cancel(self) -> int:
+        cancelled = sum(f.cancel() for f in self.futures)
+        self.futures = {f for f in self.futures if not f.cancelled()}
+        signal_workers(self.pool, signal.SIGTERM)  # they may not have had it (SIGINT to the driver alone)
+        return cancelled
+
+    def kill(self) -> None:
+        signal_workers(self.pool, signal.SIGKILL)
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab import runs
-from reslab.errors import ExperimentInterrupted, UserError
+from reslab.errors import UserError
 
 
 def import_ray():
@@ -95,31 +95,37 @@ def run(exp_dir: Path, todo: list, finished, progress, runs_per_gpu=1, cpus_per_
     them save a checkpoint; then ExperimentInterrupted is raised."""
     import ray
 
-    from reslab.cells import DriverSignals, cell_name, stopped_message
+    from reslab.cells import cell_name, drive
 
     request = resources(ray, runs_per_gpu, cpus_per_run)
     task = ray.remote(cell_task).options(max_retries=retries, retry_exceptions=False, **request)
     root = os.path.abspath(exp_dir)
     refs = {task.remote(cfg, os.path.join(root, cell_name(cfg)), request["num_cpus"]): cfg for cfg in todo}
-    outcomes = []
-    with DriverSignals() as stop:
-        while refs:
-            # Short waits: Ray blocks signals' effect until it returns, and a Ctrl-C must act at once.
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-            for ref in ready:
-                outcomes.append(outcome_of(ray, ref, refs.pop(ref), root, retries))
-                finished(outcomes[-1])
-            if stop.first():
-                for ref in refs:
-                    ray.cancel(ref)  # a running task gets SIGINT: reslab's stop request, a checkpoint
-                stop.say_stopping(None)
-            elif stop.again():
-                for ref in refs:
-                    ray.cancel(ref, force=True)
-                raise stop.at_once(exp_dir)
-            progress()
-    if stop.count:
-        raise ExperimentInterrupted(stopped_message(Path(exp_dir), outcomes, 0))
+    drive(exp_dir, RayPending(ray, refs, root, retries), finished, progress)
+
+
+class RayPending:
+    """The Ray backend's submitted cells: task references."""
+
+    def __init__(self, ray, refs: dict, root: str, retries: int):
+        self.ray, self.refs, self.root, self.retries = ray, refs, root, retries
+
+    def left(self) -> int:
+        return len(self.refs)
+
+    def wait(self) -> list[dict]:
+        # Short waits: Ray blocks signals' effect until it returns, and a Ctrl-C must act at once.
+        ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=0.5)
+        return [outcome_of(self.ray, ref, self.refs.pop(ref), self.root, self.retries) for ref in ready]
+
+    def cancel(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref)  # a running task gets SIGINT: reslab's stop request, a checkpoint
+        return None  # how many never started is known only as their outcomes arrive
+
+    def kill(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref, force=True)
 
 
 def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
