@@ -126,6 +126,7 @@ class Graphed(Eager):
         self.recorded: dict[tuple[float, bool], Any] = {}  # phase -> something with .replay()
         self.phase: tuple[float, bool] | None = None
         self.warm = 0
+        self.recordings = 0  # phases recorded so far (tests check each phase is recorded once)
 
     def __call__(self, idx: torch.Tensor, lr: float, warming: bool) -> None:
         self.static_idx.copy_(idx, non_blocking=True)
@@ -142,6 +143,7 @@ class Graphed(Eager):
             # The lr only ever goes down (and the warm-up only comes first): a phase that is over is
             # never replayed again, so its recording (and on CUDA its memory pool) is let go.
             self.recorded = {key: self.record(warming)}
+            self.recordings += 1
         self.recorded[key].replay()
 
     @contextlib.contextmanager
