@@ -69,3 +69,17 @@ def test_each_architecture_has_its_default_shortcut_everywhere(name):
     assert cfg.model_config(10, 3).shortcut == spec.default_shortcut
     built = models.build_model(cfg.model_config(10, 3))
     assert models.describe(built, (3, 32, 32))["parameters"] == models.count_parameters(built)
+
+
+def test_a_constructed_run_records_its_own_counts_not_its_sources(tmp_path):
+    from reslab.analysis import construct as construct_analysis
+
+    source = tmp_path / "exp" / "plain-8-seed0"
+    train(TrainConfig(arch="plain", depth=8, dataset="digits", iterations=4, batch_size=32, device="cpu"), source,
+          log=quiet, progress=False)  # fmt: skip
+    construct_analysis.analyze(source, 20, out=tmp_path / "exp")
+    built = runs.read_config(tmp_path / "exp" / "analyses" / "constructed" / "plain-20-from-8")
+    own = models.describe(models.build_model(built.model), built.data["image_shape"])
+    assert (built.parameters, built.macs) == (own["parameters"], own["macs"])
+    assert built.macs != runs.read_config(source).macs  # plain-8's would be wrong
+    assert built.resolved["iterations"] is None and built.resolved["milestones"] == []  # it was not trained
