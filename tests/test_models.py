@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reslab.errors import UserError
-from reslab.models import BasicBlock, ModelConfig, PadShortcut, build_model, count_macs, count_parameters
+from reslab.models import BasicBlock, ModelConfig, PadShortcut, build_model, count_macs, count_parameters, parse_net
 
 PAPER = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 MACS = {20: 40.55, 56: 125.49, 110: 252.89}
@@ -104,3 +104,13 @@ def test_bad_depths_and_architectures_say_why():
         build_model(ModelConfig("resnet", 21))
     with pytest.raises(UserError, match="unknown architecture 'vgg'"):
         build_model(ModelConfig("vgg", 16))
+
+
+def test_network_names_parse_and_bad_ones_say_why():
+    assert parse_net("resnet-56") == ModelConfig("resnet", 56)
+    assert parse_net("preact-bottleneck-164") == ModelConfig("preact-bottleneck", 164, "B")
+    with pytest.raises(UserError, match="nearest valid depths are 20 and 26"):
+        parse_net("resnet-21")
+    for bad in ("resnet", "vgg-16", "resnet-x"):
+        with pytest.raises(UserError, match="not a network name"):
+            parse_net(bad)

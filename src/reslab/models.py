@@ -313,6 +313,16 @@ class CifarNet(nn.Module):
         return [*self.layer1, *self.layer2, *self.layer3]
 
 
+def parse_net(name: str) -> ModelConfig:
+    """'resnet-56', 'plain-20', 'preact-bottleneck-164': a network's name to its configuration
+    (the benchmarks' --nets options)."""
+    arch_name, _, depth = name.rpartition("-")
+    if arch_name not in ARCHS or not depth.isdigit():
+        raise UserError(f"'{name}' is not a network name: write ARCH-DEPTH, ARCH one of {', '.join(ARCHS)}.")
+    blocks_per_stage(arch_name, int(depth))  # says which depths are valid
+    return ModelConfig(arch_name, int(depth), ARCHS[arch_name].default_shortcut)
+
+
 # Far above the paper's largest net (ResNet-1202, 19.4 M); a bigger request is a typo or a crafted
 # file, refused before anything is allocated.
 MAX_PARAMETERS = 200_000_000
