@@ -44,7 +44,7 @@ from reslab.accel import resolve_device, resolve_precision
 from reslab.config import TrainConfig
 from reslab.data import load_dataset
 from reslab.errors import one_line
-from reslab.experiment import grid, run_experiment
+from reslab.experiment import LocalBackend, grid, run_experiment
 from reslab.models import parse_net
 from reslab.train import PAPER_ITERATIONS, train
 
@@ -177,7 +177,7 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
         exp = tmp / f"concurrent-{k}"
         t = time.perf_counter()
         outcomes = run_experiment(
-            exp, grid(base, [c.arch], [c.depth], list(range(k))), jobs=k, runs_per_gpu=k, log=lambda *_: None
+            exp, grid(base, [c.arch], [c.depth], list(range(k))), LocalBackend(k, k), log=lambda *_: None
         )
         wall = time.perf_counter() - t
         if bad := first_failure(outcomes):
@@ -208,7 +208,7 @@ def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save, share
     cells = [for_net(base, net, cuda_graphs=graphs) for net in nets]
     t = time.perf_counter()
     jobs = len(cells) if share == "processes" else 1
-    outcomes = run_experiment(exp, cells, jobs=jobs, runs_per_gpu=len(cells), share_gpu=share, log=lambda *_: None)
+    outcomes = run_experiment(exp, cells, LocalBackend(jobs, len(cells), share), log=lambda *_: None)
     wall = time.perf_counter() - t
     if bad := first_failure(outcomes):
         out["error"] = bad

@@ -14,7 +14,7 @@ from test_trust import cfg, quiet
 
 from reslab import runs
 from reslab.cli import main
-from reslab.experiment import grid, run_experiment
+from reslab.experiment import LocalBackend, grid, run_experiment
 
 DEEP = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
 DAMAGE = ["text", -1, 1e308, None, True, [], {}, 2**70, "x" * 20_000, DEEP, list(range(100)), 0.5, -2.5]
@@ -48,7 +48,13 @@ def replaced(doc, path, new):
 def experiment(tmp_path_factory):
     """A real two-cell experiment (plain-8, resnet-8) with an analysis result beside it."""
     exp = tmp_path_factory.mktemp("damage") / "exp"
-    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), jobs=1, log=quiet, spec={"kind": "degradation"})
+    run_experiment(
+        exp,
+        grid(cfg(), ["plain", "resnet"], [8], [0]),
+        backend=LocalBackend(1),
+        log=quiet,
+        spec={"kind": "degradation"},
+    )
     runs.write_json(exp / "analyses" / "identity.json", IDENTITY)
     return exp
 

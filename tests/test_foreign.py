@@ -13,7 +13,7 @@ from test_trust import cfg, quiet, refused
 from reslab import runs
 from reslab.cli import main
 from reslab.errors import UserError
-from reslab.experiment import grid, run_experiment
+from reslab.experiment import LocalBackend, grid, run_experiment
 from reslab.train import train
 
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for any report"
@@ -131,10 +131,10 @@ def test_runs_that_are_links_are_not_followed(tmp_path):
     (exp / "plain-14-seed0").symlink_to(elsewhere)
     assert [r.name for r in runs.gather(exp)[0]] == ["plain-8-seed0", "resnet-8-seed0"]
     real = tmp_path / "real"
-    run_experiment(real, grid(cfg(), ["plain"], [8], [0]), jobs=1, log=quiet)
+    run_experiment(real, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet)
     (real / "plain-14-seed0").symlink_to(elsewhere)
     with pytest.raises(UserError, match="symbolic link"):
-        run_experiment(real, grid(cfg(), ["plain"], [8, 14], [0]), jobs=1, log=quiet, overwrite=True)
+        run_experiment(real, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), log=quiet, overwrite=True)
     assert runs.read_status(elsewhere)["state"] == "finished"
 
 
@@ -157,7 +157,7 @@ def test_a_folder_with_someone_elses_experiment_json_is_not_reslabs(capsys, tmp_
 
 def test_an_experiment_json_of_reslabs_is_recognised(tmp_path):
     cells = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(tmp_path / "exp", cells, jobs=1, log=quiet)
+    run_experiment(tmp_path / "exp", cells, backend=LocalBackend(1), log=quiet)
     assert runs.owner(tmp_path / "exp") == "experiment"
     record = json.loads((tmp_path / "exp" / "experiment.json").read_text())
     record["recipe"]["lr"] = "fast"
@@ -191,11 +191,11 @@ def test_a_folder_of_too_many_entries_is_not_inspected_to_the_end(tmp_path, monk
 def test_a_refused_overwrite_deletes_nothing(tmp_path):
     exp = tmp_path / "exp"
     first = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(exp, first, jobs=1, log=quiet)
+    run_experiment(exp, first, backend=LocalBackend(1), log=quiet)
     other = grid(cfg(lr=0.05), ["plain"], [8], [0])
     with runs.locked(exp, "held by the test"):  # experiment A is still running
         with pytest.raises(runs.Locked):
-            run_experiment(exp, other, jobs=1, log=quiet, overwrite=True)
+            run_experiment(exp, other, backend=LocalBackend(1), log=quiet, overwrite=True)
     assert runs.read_status(exp / "plain-8-seed0")["state"] == "finished"
     assert runs.read_config(exp / "plain-8-seed0").train.lr == 0.1
 
@@ -285,8 +285,8 @@ def test_the_demos_analyses_use_only_this_experiments_runs(tmp_path, monkeypatch
     from reslab.analysis import responses
 
     out = tmp_path / "exp"
-    run_experiment(out, grid(cfg(), ["plain"], [8, 14], [0]), jobs=1, log=quiet, spec={"kind": "demo"})
-    run_experiment(out, grid(cfg(), ["plain"], [8], [0]), jobs=1, log=quiet, spec={"kind": "demo"})
+    run_experiment(out, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), log=quiet, spec={"kind": "demo"})
+    run_experiment(out, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet, spec={"kind": "demo"})
     seen = []
     monkeypatch.setattr(responses, "analyze", lambda dirs, out: seen.extend(d.name for d in dirs) or {"findings": []})
     demo.demo_analyses(out, ["plain"], [8])

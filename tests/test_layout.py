@@ -24,3 +24,20 @@ def test_every_analysis_has_the_protocols_parts(name):
     for part in ("add_args", "command", "summary", "section", "analyze"):
         assert callable(getattr(m, part, None)), f"{name} has no {part}()"
     assert any(callable(v) and k.startswith("plot") for k, v in vars(m).items()), f"{name} draws no figure"
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """Importing a submodule sets an attribute of the package: an API function of the same name
+    would be replaced by the module (reslab.verdicts was, once)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import reslab
+
+    for found in pkgutil.walk_packages(reslab.__path__, "reslab."):
+        if found.name != "reslab.__main__":
+            importlib.import_module(found.name)
+    for name in reslab.__all__:
+        value = getattr(reslab, name)
+        assert inspect.ismodule(value) == (name in ("analysis", "figures")), name

@@ -12,7 +12,8 @@ import torch
 from reslab import runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
-from reslab.experiment import grid, run_experiment
+from reslab.experiment import LocalBackend, grid, run_experiment
+from reslab.ray_backend import RayBackend
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'reslab[ray]')")
 
@@ -47,8 +48,10 @@ def kill_when_running(run_dir, after_iteration):
 
 def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
     quiet = lambda *_: None  # noqa: E731
-    on_ray = run_experiment(tmp_path / "ray", cells(), backend="ray", log=quiet)
-    local = run_experiment(tmp_path / "local", cells(), jobs=2, log=quiet)  # one thread per run, as on Ray
+    on_ray = run_experiment(tmp_path / "ray", cells(), backend=RayBackend(), log=quiet)
+    local = run_experiment(
+        tmp_path / "local", cells(), backend=LocalBackend(2), log=quiet
+    )  # one thread per run, as on Ray
     assert [o["state"] for o in on_ray] == [o["state"] for o in local] == ["finished", "finished"]
     assert (tmp_path / "ray" / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
     for name in ("plain-8-seed0", "resnet-8-seed0"):
@@ -57,17 +60,21 @@ def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
         assert strip(runs.read_metrics(a)) == strip(runs.read_metrics(b))
     # Running it again trains nothing.
     said = []
-    again = run_experiment(tmp_path / "ray", cells(), backend="ray", log=said.append)
+    again = run_experiment(tmp_path / "ray", cells(), backend=RayBackend(), log=said.append)
     assert all(o.get("skipped") for o in again) and "2 of 2 runs already finished; 0 to run" in said
 
 
 def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path):
     long = cells(archs=("resnet",), iterations=300, eval_every=20, batch_size=128)
-    reference = threading.Thread(target=run_experiment, args=(tmp_path / "ref", long), kwargs=dict(backend="ray"))
+    reference = threading.Thread(
+        target=run_experiment, args=(tmp_path / "ref", long), kwargs=dict(backend=RayBackend())
+    )
     reference.start()
     outcome = {}
     driver = threading.Thread(
-        target=lambda: outcome.update(o=run_experiment(tmp_path / "exp", long, backend="ray", log=lambda *_: None))
+        target=lambda: outcome.update(
+            o=run_experiment(tmp_path / "exp", long, backend=RayBackend(), log=lambda *_: None)
+        )
     )
     driver.start()
     killed = kill_when_running(tmp_path / "exp" / "resnet-8-seed0", 40)
@@ -90,7 +97,7 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
     outcome, said = {}, []
     driver = threading.Thread(
         target=lambda: outcome.update(
-            o=run_experiment(tmp_path, grid_cells, backend="ray", retries=0, log=said.append, progress_every=0.5)
+            o=run_experiment(tmp_path, grid_cells, backend=RayBackend(retries=0), log=said.append, progress_every=0.5)
         )
     )
     driver.start()
@@ -107,7 +114,7 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
     assert len(kept) >= 2
 
     said.clear()
-    again = run_experiment(tmp_path, grid_cells, backend="ray", log=said.append)
+    again = run_experiment(tmp_path, grid_cells, backend=RayBackend(), log=said.append)
     assert "1 of 2 runs already finished; 1 to run" in said
     assert [o["state"] for o in again] == ["finished", "finished"]
     rows = runs.read_metrics(tmp_path / "plain-8-seed0")
@@ -117,5 +124,5 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
 def test_without_ray_the_backend_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as when it is not installed
     with pytest.raises(UserError, match=r"pip install 'reslab\[ray\]'"):
-        run_experiment(tmp_path / "exp", cells(), backend="ray")
+        run_experiment(tmp_path / "exp", cells(), backend=RayBackend())
     assert not (tmp_path / "exp").exists()

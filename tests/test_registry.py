@@ -40,7 +40,7 @@ def test_a_registered_architecture_trains_counts_draws_and_is_judged(toy, tmp_pa
     fig = error_curves(runs.load_runs(tmp_path))
     assert [ax.get_title() for ax in fig.axes[:1]] == ["toy residual networks"]
     assert plots.arch_style(toy) == "-" and plots.arch_colour(toy) == "#17becf"  # drawn as a residual net
-    found = reslab.verdicts(runs.load_runs(tmp_path))
+    found = reslab.judge(runs.load_runs(tmp_path))
     assert any(v.claim.startswith("Deeper Toy nets do not degrade") for v in found)  # residual: expected not to
     assert main(["models", "--depths", "8"]) == 0 and "toy (option A)" in capsys.readouterr().out
     deep, added = construct.construct_deeper(record_model(tmp_path / "toy-8-seed0"), 14)

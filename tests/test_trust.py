@@ -13,7 +13,7 @@ from reslab import runs
 from reslab.cli import main
 from reslab.config import TrainConfig
 from reslab.errors import UserError
-from reslab.experiment import grid, run_experiment
+from reslab.experiment import LocalBackend, grid, run_experiment
 from reslab.runs import gather
 from reslab.train import Diverged, train
 
@@ -43,12 +43,12 @@ def refused(capsys, argv, *phrases):
 
 def test_experiment_rerun_with_other_settings_is_refused_then_overwritten(tmp_path):
     first = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(tmp_path, first, jobs=1, log=quiet)
+    run_experiment(tmp_path, first, backend=LocalBackend(1), log=quiet)
     changed = grid(cfg(iterations=6), ["plain"], [8], [0])
     with pytest.raises(UserError, match="iterations 4 there, 6 asked"):
-        run_experiment(tmp_path, changed, jobs=1, log=quiet)
+        run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet)
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 4  # untouched
-    out = run_experiment(tmp_path, changed, jobs=1, log=quiet, overwrite=True)
+    out = run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet, overwrite=True)
     assert out[0]["state"] == "finished" and "skipped" not in out[0]
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 6
 
@@ -79,13 +79,13 @@ def test_train_into_a_run_with_other_settings_names_the_difference(capsys, tmp_p
 
 
 def test_train_into_an_experiment_directory_is_refused(capsys, tmp_path):
-    run_experiment(tmp_path / "demo", grid(cfg(), ["plain"], [8], [0]), jobs=1, log=quiet)
+    run_experiment(tmp_path / "demo", grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet)
     refused(capsys, ["train", "--depth", "8", *QUICK, "--out", tmp_path / "demo"], "experiment directory")
 
 
 def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
     exp = tmp_path / "exp"
-    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), jobs=1, log=quiet)
+    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), backend=LocalBackend(1), log=quiet)
     train(cfg(arch="resnet", depth=14), exp / "stranger", log=quiet, progress=False)  # not a cell
     together, skipped = gather(exp)
     assert sorted(r.name for r in together) == ["plain-8-seed0", "resnet-8-seed0"]
@@ -277,7 +277,7 @@ def test_experiment_leaves_a_cell_locked_by_another_process_alone(tmp_path):
     runs.write_status(cell, "running", iteration=2, total=4, pid=1)
     before = (cell / "status.json").read_text()
     with runs.run_lock(cell):
-        out = run_experiment(tmp_path, cells, jobs=1, log=quiet)
+        out = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=quiet)
     assert out[0]["state"] == "busy"
     assert (cell / "status.json").read_text() == before
 

@@ -7,7 +7,7 @@ The library in a few names (each imported on first use, so ``import reslab`` sta
 - ``load_run(run_dir)``: a run directory read back (``RunRecord``: config, metrics, status).
 - ``gather(exp_dir)``: the runs of an experiment that belong together, and those left out.
 - ``summarize(runs)``: Table-6 rows (mean and std over seeds) of runs.
-- ``verdicts(runs)``: the paper's claims judged on runs (yes, NO, unclear, not testable).
+- ``judge(runs)``: the paper's claims judged on runs (yes, NO, unclear, not testable).
 - ``analysis.load(name)``: an analysis module (``analysis.NAMES``: responses, construct, identity,
   lesion, gradients, landscape); its ``analyze(...)`` measures, its ``plot(...)`` draws.
 - ``figures``: the experiment figures; each returns a matplotlib ``Figure`` without a path, or
@@ -29,7 +29,7 @@ __all__ = [
     "load_run",
     "gather",
     "summarize",
-    "verdicts",
+    "judge",
     "analysis",
     "figures",
 ]
@@ -63,7 +63,7 @@ def summarize(runs: list) -> list[dict]:
     return rows(Path("."), all_runs=runs)  # the folder is read only when no runs are given
 
 
-def verdicts(runs: list) -> list:
+def judge(runs: list) -> list:
     """The paper's claims judged on `runs` (RunRecords): each a Verdict with .claim, .holds (True,
     False or None for unclear), .testable and .text (the measurement behind it)."""
     from reslab.verdicts import degradation_verdicts

@@ -136,16 +136,40 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+class LazyHelp(str):
+    """A help text computed only when help is shown: the architectures' names and depth rules
+    come from models.ARCHS, which brings torch, and building the parser must stay fast."""
+
+    def __new__(cls, make, placeholder: str):
+        text = super().__new__(cls, placeholder)
+        text.make = make  # type: ignore[attr-defined]
+        return text
+
+    def __mod__(self, params):
+        return self.make() % params  # type: ignore[attr-defined]
+
+
+def arch_help() -> str:
     from reslab.models import ARCHS
 
-    p.add_argument("--arch", default=default("arch"), help=f"{', '.join(ARCHS)} (default %(default)s)")
+    return f"{', '.join(ARCHS)} (default %(default)s)"
+
+
+def depth_help() -> str:
+    from reslab.models import ARCHS
+
     rules: dict[str, list[str]] = {}
     for name, a in ARCHS.items():
         rules.setdefault(f"{3 * a.layers_per_block}n+2", []).append(name)
     common, *others = rules
-    depth_help = common + "".join(f" ({rule} for {', '.join(rules[rule])})" for rule in others)
-    p.add_argument("--depth", type=int, default=default("depth"), help=f"{depth_help}; default %(default)s")
+    return common + "".join(f" ({rule} for {', '.join(rules[rule])})" for rule in others) + "; default %(default)s"
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=default("arch"), help=LazyHelp(arch_help, "the architecture; default %(default)s"))
+    p.add_argument(
+        "--depth", type=int, default=default("depth"), help=LazyHelp(depth_help, "the depth; default %(default)s")
+    )
     p.add_argument(
         "--shortcut",
         choices=CHOICES["shortcut"],
@@ -480,6 +504,7 @@ def cmd_train(args) -> int:
 
 def cmd_demo(args) -> int:
     from reslab.demo import demo
+    from reslab.experiment import LocalBackend
 
     return demo(
         config_from_args(args),
@@ -487,7 +512,7 @@ def cmd_demo(args) -> int:
         args.archs,
         args.depths,
         args.seeds,
-        args.jobs,
+        LocalBackend(args.jobs),
         overwrite=args.overwrite,
         first_seed=args.seed,
     )
@@ -513,7 +538,7 @@ def typed_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 
 def cmd_experiment(args) -> int:
-    from reslab.demo import finish, run_grid, split_archs
+    from reslab.experiment import finish, run_grid, split_archs
 
     base = config_from_args(args)
     spec = {"kind": args.kind, "archs": args.archs, "depths": args.depths, "seeds": args.seeds}
@@ -524,19 +549,19 @@ def cmd_experiment(args) -> int:
         for d in preset.in_force(vars(args)):
             print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
-    backend = dict(
-        backend=args.backend,
-        address=args.address,
-        runs_per_gpu=args.runs_per_gpu,
-        share_gpu=args.share_gpu,
-        cpus_per_run=args.cpus_per_run,
-        retries=args.retries,
-        overwrite=args.overwrite,
-    )
-    return finish(
-        out,
-        run_grid(out, base, split_archs(args.archs), args.depths, list(range(args.seeds)), args.jobs, spec, **backend),
-    )
+    cells = (split_archs(args.archs), args.depths, list(range(args.seeds)))
+    return finish(out, run_grid(out, base, *cells, spec, make_backend(args), args.overwrite))
+
+
+def make_backend(args):
+    """The backend an experiment's options ask for, built here at the edge."""
+    if args.backend == "ray":
+        from reslab.ray_backend import RayBackend
+
+        return RayBackend(args.address, args.runs_per_gpu, args.cpus_per_run, args.retries)
+    from reslab.experiment import LocalBackend
+
+    return LocalBackend(args.jobs, args.runs_per_gpu, args.share_gpu)
 
 
 def cmd_report(args) -> int:

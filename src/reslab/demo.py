@@ -1,10 +1,9 @@
-"""The demo's recipe, and what every grid command shares: train the grid, print its table and
-verdicts (and, for the demo, the first two analyses), write the report."""
+"""The demo's recipe: plain and residual nets of two depths, sized for a minute on a CPU, then the
+first two analyses (responses, the constructed solution)."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -17,13 +16,14 @@ def demo(
     archs: str,
     depths: list[int],
     seeds: int,
-    jobs: int | None,
+    backend=None,
     overwrite=False,
     first_seed: int = 0,
 ) -> int:
     """plain and ResNet at each depth on `asked.dataset`, sized to take about a minute on a CPU:
     30 epochs of digits, or 15 of a 5,000-image subset of real images on a CPU."""
     from reslab.accel import resolve_device
+    from reslab.experiment import finish, run_grid, split_archs
 
     on_cpu = resolve_device(asked.device).type == "cpu"
     digits = asked.dataset == "digits"
@@ -37,71 +37,11 @@ def demo(
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
     arch_list = split_archs(archs)
     seed_list = list(range(first_seed, first_seed + seeds))
-    outcomes = run_grid(out, base, arch_list, depths, seed_list, jobs, spec, overwrite=overwrite)
+    outcomes = run_grid(out, base, arch_list, depths, seed_list, spec, backend, overwrite)
     demo_analyses(out, arch_list, depths, first_seed)
     code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return code
-
-
-def split_archs(text: str) -> list[str]:
-    from reslab.models import arch
-
-    archs = [a.strip() for a in text.split(",") if a.strip()]
-    if not archs:
-        arch("")  # the sentence that names the architectures there are
-    for a in archs:
-        arch(a)
-    return archs
-
-
-def run_grid(out: Path, base, archs, depths, seeds: list[int], jobs, spec, **backend) -> list[dict]:
-    """Train the grid, print the table and verdicts; returns the cells' outcomes."""
-    from reslab.experiment import grid, run_experiment
-    from reslab.models import display
-    from reslab.runs import gather
-    from reslab.summary import crossover_text, crossovers, summarize, summary_table
-    from reslab.verdicts import degradation_verdicts, mark
-
-    cells = grid(base, archs, depths, seeds)
-    print(
-        f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
-        f"{', '.join(map(str, depths))} x seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} "
-        f"on {base.dataset}"
-    )
-    outcomes = run_experiment(out, cells, jobs=jobs, spec=spec, **backend)
-    together, skipped = gather(out)
-    for name, why in skipped:
-        print(f"left out of the summary: {name}: {why}")
-    summary = summarize(out, all_runs=together)
-    print()
-    print(summary_table(summary))
-    print()
-    for v in degradation_verdicts(summary, together):
-        print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
-    found = crossovers(together)
-    if found:
-        print(
-            "the deeper net's training error stays below the shallower one's: "
-            + "; ".join(
-                f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])} {crossover_text(c)}"
-                for c in found
-            )
-        )
-    return outcomes
-
-
-def finish(out: Path, outcomes: list[dict]) -> int:
-    """Write the report and say which runs did not finish (exit status 1 if any)."""
-    from reslab.report import write_report
-
-    print(f"\nreport: {write_report(out)}")
-    failed = [o for o in outcomes if o["state"] != "finished"]
-    if failed:
-        names = ", ".join(f"{o['name']} ({o['state']})" for o in failed)
-        print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0) -> None:

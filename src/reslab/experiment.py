@@ -11,11 +11,12 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reslab import files, runs
 from reslab.accel import command_line
@@ -103,6 +104,68 @@ def remove_stale(exp_dir: Path, cells: list[TrainConfig], log) -> None:
         log(f"--overwrite: deleted {len(stale)} run(s) trained with other settings: {', '.join(stale)}")
 
 
+def split_archs(text: str) -> list[str]:
+    from reslab.models import arch
+
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    if not archs:
+        arch("")  # the sentence that names the architectures there are
+    for a in archs:
+        arch(a)
+    return archs
+
+
+def run_grid(
+    out: Path, base: TrainConfig, archs, depths, seeds: list[int], spec: dict, backend=None, overwrite=False
+) -> list[dict]:
+    """Train the grid (demo and experiment alike), print the table and verdicts; returns the
+    cells' outcomes."""
+    from reslab.models import display
+    from reslab.runs import gather
+    from reslab.summary import crossover_text, crossovers, summarize, summary_table
+    from reslab.verdicts import degradation_verdicts, mark
+
+    cells = grid(base, archs, depths, seeds)
+    print(
+        f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
+        f"{', '.join(map(str, depths))} x seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} "
+        f"on {base.dataset}"
+    )
+    outcomes = run_experiment(out, cells, backend, spec, overwrite)
+    together, skipped = gather(out)
+    for name, why in skipped:
+        print(f"left out of the summary: {name}: {why}")
+    summary = summarize(out, all_runs=together)
+    print()
+    print(summary_table(summary))
+    print()
+    for v in degradation_verdicts(summary, together):
+        print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
+    found = crossovers(together)
+    if found:
+        print(
+            "the deeper net's training error stays below the shallower one's: "
+            + "; ".join(
+                f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])} {crossover_text(c)}"
+                for c in found
+            )
+        )
+    return outcomes
+
+
+def finish(out: Path, outcomes: list[dict]) -> int:
+    """Write the report and say which runs did not finish (exit status 1 if any)."""
+    from reslab.report import write_report
+
+    print(f"\nreport: {write_report(out)}")
+    failed = [o for o in outcomes if o["state"] != "finished"]
+    if failed:
+        names = ", ".join(f"{o['name']} ({o['state']})" for o in failed)
+        print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
     """runs_per_gpu processes per GPU with GPUs (small CIFAR nets leave a big GPU mostly idle);
     on CPU one per core, since these small convolutions scale better across processes than
@@ -148,32 +211,27 @@ def progress_line(statuses: dict[str, dict], elapsed: float) -> str:
     return line
 
 
+class Backend(Protocol):
+    """Where a grid's cells run: LocalBackend (processes here) or ray_backend.RayBackend."""
+
+    def joined(self) -> contextlib.AbstractContextManager: ...  # the cluster, joined before anything is written
+
+    def run(self, exp_dir: Path, todo: list[TrainConfig], finished, progress) -> None: ...
+
+
 def run_experiment(
     exp_dir: Path,
     cells: list[TrainConfig],
-    jobs: int | None = None,
-    log=print,
+    backend: Backend | None = None,
     spec: dict | None = None,
-    backend: str = "local",
-    address: str | None = None,
-    runs_per_gpu: int = 1,
-    cpus_per_run: int | None = None,
-    retries: int = 3,
-    progress_every: float = 60.0,
     overwrite: bool = False,
-    share_gpu: str = "processes",
+    log=print,
+    progress_every: float = 60.0,
 ) -> list[dict]:
-    """Run every cell not yet finished with the local or the Ray backend; returns one outcome
-    per cell, in grid order. Both backends write the same run directories and summary."""
-    if backend not in ("local", "ray"):
-        raise UserError(f"unknown backend '{backend}': choose local or ray.")
-    runner: Any
-    if backend == "ray":
-        from reslab.ray_backend import RayBackend
-
-        runner = RayBackend(address, runs_per_gpu, cpus_per_run, retries)
-    else:
-        runner = LocalBackend(jobs, runs_per_gpu, share_gpu)
+    """Run every cell not yet finished on `backend` (default: LocalBackend(), one process per
+    core or GPU); returns one outcome per cell, in grid order. Every backend writes the same run
+    directories and summary."""
+    runner = backend if backend is not None else LocalBackend()
     exp_dir = Path(exp_dir)
     runs.claim_dir(exp_dir, "experiment")
     if any(c.tensorboard for c in cells):
