@@ -173,9 +173,9 @@ def md5_of(path: Path, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str, algorithm: str = "md5") -> Path:
+def download(url: str, dest: Path, md5: str, algorithm: str = "md5", packed: bool = True) -> Path:
     """Fetch `url` to `dest` through a temporary file; keep it only if its hash (md5, or
-    `algorithm`) matches."""
+    `algorithm`) matches. `packed`: an archive, which may also be put there unpacked."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
@@ -187,7 +187,9 @@ def download(url: str, dest: Path, md5: str, algorithm: str = "md5") -> Path:
             except OSError as e:
                 raise UserError(
                     f"could not download {url} ({e}). If this machine is offline, download the file "
-                    f"elsewhere and put it at {dest} (or its unpacked contents beside it), then run again."
+                    f"elsewhere and put it at {dest}"
+                    + (" (or its unpacked contents beside it)" if packed else "")
+                    + ", then run again."
                 ) from None
         got = md5_of(Path(tmp), algorithm)
         if got != md5:

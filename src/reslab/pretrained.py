@@ -45,7 +45,7 @@ def fetch_named(name: str, cache: Path | None = None) -> Path:
     if dest.is_file() and md5_of(dest, "sha256") == sha256:
         return dest
     print(f"downloading {SOURCE}{file} to {dest} ...")
-    return download(SOURCE + file, dest, sha256, "sha256")
+    return download(SOURCE + file, dest, sha256, "sha256", packed=False)
 
 
 def read_state_dict(path: Path) -> tuple[dict, dict]:
