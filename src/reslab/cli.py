@@ -214,9 +214,23 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    add_demo(sub)
+    parser.experiment_parser = add_experiment(sub)
+    parser.train_parser = add_train(sub)
+    add_report(sub)
+    add_eval(sub)
+    add_analyze_parsers(sub, full=argv is not None and "analyze" in argv)
+    add_import(sub)
+    add_models(sub)
+    add_datasets(sub)
+    return parser
+
+
+def add_demo(sub) -> argparse.ArgumentParser:
+    """`reslab demo`: the four-network comparison, sized for a minute or two on a CPU."""
     p = sub.add_parser(
         "demo",
-        help="the degradation problem and its cure, in about 40 s on a 2-core CPU (start here)",
+        help="the degradation problem and its cure, in a minute or two on a 2-core CPU (start here)",
         description="Train plain and residual nets of two depths, print the table and the verdicts "
         "computed from them, and write an experiment directory with report.html.",
     )
@@ -245,7 +259,11 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     p.add_argument("--out", default="runs/demo", help="experiment directory (default %(default)s)")
     add_overwrite_option(p)
     add_tensorboard_option(p, "each run's RUN/tensorboard, so that tensorboard --logdir OUT shows the whole grid live")
+    return p
 
+
+def add_experiment(sub) -> argparse.ArgumentParser:
+    """`reslab experiment`: a grid of runs on a backend, with the preset and the backend's options."""
     p = sub.add_parser(
         "experiment",
         help="a grid of runs: the paper's degradation experiment",
@@ -320,10 +338,12 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     )
     add_overwrite_option(p)
     add_tensorboard_option(p, "each run's RUN/tensorboard, so that tensorboard --logdir OUT shows the whole grid live")
-    parser.experiment_parser = p
+    return p
 
+
+def add_train(sub) -> argparse.ArgumentParser:
+    """`reslab train`: one network into a run directory."""
     p = sub.add_parser("train", help="train one network into a run directory")
-    parser.train_parser = p
     add_model_options(p)
     add_data_options(p)
     add_schedule_options(p)
@@ -346,19 +366,29 @@ def build_parser(argv: list[str] | None = None) -> Parser:
         action="store_true",
         help="under torchrun: BatchNorm statistics over the whole global batch (default: per process, as in the paper)",
     )
+    return p
 
+
+def add_report(sub) -> argparse.ArgumentParser:
+    """`reslab report DIR`."""
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")
     p.add_argument("dir", help="a demo or experiment directory, or a run directory")
+    return p
 
+
+def add_eval(sub) -> argparse.ArgumentParser:
+    """`reslab eval RUN`."""
     p = sub.add_parser("eval", help="test loss and error of a run's final weights")
     p.add_argument("run_dir", help="a run directory (with model.safetensors)")
     p.add_argument("--dataset", help="evaluate on another dataset (default: the run's own)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
     p.add_argument("--device", default=default("device"), help=DEVICE_HELP)
+    return p
 
-    add_analyze_parsers(sub, full=argv is not None and "analyze" in argv)
 
+def add_import(sub) -> argparse.ArgumentParser:
+    """`reslab import FILE|NAME`."""
     p = sub.add_parser(
         "import",
         help="turn a pretrained CIFAR ResNet checkpoint into a run directory",
@@ -379,16 +409,23 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     )
     p.add_argument("--std", type=float_list, help="default: ImageNet's 0.229,0.224,0.225")
     p.add_argument("--dataset", default="cifar10", help="the dataset it was trained on (default %(default)s)")
+    return p
 
+
+def add_models(sub) -> argparse.ArgumentParser:
+    """`reslab models`: parameters and MACs from the registry."""
     p = sub.add_parser("models", help="table of architectures with depth, parameters and MACs")
     p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56, 110], help="default 20,32,44,56,110")
     p.add_argument("--input", default="3x32x32", help="CxHxW of the input (default 3x32x32)")
     p.add_argument("--classes", type=positive_int, default=10, help="classes of the output (default %(default)s)")
+    return p
 
+
+def add_datasets(sub) -> argparse.ArgumentParser:
+    """`reslab datasets`."""
     p = sub.add_parser("datasets", help="which datasets are available offline, and where")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-
-    return parser
+    return p
 
 
 def add_analyze_parsers(sub, full: bool) -> None:
