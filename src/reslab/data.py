@@ -164,13 +164,17 @@ def make_dataset(name, train_x, train_y, test_x, test_y, classes, augment=True, 
 # downloads
 
 
-def md5_of(path: Path, algorithm: str = "md5") -> str:
-    """The file's hash (md5 unless `algorithm` says otherwise), read in chunks."""
-    h = hashlib.new(algorithm)
+def hashed(path: Path, h):
+    """`h` updated with the file's content, read in 1 MiB chunks (a file of any size, bounded memory)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h
+
+
+def md5_of(path: Path, algorithm: str = "md5") -> str:
+    """The file's hash (md5 unless `algorithm` says otherwise), as hex."""
+    return hashed(path, hashlib.new(algorithm)).hexdigest()
 
 
 def download(url: str, dest: Path, md5: str, algorithm: str = "md5", packed: bool = True) -> Path:
@@ -494,16 +498,12 @@ def folder_fingerprint(root: Path, files: dict) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path, chunk: int = 2**20) -> bytes:
-    """A file's content hash, read in bounded chunks."""
-    h = hashlib.blake2b(digest_size=16)
+def file_digest(path: Path) -> bytes:
+    """An image's content hash, for the cache's fingerprint."""
     try:
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
+        return hashed(path, hashlib.blake2b(digest_size=16)).digest()
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror or e}); fix its permissions or remove it.") from None
-    return h.digest()
 
 
 def load_image_folder(root: Path) -> Dataset:

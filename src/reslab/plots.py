@@ -26,23 +26,25 @@ DEPTH_COLOURS = {
 }
 
 
-def panel_title(arch: str) -> str:
+def registered(arch: str):
+    """The architecture's entry in models.ARCHS, or None for a name it does not hold."""
     from reslab.models import ARCHS
 
-    return ARCHS[arch].panel if arch in ARCHS else arch
+    return ARCHS.get(arch)
+
+
+def panel_title(arch: str) -> str:
+    return a.panel if (a := registered(arch)) else arch
 
 
 def arch_colour(arch: str) -> str:
-    from reslab.models import ARCHS
-
-    return ARCHS[arch].colour if arch in ARCHS else "#7f7f7f"
+    return a.colour if (a := registered(arch)) else "#7f7f7f"
 
 
 def arch_style(arch: str) -> str:
     """Plain nets dashed, residual nets solid (the paper's Fig. 6 convention)."""
-    from reslab.models import ARCHS
-
-    return "-" if arch not in ARCHS or ARCHS[arch].residual else "--"
+    a = registered(arch)
+    return "-" if a is None or a.residual else "--"
 
 
 def drawn_archs(present) -> list[str]:

@@ -177,7 +177,7 @@ def read_status(run_dir: Path) -> dict:
     ):
         raise UserError(f"{path} is damaged (no valid state); restore it or delete the run.")
     counts = [k for k in ("iteration", "total", "pid") if k in status and not schema.is_count(status[k])]
-    texts = [k for k in ("message", "host") if not isinstance(v := status.get(k, ""), str) or len(v) > 10_000]
+    texts = [k for k in ("message", "host") if not isinstance(v := status.get(k, ""), str) or len(v) > schema.MAX_TEXT]
     if counts or texts:
         raise UserError(f"{path} is damaged ({', '.join(counts + texts)} not valid); restore it or delete the run.")
     return status

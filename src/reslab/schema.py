@@ -86,7 +86,7 @@ UNKNOWN_OK = ("iterations", "train_size", "test_size")
 def wrong_fields(section: str, values: dict, checks: dict) -> list[str]:
     """The keys of a config.json section whose value fails its check."""
     ok = lambda k: checks[k](values[k]) or (values[k] is None and k in UNKNOWN_OK)  # noqa: E731
-    return [f"{section}.{k}" for k, check in checks.items() if k in values and not ok(k)]
+    return [f"{section}.{k}" for k in checks if k in values and not ok(k)]
 
 
 CELL_NAME = re.compile(r"[a-z][a-z0-9-]*-[0-9]+-seed[0-9]+")
