@@ -1,4 +1,4 @@
-"""K networks fused into one module (reslab.fused) against one network alone: training images/s
+"""K networks fused into one module (fused.py) against one network alone: training images/s
 of the bare step (forward + backward + SGD on one fixed batch), side by side in one process.
 
     python benchmarks/fused_speed.py [--nets resnet-20,resnet-56] [--ks 2,4] [--steps 10]
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fused import FusedNets, fused_loss
 
 from reslab import accel
 from reslab.accel import autocast, resolve_device, resolve_precision
 from reslab.errors import UserError
-from reslab.fused import FusedNets, fused_loss
 from reslab.models import ModelConfig, build_model, parse_net
 
 BATCH = 128

@@ -1,12 +1,19 @@
+"""benchmarks/fused.py: K networks of one shape trained as one module (a benchmark, not used by
+reslab experiment)."""
+
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from reslab.errors import UserError
-from reslab.fused import FusedNets, fused_loss
 from reslab.models import ModelConfig, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from fused import FusedNets, fused_loss  # noqa: E402
 
 
 def sgd(params):
@@ -95,8 +102,7 @@ def test_fused_batchnorm_takes_bf16_inputs_in_fp32():
     reproduced here: this checks the remedy, every fused BatchNorm turning a bf16 input into fp32
     (and leaving fp32 and fp64 inputs alone)."""
     import torch.nn as nn
-
-    from reslab.fused import bn_in_fp32
+    from fused import bn_in_fp32
 
     fused = FusedNets([build_model(ModelConfig("resnet", 8)) for _ in range(2)])
     bns = [m for m in fused.template.modules() if isinstance(m, nn.BatchNorm2d)]
