@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_data
 
 from reslab import accel
 from reslab.config import TrainConfig
-from reslab.data import make_synthetic
 from reslab.train import train
 
 CPU = torch.device("cpu")
@@ -31,7 +31,7 @@ def test_compiled_training_matches_eager(tmp_path):
     """fp32, so that the only difference is the compiled kernels' order of summation: after 12
     iterations the weights differ by 5e-4 (relative), about what 1 against 2 threads gives
     eagerly (2e-4); another seed differs by about 1."""
-    data = make_synthetic(256, 64, (3, 8, 8))
+    data = tiny_data()
     base = dict(arch="resnet", depth=8, dataset="synthetic", iterations=12, batch_size=32, eval_every=6)
     rows = {}
     for mode in ("off", "on"):

@@ -6,26 +6,25 @@ import dataclasses
 import json
 
 import pytest
+from conftest import small as conftest_small
+from conftest import tiny_data
 
 from reslab import runs
-from reslab.config import TrainConfig
-from reslab.data import make_synthetic
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model
 from reslab.train import setup, train
 
 
 def small(**kw):
-    base = dict(arch="resnet", depth=8, dataset="synthetic", iterations=12, batch_size=32, eval_every=6)
-    return TrainConfig(**{**base, "precision": "fp32", "device": "cpu", **kw})
+    return conftest_small(**{"iterations": 12, **kw})
 
 
 def test_a_config_reads_back_as_it_was_written(tmp_path):
-    _, config = setup(small(), tmp_path / "r", make_synthetic(256, 64, (3, 8, 8)))
+    _, config = setup(small(), tmp_path / "r", tiny_data())
     again = runs.RunConfig.from_json(json.loads(json.dumps(config.to_json())), tmp_path / "config.json")
     assert again == config
     assert (again.model.depth, again.train.seed, again.dataset) == (8, 0, "synthetic")
-    assert again.parameters == config.resolved["parameters"] > 0
+    assert again.parameters == config.resolved.parameters > 0
 
 
 @pytest.mark.parametrize(
@@ -40,7 +39,7 @@ def test_a_config_reads_back_as_it_was_written(tmp_path):
     ],
 )
 def test_a_damaged_field_is_one_sentence_and_nothing_is_written(tmp_path, section, key, value, phrase):
-    _, config = setup(small(), tmp_path / "r", make_synthetic(256, 64, (3, 8, 8)))
+    _, config = setup(small(), tmp_path / "r", tiny_data())
     d = config.to_json()
     d[section] = {**(dataclasses.asdict(config.train) if section == "train" else d[section]), key: value}
     with pytest.raises(UserError, match=phrase):
@@ -54,7 +53,7 @@ def test_a_damaged_field_is_one_sentence_and_nothing_is_written(tmp_path, sectio
 def test_runs_of_the_previous_layout_read_and_resume(tmp_path):
     """config.json of the previous reslab has no cuda_graphs setting: it reads (the default), is
     not taken for a run trained otherwise, and resumes."""
-    data = make_synthetic(256, 64, (3, 8, 8))
+    data = tiny_data()
     out = tmp_path / "r"
     train(small(iterations=24), out, data=data, progress=False, log=None)
     d = json.loads((out / "config.json").read_text())

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import small, tiny_data
 
 from reslab import runs, step
-from reslab.config import TrainConfig
 from reslab.data import make_synthetic
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model
@@ -85,16 +85,11 @@ def assert_same_run(a, b):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def small(**kw):
-    base = dict(arch="resnet", depth=8, dataset="synthetic", iterations=24, batch_size=32, eval_every=6, device="cpu")
-    return TrainConfig(**{**base, "precision": "fp32", **kw})
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_whole_run_with_the_static_step_equals_the_eager_run(tmp_path, monkeypatch, precision):
     """train() with --cuda-graphs resolved on (the CPU fallback) gives the eager run's metrics and
     weights exactly, through the warm-up, an lr drop and a resume."""
-    data = make_synthetic(256, 64, (3, 8, 8))
+    data = tiny_data()
     cfg = small(precision=precision, warmup="on", warmup_error=0.95, augment="on")
     train(cfg, tmp_path / "eager", data=data, progress=False, log=None)
     monkeypatch.setattr(step, "resolve", lambda *a: True)
@@ -119,7 +114,7 @@ def test_a_whole_run_with_the_static_step_equals_the_eager_run(tmp_path, monkeyp
     monkeypatch.setattr(step.Graphed, "__call__", real)
     train(half, tmp_path / "static", resume=True, data=data, progress=False, log=None)
     assert_same_run(tmp_path / "static", tmp_path / "eager")
-    assert runs.read_config(tmp_path / "static").resolved["cuda_graphs"] is True
+    assert runs.read_config(tmp_path / "static").resolved.cuda_graphs is True
 
 
 def test_cuda_graphs_on_needs_cuda_and_one_process():
@@ -134,7 +129,7 @@ def test_cuda_graphs_on_needs_cuda_and_one_process():
 
 def test_cuda_graphs_is_a_speed_setting_not_part_of_the_recipe(tmp_path):
     """A run resumed with another --cuda-graphs is the same run (it learns the same thing)."""
-    data = make_synthetic(256, 64, (3, 8, 8))
+    data = tiny_data()
     train(small(iterations=12), tmp_path / "r", data=data, progress=False, log=None)
     other = dataclasses.replace(small(iterations=12), cuda_graphs="off")
     train(other, tmp_path / "r", resume=True, data=data, progress=False, log=None)  # not refused
@@ -148,7 +143,7 @@ def test_a_run_stopped_twice_in_one_epoch_resumes_exactly(tmp_path, monkeypatch,
 
     from reslab.train import Interrupted
 
-    data = make_synthetic(256, 64, (3, 8, 8))
+    data = tiny_data()
     cfg = small(augment="on")
     train(cfg, tmp_path / "whole", data=data, progress=False, log=None)
     monkeypatch.setattr(step, "resolve", lambda *a: graphs)

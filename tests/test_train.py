@@ -5,32 +5,14 @@ import time
 
 import pytest
 import torch
+from conftest import small, tiny_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab import runs
 from reslab.config import TrainConfig
-from reslab.data import make_synthetic
 from reslab.errors import UserError
 from reslab.runs import load_checkpoint
 from reslab.train import lr_at, setup, total_iterations, train
-
-
-def small(**kw):
-    base = dict(
-        arch="resnet",
-        depth=8,
-        dataset="synthetic",
-        iterations=24,
-        batch_size=32,
-        eval_every=6,
-        precision="fp32",
-        device="cpu",
-    )
-    return TrainConfig(**{**base, **kw})
-
-
-def tiny_data():
-    return make_synthetic(256, 64, (3, 8, 8))
 
 
 def test_paper_schedule_in_iterations():
@@ -44,7 +26,7 @@ def test_paper_schedule_in_iterations():
 def test_short_runs_move_the_drops_proportionally(tmp_path):
     run, config = setup(small(iterations=None, epochs=10), tmp_path, tiny_data())
     assert run.steps_per_epoch == 8 and run.total == 80
-    assert config.resolved["milestones"] == [40, 60]
+    assert config.resolved.milestones == [40, 60]
     run, _ = setup(small(iterations=None, scale=0.5), tmp_path, tiny_data())
     assert run.total == 32_000 and run.milestones == [16_000, 24_000]
 
