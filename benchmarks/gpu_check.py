@@ -17,7 +17,7 @@ and graphed in bf16, and eager in fp32, for accuracy; the whole grid at once, gr
 CUDA streams of one process and then one process per network, its timeline scaled to 64k
 iterations; host synchronisations per step (CUDA's sync debug
 mode); speed.py's conventional loop against reslab's; K ResNet-56 processes at once. With --full
-(and in --smoke): K networks fused into one module (reslab.fused), ResNet-20/56 through
+(and in --smoke): K networks fused into one module (benchmarks/fused.py), ResNet-20/56 through
 torch.compile, and ResNet-56's bare step eager, compiled and as a CUDA graph.
 """
 
@@ -162,11 +162,11 @@ def graphed(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: di
     return out
 
 
-def first_failure(outcomes: list[dict]) -> str | None:
+def first_failure(outcomes: list) -> str | None:
     """The first run of an experiment that did not finish, in one line; None when all did."""
     for o in outcomes:
-        if o["state"] != "finished":
-            return f"{o['name']}: {o['state']}: {o.get('message', '')}"
+        if o.state != "finished":
+            return f"{o.name}: {o.state}: {o.message}"
     return None
 
 
@@ -184,7 +184,7 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
             out[k] = {"error": bad}
             save()
             continue
-        each = [steady(exp / o["name"]) for o in outcomes]
+        each = [steady(exp / o.name) for o in outcomes]
         out[k] = {
             "aggregate_images_per_second": sum(e["images_per_second"] for e in each),
             "per_run_images_per_second": [e["images_per_second"] for e in each],
@@ -215,7 +215,7 @@ def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save, share
         save()
         return out
     for net, o in zip(nets, outcomes):
-        last = runs.read_metrics(exp / o["name"])[-1]
+        last = runs.read_metrics(exp / o.name)[-1]
         out[net] = {"seconds": last["seconds"], "iterations": last["iteration"]}
     longest = max(r["seconds"] for r in out.values())
     scaled = max(r["seconds"] * PAPER_ITERATIONS / r["iterations"] for r in out.values())
@@ -245,7 +245,7 @@ def conventional(data, nets: list, device: torch.device, out: dict, save) -> dic
 
 
 def fused(nets: list, ks: list, steps: int, device: torch.device, out: dict, save) -> dict:
-    """K networks as one module (reslab.fused) against one alone, bare steps."""
+    """K networks as one module (benchmarks/fused.py) against one alone, bare steps."""
     try:
         out.update(measure_fused(nets, ks, device, steps, log=lambda m: print(m, file=sys.stderr, flush=True)))
     except Exception as e:  # noqa: BLE001 - a failure here is a result, not a reason to lose the rest
@@ -558,7 +558,7 @@ def report(result: dict) -> str:
     if result["fused"]:
         lines += [
             "",
-            "## K networks fused into one module (reslab.fused), bare steps, images/s",
+            "## K networks fused into one module (benchmarks/fused.py), bare steps, images/s",
             "",
             *([f"failed: {result['fused']['error']}"] if "error" in result["fused"] else fused_table(result["fused"])),
             *decision(result),

@@ -17,7 +17,7 @@ def base():
 def test_grid_runs_skips_finished_and_summarises(tmp_path):
     cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
     outcomes = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
-    assert [o["state"] for o in outcomes] == ["finished"] * 4
+    assert [o.state for o in outcomes] == ["finished"] * 4
     assert sorted(p.name for p in runs.find_runs(tmp_path)) == [
         "plain-8-seed0",
         "plain-8-seed1",
@@ -26,7 +26,7 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path):
     ]
     stamp = (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns
     again = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
-    assert all(o.get("skipped") for o in again)
+    assert all(o.skipped for o in again)
     assert (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns == stamp
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -51,7 +51,7 @@ def test_cells_sharing_a_gpu_on_streams_learn_what_they_learn_alone(tmp_path):
     cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
     run_experiment(tmp_path / "seq", cells, backend=LocalBackend(1), log=lambda *_: None)
     outcomes = run_experiment(tmp_path / "streams", cells, backend=LocalBackend(1, 4, "streams"), log=lambda *_: None)
-    assert [o["state"] for o in outcomes] == ["finished"] * 4
+    assert [o.state for o in outcomes] == ["finished"] * 4
     strip = lambda rows: [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]  # noqa: E731
     for name in ("plain-8-seed0", "plain-8-seed1", "resnet-8-seed0", "resnet-8-seed1"):
         a, b = tmp_path / "seq" / name, tmp_path / "streams" / name
@@ -66,7 +66,7 @@ def test_interrupted_cell_is_resumed(tmp_path):
     runs.write_status(d, "interrupted")  # as if killed after its last checkpoint
     (d / "model.safetensors").unlink()
     out = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
-    assert out[0]["state"] == "finished" and (d / "model.safetensors").exists()
+    assert out[0].state == "finished" and (d / "model.safetensors").exists()
 
 
 def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000, train_loss=1.0):
@@ -178,7 +178,7 @@ def test_a_diverging_cell_is_recorded_and_the_others_go_on(tmp_path):
     good = grid(base(), ["plain"], [8], [0])[0]
     bad = dataclasses.replace(good, arch="resnet", lr=1e9, warmup="on", iterations=200, eval_every=10)
     outcomes = run_experiment(tmp_path, [bad, good], backend=LocalBackend(1), log=lambda *_: None)
-    assert [o["state"] for o in outcomes] == ["diverged", "finished"]
+    assert [o.state for o in outcomes] == ["diverged", "finished"]
     assert runs.read_status(tmp_path / "resnet-8-seed0")["state"] == "diverged"
     rows = {r["arch"]: r for r in summarize(tmp_path)}
     assert rows["resnet"]["status"] == "diverged" and rows["resnet"]["runs"] == 0

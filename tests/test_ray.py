@@ -52,7 +52,7 @@ def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
     local = run_experiment(
         tmp_path / "local", cells(), backend=LocalBackend(2), log=quiet
     )  # one thread per run, as on Ray
-    assert [o["state"] for o in on_ray] == [o["state"] for o in local] == ["finished", "finished"]
+    assert [o.state for o in on_ray] == [o.state for o in local] == ["finished", "finished"]
     assert (tmp_path / "ray" / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
     for name in ("plain-8-seed0", "resnet-8-seed0"):
         a, b = tmp_path / "ray" / name, tmp_path / "local" / name
@@ -61,7 +61,7 @@ def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
     # Running it again trains nothing.
     said = []
     again = run_experiment(tmp_path / "ray", cells(), backend=RayBackend(), log=said.append)
-    assert all(o.get("skipped") for o in again) and "2 of 2 runs already finished; 0 to run" in said
+    assert all(o.skipped for o in again) and "2 of 2 runs already finished; 0 to run" in said
 
 
 def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path):
@@ -80,7 +80,7 @@ def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path)
     killed = kill_when_running(tmp_path / "exp" / "resnet-8-seed0", 40)
     driver.join(300)
     reference.join(300)
-    assert outcome["o"][0]["state"] == "finished"
+    assert outcome["o"][0].state == "finished"
     with pytest.raises(ProcessLookupError):
         os.kill(killed["pid"], 0)  # that worker really died; Ray ran the cell again elsewhere
     run_dir, ref_dir = tmp_path / "exp" / "resnet-8-seed0", tmp_path / "ref" / "resnet-8-seed0"
@@ -103,9 +103,9 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
     driver.start()
     kill_when_running(tmp_path / "plain-8-seed0", 40)
     driver.join(300)
-    states = {o["name"]: o["state"] for o in outcome["o"]}
+    states = {o.name: o.state for o in outcome["o"]}
     assert states == {"plain-8-seed0": "failed", "resnet-8-seed0": "finished"}
-    assert "worker died 1 time(s)" in next(o["message"] for o in outcome["o"] if o["state"] == "failed")
+    assert "worker died 1 time(s)" in next(o.message for o in outcome["o"] if o.state == "failed")
     assert runs.read_status(tmp_path / "plain-8-seed0")["state"] == "failed"
     assert any(line.startswith("progress: ") and "running: " in line for line in said)  # the driver showed the grid
     summary = (tmp_path / "summary.csv").read_text()
@@ -116,7 +116,7 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
     said.clear()
     again = run_experiment(tmp_path, grid_cells, backend=RayBackend(), log=said.append)
     assert "1 of 2 runs already finished; 1 to run" in said
-    assert [o["state"] for o in again] == ["finished", "finished"]
+    assert [o.state for o in again] == ["finished", "finished"]
     rows = runs.read_metrics(tmp_path / "plain-8-seed0")
     assert len(rows) == 15 and strip(rows[: len(kept)]) == strip(kept)  # resumed, not restarted
 

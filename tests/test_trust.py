@@ -49,7 +49,7 @@ def test_experiment_rerun_with_other_settings_is_refused_then_overwritten(tmp_pa
         run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet)
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 4  # untouched
     out = run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet, overwrite=True)
-    assert out[0]["state"] == "finished" and "skipped" not in out[0]
+    assert out[0].state == "finished" and not out[0].skipped
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 6
 
 
@@ -278,7 +278,7 @@ def test_experiment_leaves_a_cell_locked_by_another_process_alone(tmp_path):
     before = (cell / "status.json").read_text()
     with runs.run_lock(cell):
         out = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=quiet)
-    assert out[0]["state"] == "busy"
+    assert out[0].state == "busy"
     assert (cell / "status.json").read_text() == before
 
 
@@ -675,7 +675,7 @@ def test_a_training_subset_is_scored_on_a_test_subset_in_proportion(tmp_path):
     from reslab.train import setup
 
     part, config = setup(TrainConfig(dataset="digits", device="cpu", subset=719), tmp_path / "a")
-    assert len(part.data.test_y) == round(359 * 719 / 1438) == config.data["test_size"]
+    assert len(part.data.test_y) == round(359 * 719 / 1438) == config.data.test_size
     assert sorted(torch.bincount(part.data.test_y).tolist())[0] >= 17  # class-balanced: 18 per class
     whole, _ = setup(TrainConfig(dataset="digits", device="cpu", subset=719, test_subset=0), tmp_path / "b")
     assert len(whole.data.test_y) == 359

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,23 @@ from reslab.signals import Catching
 
 def cell_name(cfg: TrainConfig) -> str:
     return f"{cfg.arch}-{cfg.depth}-seed{cfg.seed}"
+
+
+@dataclass
+class Outcome:
+    """What became of one cell: `state` is finished, failed, busy (another process trains it),
+    diverged, interrupted or not started; `row` is a finished run's final metrics; `skipped`, a
+    cell that was finished before this experiment started."""
+
+    name: str
+    state: str
+    message: str = ""
+    seconds: float = 0.0
+    row: dict | None = None
+    skipped: bool = False
+
+
+NOT_STARTED = "the experiment was stopped"
 
 
 class Busy:
@@ -77,18 +95,18 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_cell(cfg: TrainConfig, run_dir: Path) -> dict:
+def run_cell(cfg: TrainConfig, run_dir: Path) -> Outcome:
     """Train one cell (resuming it if it was interrupted); never raises, returns its outcome. A
     worker asked to stop before the cell began does not start it."""
     from reslab.train import StopRequest
 
     if StopRequest.early is not None:
-        return {"name": run_dir.name, "state": "not started", "message": "the experiment was stopped", "seconds": 0}
+        return Outcome(run_dir.name, "not started", NOT_STARTED)
     with BUSY:
         return train_cell(cfg, run_dir)
 
 
-def run_cells_on_streams(cells: list[tuple[TrainConfig, Path]], k: int) -> list[dict]:
+def run_cells_on_streams(cells: list[tuple[TrainConfig, Path]], k: int) -> list[Outcome]:
     """Train `cells` in this process, k at a time, each in its own thread on its own CUDA stream
     (`--share-gpu streams`): with CUDA graphs a step is one launch, so k Python threads can keep
     one GPU busy without k processes time-slicing it. torch.compile is not thread-safe: these
@@ -98,7 +116,7 @@ def run_cells_on_streams(cells: list[tuple[TrainConfig, Path]], k: int) -> list[
 
     import torch
 
-    def one(cell: tuple[TrainConfig, Path]) -> dict:
+    def one(cell: tuple[TrainConfig, Path]) -> Outcome:
         cfg, run_dir = dataclasses.replace(cell[0], compile="off"), cell[1]
         if not torch.cuda.is_available():
             return run_cell(cfg, run_dir)
@@ -109,36 +127,36 @@ def run_cells_on_streams(cells: list[tuple[TrainConfig, Path]], k: int) -> list[
         return list(pool.map(one, cells))
 
 
-def train_cell(cfg: TrainConfig, run_dir: Path) -> dict:
+def train_cell(cfg: TrainConfig, run_dir: Path) -> Outcome:
     from reslab.train import Diverged, Interrupted, train
 
     t0 = time.perf_counter()
 
-    def failed(message: str) -> dict:
+    def failed(message: str) -> Outcome:
         # Only ever a status of reslab's own run, never a stranger's file.
         if run_dir.is_dir() and runs.owner(run_dir) == "run":
             runs.write_status(run_dir, "failed", message)
-        return {"name": run_dir.name, "state": "failed", "message": message, "seconds": time.perf_counter() - t0}
+        return Outcome(run_dir.name, "failed", message, time.perf_counter() - t0)
 
     try:
         resume = runs.is_run_dir(run_dir)
         row = train(cfg, run_dir, resume=resume, progress=False, log=lambda *_: None)
-        return {"name": run_dir.name, "state": "finished", "row": row, "seconds": time.perf_counter() - t0}
+        return Outcome(run_dir.name, "finished", seconds=time.perf_counter() - t0, row=row)
     except runs.Locked as e:  # another process is training it: its status is that process's to write
-        return {"name": run_dir.name, "state": "busy", "message": str(e), "seconds": time.perf_counter() - t0}
+        return Outcome(run_dir.name, "busy", str(e), time.perf_counter() - t0)
     except (Diverged, Interrupted) as e:
         state = "diverged" if isinstance(e, Diverged) else "interrupted"
-        return {"name": run_dir.name, "state": state, "message": str(e), "seconds": time.perf_counter() - t0}
+        return Outcome(run_dir.name, state, str(e), time.perf_counter() - t0)
     except UserError as e:
         return failed(str(e))
     except Exception as e:  # a bug in one cell must not stop the others; its status says what happened
         return failed(f"{type(e).__name__}: {e}")
 
 
-def stopped_message(exp_dir: Path, outcomes: list[dict], cancelled: int) -> str:
+def stopped_message(exp_dir: Path, outcomes: list[Outcome], cancelled: int) -> str:
     """What a stop left: the cells that saved a checkpoint, and how many never started."""
-    saved = [o["name"] for o in outcomes if o["state"] == "interrupted"]
-    not_started = cancelled + sum(o["state"] == "not started" for o in outcomes)
+    saved = [o.name for o in outcomes if o.state == "interrupted"]
+    not_started = cancelled + sum(o.state == "not started" for o in outcomes)
     return (
         f"experiment stopped: {len(saved)} running cell(s) saved a checkpoint"
         + (f" ({', '.join(saved)})" if saved else "")
@@ -190,7 +208,7 @@ class Pending(Protocol):
 
     def left(self) -> int: ...  # submitted cells not reported yet
 
-    def wait(self) -> list[dict]: ...  # the outcomes that arrived within a short wait
+    def wait(self) -> list[Outcome]: ...  # the outcomes that arrived within a short wait
 
     def cancel(self) -> int | None: ...  # first stop: queued cells never start, running ones stop
 
@@ -202,7 +220,7 @@ def drive(exp_dir: Path, pending: Pending, finished, progress) -> None:
     progress while waiting, and stop on Ctrl-C or SIGTERM: the first stops gracefully (queued
     cells never start, running ones checkpoint), a second at once. Raises ExperimentInterrupted
     when stopped."""
-    outcomes: list[dict] = []
+    outcomes: list[Outcome] = []
     cancelled: int | None = 0
     with DriverSignals() as stop:
         while pending.left():
@@ -227,12 +245,11 @@ def signal_workers(pool, signum: int) -> None:
             os.kill(proc.pid, signum)
 
 
-def describe_outcome(o: dict, done: int, total: int, elapsed: float) -> str:
-    head = f"[{done}/{total}] {o['name']}"
-    if o["state"] == "finished":
-        r = o["row"]
+def describe_outcome(o: Outcome, done: int, total: int, elapsed: float) -> str:
+    head = f"[{done}/{total}] {o.name}"
+    if o.state == "finished" and o.row is not None:
         return (
-            f"{head}: training error {r['train_error']:.1%}, test error {r['test_error']:.1%} "
-            f"({o['seconds']:.0f} s; {elapsed:.0f} s so far)"
+            f"{head}: training error {o.row['train_error']:.1%}, test error {o.row['test_error']:.1%} "
+            f"({o.seconds:.0f} s; {elapsed:.0f} s so far)"
         )
-    return f"{head}: {o['state']}: {o.get('message', '')}"
+    return f"{head}: {o.state}: {o.message}"

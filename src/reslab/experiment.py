@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from reslab import files, runs
 from reslab.accel import command_line
 from reslab.cells import (
+    Outcome,
     cell_name,
     describe_outcome,
     drive,
@@ -117,7 +118,7 @@ def split_archs(text: str) -> list[str]:
 
 def run_grid(
     out: Path, base: TrainConfig, archs, depths, seeds: list[int], spec: dict, backend=None, overwrite=False
-) -> list[dict]:
+) -> list[Outcome]:
     """Train the grid (demo and experiment alike), print the table and verdicts; returns the
     cells' outcomes."""
     from reslab.models import display
@@ -153,14 +154,14 @@ def run_grid(
     return outcomes
 
 
-def finish(out: Path, outcomes: list[dict]) -> int:
+def finish(out: Path, outcomes: list[Outcome]) -> int:
     """Write the report and say which runs did not finish (exit status 1 if any)."""
     from reslab.report import write_report
 
     print(f"\nreport: {write_report(out)}")
-    failed = [o for o in outcomes if o["state"] != "finished"]
+    failed = [o for o in outcomes if o.state != "finished"]
     if failed:
-        names = ", ".join(f"{o['name']} ({o['state']})" for o in failed)
+        names = ", ".join(f"{o.name} ({o.state})" for o in failed)
         print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
         return 1
     return 0
@@ -227,7 +228,7 @@ def run_experiment(
     overwrite: bool = False,
     log=print,
     progress_every: float = 60.0,
-) -> list[dict]:
+) -> list[Outcome]:
     """Run every cell not yet finished on `backend` (default: LocalBackend(), one process per
     core or GPU); returns one outcome per cell, in grid order. Every backend writes the same run
     directories and summary."""
@@ -269,7 +270,7 @@ def run_experiment(
         for cfg in cells:
             run_dir = exp_dir / cell_name(cfg)
             if runs.read_status(run_dir)["state"] == "finished":
-                outcomes[run_dir.name] = {"name": run_dir.name, "state": "finished", "skipped": True}
+                outcomes[run_dir.name] = Outcome(run_dir.name, "finished", skipped=True)
             else:
                 todo.append(cfg)
         if outcomes:
@@ -279,10 +280,10 @@ def run_experiment(
         t0 = time.perf_counter()
         done = 0
 
-        def finished(outcome: dict) -> None:
+        def finished(outcome: Outcome) -> None:
             nonlocal done
             done += 1
-            outcomes[outcome["name"]] = outcome
+            outcomes[outcome.name] = outcome
             log(describe_outcome(outcome, done, len(todo), time.perf_counter() - t0))
 
         progress = GridProgress(exp_dir, todo, log, progress_every)
@@ -333,7 +334,7 @@ def run_local(
         for i, cfg in enumerate(todo):
             outcome = run_cell(cfg, exp_dir / cell_name(cfg))
             finished(outcome)
-            if outcome["state"] == "interrupted":  # the user stopped it: the rest of the grid waits too
+            if outcome.state == "interrupted":  # the user stopped it: the rest of the grid waits too
                 raise ExperimentInterrupted(stopped_message(exp_dir, [outcome], len(todo) - i - 1))
         return
     import multiprocessing as mp
@@ -367,7 +368,7 @@ class PoolPending:
     def left(self) -> int:
         return len(self.futures)
 
-    def wait(self) -> list[dict]:
+    def wait(self) -> list[Outcome]:
         complete, self.futures = wait(self.futures, timeout=0.2, return_when=FIRST_COMPLETED)
         results = [f.result() for f in complete if not f.cancelled()]
         return [o for r in results for o in (r if isinstance(r, list) else [r])]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab import runs
+from reslab.cells import NOT_STARTED, Outcome
 from reslab.errors import UserError
 
 
@@ -78,7 +79,7 @@ def resources(ray, runs_per_gpu: int, cpus_per_run: int | None) -> dict:
     return {"num_gpus": 1 / runs_per_gpu if gpus else 0, "num_cpus": cpus_per_run or 1}
 
 
-def cell_task(cfg, run_dir: str, threads: int) -> dict:
+def cell_task(cfg, run_dir: str, threads: int) -> Outcome:
     """What a Ray worker runs: one cell, on as many threads as CPUs it was given."""
     import torch
 
@@ -113,7 +114,7 @@ class RayPending:
     def left(self) -> int:
         return len(self.refs)
 
-    def wait(self) -> list[dict]:
+    def wait(self) -> list[Outcome]:
         # Short waits: Ray blocks signals' effect until it returns, and a Ctrl-C must act at once.
         ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=0.5)
         return [outcome_of(self.ray, ref, self.refs.pop(ref), self.root, self.retries) for ref in ready]
@@ -128,7 +129,7 @@ class RayPending:
             self.ray.cancel(ref, force=True)
 
 
-def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
+def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> Outcome:
     """A finished task's outcome; a cancelled one was not started; a task whose worker died more
     often than it may be retried is marked failed."""
     from reslab.cells import cell_name
@@ -137,7 +138,7 @@ def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
     try:
         return ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        return {"name": run_dir.name, "state": "not started", "message": "the experiment was stopped", "seconds": 0}
+        return Outcome(run_dir.name, "not started", NOT_STARTED)
     except Exception as e:
         message = (
             f"its worker died {retries + 1} time(s) ({type(e).__name__}); run the same command again "
@@ -145,7 +146,7 @@ def outcome_of(ray, ref, cfg, exp_dir: str, retries: int) -> dict:
         )
         if runs.owner(run_dir) == "run":
             runs.write_status(run_dir, "failed", message)
-        return {"name": run_dir.name, "state": "failed", "message": message, "seconds": 0.0}
+        return Outcome(run_dir.name, "failed", message)
 
 
 class RayBackend:
