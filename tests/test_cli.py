@@ -270,7 +270,7 @@ def test_every_schedule_setting_has_a_flag(tmp_path):
     assert main([str(a) for a in argv]) == 0
     cfg = read_config(out)
     assert (cfg.train.milestones, cfg.train.warmup_lr, cfg.train.warmup_error) == ([0.25, 0.5], 0.02, 0.5)
-    assert cfg.resolved["milestones"] == [1, 2]
+    assert cfg.resolved.milestones == [1, 2]
 
 
 def all_parsers():

@@ -79,9 +79,9 @@ def test_import_gives_exactly_the_original_predictions(tmp_path):
     ref = randomised(RefResNet(3))
     save_like_original(ref, tmp_path / "resnet20.th")
     config = import_checkpoint(tmp_path / "resnet20.th", tmp_path / "run")
-    assert config.model.depth == 20 and config.resolved["parameters"] == 269_722
+    assert config.model.depth == 20 and config.resolved.parameters == 269_722
     assert config.imported["best_prec1"] == pytest.approx(91.5)
-    assert config.resolved["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert config.resolved.normalization["mean"] == [0.485, 0.456, 0.406]
     model, _ = load_run_model(tmp_path / "run")
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_real_resnet20_scores_about_80_percent_on_jpeg_cifar10(tmp_path):
     y = torch.tensor([order.index(c) for c in labels])
     import_checkpoint(SHARED / "weights" / "resnet20-12fca82f.th", tmp_path / "run")
     model, config = load_run_model(tmp_path / "run")
-    norm = config.resolved["normalization"]
+    norm = config.resolved.normalization
     x = (x - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(1, 3, 1, 1)
     accuracy = 1 - error_rate(model, x, y)
     assert 0.75 < accuracy < 0.88, accuracy  # ~81% on all 10,000; far lower if padding or normalisation were wrong

@@ -181,4 +181,4 @@ def test_cuda_graphs_stay_off_when_the_lr_changes_every_step(tmp_path):
     with pytest.raises(UserError, match="step schedule"):
         TrainConfig(cuda_graphs="on", **cosine).validate()
     run, config = setup(TrainConfig(cuda_graphs="auto", **cosine), tmp_path / "r")
-    assert run.cuda_graphs is False and config.resolved["cuda_graphs"] is False
+    assert run.cuda_graphs is False and config.resolved.cuda_graphs is False

@@ -36,7 +36,7 @@ def test_a_registered_architecture_trains_counts_draws_and_is_judged(toy, tmp_pa
     for depth in (8, 14):
         train(dataclasses.replace(cfg, depth=depth), tmp_path / f"toy-{depth}-seed0", log=quiet, progress=False)
     record = runs.load_run(tmp_path / "toy-8-seed0")
-    assert record.label == "Toy-8" and record.config.resolved["parameters"] == 75_002  # plain-8's, no extra
+    assert record.label == "Toy-8" and record.config.resolved.parameters == 75_002  # plain-8's, no extra
     fig = error_curves(runs.load_runs(tmp_path))
     assert [ax.get_title() for ax in fig.axes[:1]] == ["toy residual networks"]
     assert plots.arch_style(toy) == "-" and plots.arch_colour(toy) == "#17becf"  # drawn as a residual net
@@ -79,7 +79,7 @@ def test_a_constructed_run_records_its_own_counts_not_its_sources(tmp_path):
           log=quiet, progress=False)  # fmt: skip
     construct_analysis.analyze(source, 20, out=tmp_path / "exp")
     built = runs.read_config(tmp_path / "exp" / "analyses" / "constructed" / "plain-20-from-8")
-    own = models.describe(models.build_model(built.model), built.data["image_shape"])
+    own = models.describe(models.build_model(built.model), built.data.image_shape)
     assert (built.parameters, built.macs) == (own["parameters"], own["macs"])
     assert built.macs != runs.read_config(source).macs  # plain-8's would be wrong
-    assert built.resolved["iterations"] is None and built.resolved["milestones"] == []  # it was not trained
+    assert built.resolved.iterations is None and built.resolved.milestones == []  # it was not trained

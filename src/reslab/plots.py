@@ -130,7 +130,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
     for r in all_runs:
         if r.metrics:
             groups.setdefault(r.arch, {}).setdefault(r.depth, []).append(r.metrics)
-            drops.setdefault(r.arch, r.config.resolved.get("milestones") or [])
+            drops.setdefault(r.arch, r.config.resolved.milestones)
     archs = drawn_archs(groups) or [""]  # "": no run has metrics yet, one empty panel
     fig, axes = subplots(
         2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
@@ -185,14 +185,14 @@ def figure_title(all_runs: list) -> str:
     if not done:
         return ""
     first = done[0].config
-    c, h, w = first.data["image_shape"]
+    c, h, w = first.data.image_shape
     iterations = sorted({int(r.final["iteration"]) for r in done})
     seeds = sorted({r.seed for r in done})
     budget = f"{iterations[-1]:,} iterations" if len(iterations) == 1 else f"up to {iterations[-1]:,} iterations"
     kind, _, where = first.dataset.partition(":")  # imagefolder:PATH is named by its folder
     name = f"{kind}: {Path(where).name}" if where else kind
     return (
-        f"{name} ({h}x{w}), {first.data['train_size']:,} training images, {budget}, "
+        f"{name} ({h}x{w}), {first.data.train_size:,} training images, {budget}, "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     )
 

@@ -118,22 +118,17 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
     config = runs.RunConfig(
         train=TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset),
         model=cfg,
-        resolved={
-            "normalization": {"mean": list(mean), "std": list(std)},
+        resolved=runs.Resolved(
+            normalization={"mean": list(mean), "std": list(std)},
             **describe(model, (cfg.in_channels, 32, 32)),
-            "precision": "fp32",
-            "augment": True,
-            "iterations": None,
-            "milestones": [],
-        },
-        data={
-            "name": dataset,
-            "classes": CIFAR10_CLASSES if cfg.num_classes == 10 else [str(i) for i in range(cfg.num_classes)],
-            "image_shape": [cfg.in_channels, 32, 32],
-            "train_size": None,
-            "val_size": 0,
-            "test_size": None,
-        },
+            precision="fp32",
+            augment=True,
+        ),
+        data=runs.DataInfo(
+            name=dataset,
+            classes=CIFAR10_CLASSES if cfg.num_classes == 10 else [str(i) for i in range(cfg.num_classes)],
+            image_shape=[cfg.in_channels, 32, 32],
+        ),
         imported={
             "file": str(path.resolve()),
             "sha256": digest,

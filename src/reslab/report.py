@@ -183,9 +183,9 @@ def recipe_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
     )
 
 
-def cost_section(summary: list[dict], data: dict) -> str:
+def cost_section(summary: list[dict], data: runs.DataInfo) -> str:
     rows = [[display(r["arch"], r["depth"]), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}"] for r in summary]
-    shape = "x".join(map(str, data["image_shape"]))
+    shape = "x".join(map(str, data.image_shape))
     return (
         "<h2>What the shortcuts cost</h2>"
         + table(["network", "parameters", f"MACs per {shape} image (M)"], rows)
@@ -250,7 +250,7 @@ def configuration_section(all_runs: list[runs.RunRecord]) -> str:
         kv: dict = {
             name: f"{o.get('file', '?')} (sha256 {str(o.get('sha256', '?'))[:12]})" for name, o in origins.items()
         }
-        kv["input normalisation"] = resolved.get("normalization")
+        kv["input normalisation"] = resolved.normalization
         return (
             "<h2>Configuration</h2>"
             + '<p class="note">Imported checkpoints: they were trained elsewhere, and how is not recorded in '
@@ -306,31 +306,32 @@ PLUMBING_ROWS = [
 AUTO = ("augment", "warmup", "precision", "compile", "cuda_graphs")
 
 
-def setting(key: str, shared: dict, resolved: dict, data: dict):
+def setting(key: str, shared: dict, resolved: runs.Resolved, data: runs.DataInfo):
     """One row's value, shown once: what an automatic choice resolved to, with 'auto' beside it;
     None when the runs differ in it or it does not apply."""
     if key in ("train_size", "val_size", "test_size"):
-        return None if data.get(key) is None else f"{data[key]:,}"
+        size = getattr(data, key)
+        return None if size is None else f"{size:,}"
     if key == "classes":
-        return len(data["classes"])
+        return len(data.classes)
     if key == "iterations":
-        total, epochs = resolved.get("iterations"), resolved.get("epochs")
+        total, epochs = resolved.iterations, resolved.epochs
         return None if total is None else f"{total:,}" + (f" ({epochs:g} epochs)" if epochs is not None else "")
     if key == "milestones":
-        drops = resolved.get("milestones")
+        drops = resolved.milestones
         return ", ".join(f"{m:,}" for m in drops) if drops and shared.get("schedule") == "step" else None
-    if key == "eval_every" and resolved.get("eval_every") is not None:
-        return f"{resolved['eval_every']:,} iterations"
+    if key == "eval_every" and resolved.eval_every is not None:
+        return f"{resolved.eval_every:,} iterations"
     if key == "processes":
-        return resolved.get("processes")
+        return resolved.processes
     value = shared.get(key)
-    if key in AUTO and key in resolved:
-        became = resolved[key]
+    if key in AUTO and getattr(resolved, key) is not None:
+        became = getattr(resolved, key)
         became = ("on" if became else "off") if isinstance(became, bool) else became
         return f"{became} (auto)" if value == "auto" else became
     if key == "linear_warmup":
         return f"{value:,} iterations" if value else None
-    warm = resolved.get("warmup") is not False
+    warm = resolved.warmup is not False
     if (key == "warmup_error" and not warm) or (key == "warmup_lr" and not warm and not shared.get("linear_warmup")):
         return None  # no warm-up used it
     if key == "image_size" and value is None:

@@ -187,16 +187,88 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").exists()
 
 
+def known_fields(cls, section: str, d: dict, path: Path) -> dict:
+    """The keys of a config.json section that `cls` has, each value checked; one sentence for an
+    unknown key or a bad value."""
+    checks = schema.RESOLVED if section == "resolved" else schema.DATA
+    unknown = sorted(set(d) - set(checks))
+    bad = [f"{section}.{k}" for k in cls.REQUIRED if k not in d] + schema.wrong_fields(section, d, checks)
+    if unknown or bad:
+        what = f"unknown keys in {section}: {', '.join(map(str, unknown))[:200]}" if unknown else ""
+        what = what or f"{', '.join(bad)} missing or of the wrong type"
+        raise UserError(f"{path} is damaged: {what}.")
+    return d
+
+
+@dataclass
+class Resolved:
+    """config.json's `resolved`: what a run's settings became (the counts measured on the built
+    network, the length in iterations, what each `auto` chose). None: not recorded, as for a
+    network trained elsewhere (its length) or one built rather than trained."""
+
+    parameters: int
+    macs: int
+    normalization: dict | None = None  # {"mean": [...], "std": [...]}, one value per input channel
+    iterations: int | None = None
+    milestones: list[int] = field(default_factory=list)
+    epochs: float | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    batch_per_process: int | None = None
+    processes: int | None = None
+    eval_every: int | None = None
+    augment: bool | None = None
+    augment_pad: int | None = None
+    warmup: bool | None = None
+    precision: str | None = None
+    compile: bool | None = None
+    cuda_graphs: bool | None = None
+    batchnorm: str | None = None
+
+    REQUIRED = ("parameters", "macs")
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}
+
+    @classmethod
+    def from_json(cls, d: dict, path: Path) -> Resolved:
+        return cls(**known_fields(cls, "resolved", d, path))
+
+
+@dataclass
+class DataInfo:
+    """config.json's `data`: what the run was trained on (sizes None: not recorded, as for a
+    network trained elsewhere)."""
+
+    name: str
+    classes: list[str]
+    image_shape: list[int]  # channels, height, width, after any resizing
+    train_size: int | None = None
+    val_size: int | None = 0
+    test_size: int | None = None
+    source: str | None = None
+    resized_from: list[int] | None = None
+
+    REQUIRED = ("name", "classes", "image_shape")
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}
+
+    @classmethod
+    def from_json(cls, d: dict, path: Path) -> DataInfo:
+        return cls(**known_fields(cls, "data", d, path))
+
+
 @dataclass
 class RunConfig:
     """config.json: how a run was trained (train), the network (model), what the settings
-    resolved to (resolved: iterations, milestones, normalization, parameters, MACs...), the data,
-    the environment, and for runs reslab did not train, where they came from."""
+    resolved to (Resolved), the data (DataInfo), the environment, and for runs reslab did not
+    train, where they came from."""
 
     train: TrainConfig
     model: ModelConfig
-    resolved: dict
-    data: dict
+    resolved: Resolved
+    data: DataInfo
     environment: dict = field(default_factory=dict)
     imported: dict | None = None  # a checkpoint trained elsewhere (pretrained.py)
     constructed: dict | None = None  # a deeper net built from a shallower one (analysis/construct.py)
@@ -206,8 +278,8 @@ class RunConfig:
         d = {
             "train": asdict(self.train),
             "model": self.model.to_dict(),
-            "resolved": self.resolved,
-            "data": self.data,
+            "resolved": self.resolved.to_json(),
+            "data": self.data.to_json(),
             "environment": self.environment,
         }
         d.update({k: getattr(self, k) for k in ("imported", "constructed") if getattr(self, k) is not None})
@@ -227,31 +299,27 @@ class RunConfig:
         except (UserError, TypeError) as e:
             raise UserError(f"{path} is damaged: its train section is not valid ({e}).") from None
         model = ModelConfig.from_dict(d["model"], path)
-        wanted = {("resolved", "parameters"): int, ("resolved", "macs"): int, ("data", "name"): str}
-        bad = [f"{s}.{k}" for (s, k), t in wanted.items() if type(d[s].get(k)) is not t]
-        bad = bad or schema.wrong_fields("resolved", d["resolved"], schema.RESOLVED)
-        bad = bad or schema.wrong_fields("data", d["data"], schema.DATA)
+        resolved, data = Resolved.from_json(d["resolved"], path), DataInfo.from_json(d["data"], path)
         extra = {k: d.get(k) for k in ("environment", "imported", "constructed")}
-        bad += [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
+        bad = [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
         if bad:
             raise UserError(f"{path} is damaged: {', '.join(bad)} missing or of the wrong type.")
         return cls(
             train,
             model,
-            d["resolved"],
-            d["data"],
+            resolved,
+            data,
             extra["environment"] or {},
             **{k: extra[k] for k in ("imported", "constructed")},
         )
 
-    # The fields from_json checks, by name (the rest of resolved and data is shown as recorded).
-    parameters = property(lambda self: self.resolved["parameters"])
-    macs = property(lambda self: self.resolved["macs"])
-    dataset = property(lambda self: self.data["name"])
+    parameters = property(lambda self: self.resolved.parameters)
+    macs = property(lambda self: self.resolved.macs)
+    dataset = property(lambda self: self.data.name)
 
     def normalization(self, path: Path = Path("config.json")) -> tuple[list[float], list[float]]:
         """The per-channel mean and std the run's inputs were normalised with."""
-        norm = self.resolved.get("normalization")
+        norm = self.resolved.normalization
         ok = isinstance(norm, dict) and all(
             isinstance(norm.get(k), list)
             and len(norm[k]) == self.model.in_channels

@@ -188,34 +188,34 @@ def setup(
     config = runs.RunConfig(
         train=cfg,
         model=model_cfg,
-        resolved={
-            "iterations": total,
-            "milestones": run.milestones,
-            "batch_size": batch_size,
-            "steps_per_epoch": steps_per_epoch,
-            "epochs": round(total / steps_per_epoch, 2),
-            "warmup": warmup,
-            "augment": augment,
-            "augment_pad": default_pad(h) if augment else 0,
-            "precision": precision,
-            "eval_every": run.eval_every,
-            "compile": run.compile,
-            "cuda_graphs": run.cuda_graphs,
-            "processes": group.world,
-            "batch_per_process": batch_size // group.world,
-            "batchnorm": "global batch" if cfg.sync_bn and group.active else "per process",
-            "normalization": {"mean": mean, "std": std},
+        resolved=runs.Resolved(
+            iterations=total,
+            milestones=run.milestones,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            epochs=round(total / steps_per_epoch, 2),
+            warmup=warmup,
+            augment=augment,
+            augment_pad=default_pad(h) if augment else 0,
+            precision=precision,
+            eval_every=run.eval_every,
+            compile=run.compile,
+            cuda_graphs=run.cuda_graphs,
+            processes=group.world,
+            batch_per_process=batch_size // group.world,
+            batchnorm="global batch" if cfg.sync_bn and group.active else "per process",
+            normalization={"mean": mean, "std": std},
             **describe(model, (c, h, w)),
-        },
-        data={
-            "name": data.name,
-            "classes": data.classes,
-            "image_shape": [c, h, w],
-            "train_size": n,
-            "val_size": 0 if data.val_y is None else len(data.val_y),
-            "test_size": len(data.test_y),
+        ),
+        data=runs.DataInfo(
+            name=data.name,
+            classes=data.classes,
+            image_shape=[c, h, w],
+            train_size=n,
+            val_size=0 if data.val_y is None else len(data.val_y),
+            test_size=len(data.test_y),
             **data.info,
-        },
+        ),
         environment=accel.environment(device),
     )
     return run, config
@@ -323,6 +323,8 @@ class TrainState:
         if cfg.sync_bn and run.group.active:
             run.model = distributed.convert_sync_bn(run.model, dev)
         run.model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+        # Every step sets the schedule's lr (step.set_lr) before it updates; the lr given here is
+        # only there because torch 2.1 (which reslab supports) requires one.
         opt = torch.optim.SGD(run.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return cls(
             model=run.model,

@@ -58,7 +58,7 @@ def construct_deeper(shallow: CifarNet, depth: int, seed: int = 0) -> tuple[Cifa
 
 
 # What a constructed net has not done: the source's training length and schedule are not its own.
-UNTRAINED = ("iterations", "milestones", "epochs", "steps_per_epoch", "eval_every")
+UNTRAINED = ("iterations", "epochs", "steps_per_epoch", "eval_every")
 SAME_OUTPUTS = 1e-4  # largest logit difference still called "the same" (fp32 sums in another order)
 
 
@@ -156,8 +156,8 @@ def analyze(
 
 def budget(config) -> str:
     """The source run's dataset, length and seed, for the figure's title."""
-    c, h, w = config.data["image_shape"]
-    iterations = config.resolved.get("iterations")
+    c, h, w = config.data.image_shape
+    iterations = config.resolved.iterations
     length = f"{iterations:,} iterations" if iterations is not None else "trained elsewhere"
     return f"{config.dataset} ({h}x{w}), {length}, seed {config.train.seed}"
 
@@ -212,12 +212,12 @@ def save_constructed(model, source_config, out: Path, result: dict) -> None:
         model=model.config,
         train=dataclasses.replace(source_config.train, depth=model.config.depth),
         # Its own counts; it has not been trained, so no iterations or lr drops of its own.
-        resolved={
-            **{k: v for k, v in source_config.resolved.items() if k not in UNTRAINED},
-            **describe(model, source_config.data["image_shape"]),
-            "iterations": None,
-            "milestones": [],
-        },
+        resolved=dataclasses.replace(
+            source_config.resolved,
+            **{k: None for k in UNTRAINED},
+            milestones=[],
+            **describe(model, source_config.data.image_shape),
+        ),
         constructed={k: result[k] for k in ("source", "from_depth", "depth", "identity_blocks")},
     )
     with runs.run_lock(out):
