@@ -243,13 +243,7 @@ def add_demo(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 56], help="default 20,56")
-    p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
-    p.add_argument(
-        "--seed",
-        type=non_negative_int,
-        default=0,
-        help="the first seed: --seed 3 trains seed 3 alone, --seed 3 --seeds 2 seeds 3 and 4 (default %(default)s)",
-    )
+    add_seed_options(p)
     p.add_argument("--epochs", type=float, help="default 30 on digits, 15 elsewhere")
     p.add_argument(
         "--subset", type=positive_int, help="training images (default: all on digits, 5000 elsewhere on a CPU)"
@@ -260,6 +254,17 @@ def add_demo(sub) -> argparse.ArgumentParser:
     add_overwrite_option(p)
     add_tensorboard_option(p, "each run's RUN/tensorboard, so that tensorboard --logdir OUT shows the whole grid live")
     return p
+
+
+def add_seed_options(p) -> None:
+    """--seeds and --seed, for the grids (demo and experiment)."""
+    p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (from --seed on), default 1")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="the first seed: --seed 3 trains seed 3 alone, --seed 3 --seeds 2 seeds 3 and 4 (default %(default)s)",
+    )
 
 
 def add_experiment(sub) -> argparse.ArgumentParser:
@@ -287,7 +292,7 @@ def add_experiment(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 32, 44, 56], help="default 20,32,44,56")
-    p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1), default 1")
+    add_seed_options(p)
     p.add_argument(
         "--shortcut",
         choices=CHOICES["shortcut"],
@@ -586,7 +591,7 @@ def cmd_experiment(args) -> int:
         for d in preset.in_force(vars(args)):
             print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
-    cells = (split_archs(args.archs), args.depths, list(range(args.seeds)))
+    cells = (split_archs(args.archs), args.depths, list(range(args.seed, args.seed + args.seeds)))
     return finish(out, run_grid(out, base, *cells, spec, make_backend(args), args.overwrite))
 
 
