@@ -16,7 +16,7 @@ from typing import Protocol
 from reslab import runs
 from reslab.config import TrainConfig
 from reslab.errors import ExperimentInterrupted, UserError
-from reslab.signals import Catching
+from reslab.signals import DriverSignals, StopRequest
 
 
 def cell_name(cfg: TrainConfig) -> str:
@@ -65,8 +65,6 @@ BUSY = Busy()
 def init_worker(threads: int, gpus) -> None:
     """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
     it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
-    from reslab.train import StopRequest
-
     StopRequest.in_worker()
     die_with_parent()
     parent = os.getppid()
@@ -98,8 +96,6 @@ def die_with_parent() -> None:
 def run_cell(cfg: TrainConfig, run_dir: Path) -> Outcome:
     """Train one cell (resuming it if it was interrupted); never raises, returns its outcome. A
     worker asked to stop before the cell began does not start it."""
-    from reslab.train import StopRequest
-
     if StopRequest.early is not None:
         return Outcome(run_dir.name, "not started", NOT_STARTED)
     with BUSY:
@@ -163,44 +159,6 @@ def stopped_message(exp_dir: Path, outcomes: list[Outcome], cancelled: int) -> s
         + f", {not_started} not started. "
         f"Resume with the same command: it skips the finished cells of {exp_dir} and resumes the others."
     )
-
-
-class DriverSignals(Catching):
-    """Ctrl-C and SIGTERM in the driver of a grid, counted; the backend's wait loop asks first()
-    (cancel the queued cells, ask the running ones to checkpoint) and again() (stop at once)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count, self.handled = 0, False
-
-    def handle(self, signum, frame):
-        self.count += 1
-
-    def first(self) -> bool:
-        """True once, when the first signal is seen."""
-        if self.count == 1 and not self.handled:
-            self.handled = True
-            return True
-        return False
-
-    def again(self) -> bool:
-        return self.count > 1
-
-    @staticmethod
-    def say_stopping(cancelled: int | None) -> None:
-        queued = "the queued cells" if cancelled is None else f"{cancelled} queued cell(s)"
-        print(
-            f"stopping: {queued} cancelled; the running ones are saving a checkpoint "
-            "(Ctrl-C again to stop them at once)",
-            file=sys.stderr,
-        )
-
-    @staticmethod
-    def at_once(exp_dir: Path) -> ExperimentInterrupted:
-        return ExperimentInterrupted(
-            "stopped at once; the running cells lost the steps since their last checkpoint. "
-            f"Resume with the same command (it skips finished cells and resumes the others in {exp_dir})."
-        )
 
 
 class Pending(Protocol):

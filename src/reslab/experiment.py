@@ -236,7 +236,7 @@ def run_experiment(
     exp_dir = Path(exp_dir)
     runs.claim_dir(exp_dir, "experiment")
     if any(c.tensorboard for c in cells):
-        from reslab.train import check_tensorboard
+        from reslab.progress import check_tensorboard
 
         check_tensorboard()
     stale = stale_cells(exp_dir, cells)

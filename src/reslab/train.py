@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import sys
 import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from reslab import accel, distributed, files, runs, schema, step
+from reslab import accel, distributed, runs, schema, step
 from reslab.augment import default_pad
 from reslab.config import TrainConfig
 from reslab.data import Dataset, load_dataset, prepare, resize
 from reslab.errors import UserError, one_line
 from reslab.evaluate import score
 from reslab.models import build_model, describe, state_mismatch
-from reslab.signals import STOP_SIGNALS, Catching
+from reslab.progress import Progress
+from reslab.signals import StopRequest
 
 PAPER_ITERATIONS = 64_000
 SEEDING = threading.Lock()
@@ -68,42 +68,8 @@ def lr_at(
     return base_lr * 0.1 ** sum(iteration >= m for m in milestones)
 
 
-class StopRequest(Catching):
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is never taken
-    in the middle of an optimizer update. A second Ctrl-C interrupts at once, except in a worker
-    of an experiment: there every signal is only a request to stop (a dying driver can send
-    several), and one that arrives between cells keeps the next cell from starting."""
-
-    worker = False
-    early = None  # in a worker: the signal that asked it to stop, if one came
-
-    @classmethod
-    def in_worker(cls) -> None:
-        cls.worker = True
-        for s in STOP_SIGNALS:
-            signal.signal(s, cls.note)
-
-    @classmethod
-    def note(cls, signum, frame) -> None:
-        cls.early = cls.early or signum
-
-    def __init__(self):
-        super().__init__()
-        self.signal = StopRequest.early
-        self.abortable = False  # set while the first step compiles: a stop need not wait for it
-
-    def handle(self, signum, frame):
-        if StopRequest.worker:
-            StopRequest.note(signum, frame)
-        elif self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = self.signal or signum
-        if self.abortable:
-            raise KeyboardInterrupt  # nothing to save: the step being compiled has changed no weight yet
-
-
 @dataclass
-class Run:
+class Plan:
     """What the loop needs besides the config: data on the device, the model, the plan."""
 
     cfg: TrainConfig
@@ -132,7 +98,7 @@ def setup(
     data: Dataset | None = None,
     group: distributed.Group | None = None,
     device: torch.device | None = None,
-) -> tuple[Run, runs.RunConfig]:
+) -> tuple[Plan, runs.RunConfig]:
     """Load data, build the model and resolve every choice; returns the run and its config.json."""
     cfg.validate()
     group = group or distributed.Group()
@@ -163,7 +129,7 @@ def setup(
         accel.keep_freed_memory()
     warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and data.augment)
-    run = Run(
+    run = Plan(
         cfg=cfg,
         out=out,
         group=group,
@@ -317,7 +283,7 @@ class TrainState:
     SUMS = ("loss_sum", "wrong", "window_wrong", "first_bad")
 
     @classmethod
-    def start(cls, run: Run) -> TrainState:
+    def start(cls, run: Plan) -> TrainState:
         cfg, dev = run.cfg, run.device
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         if cfg.sync_bn and run.group.active:
@@ -396,7 +362,7 @@ class TrainState:
             if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
                 raise ValueError(f"the running sum {k} is not finite and non-negative")
 
-    def next_batch(self, run: Run) -> tuple[torch.Tensor, float, bool]:
+    def next_batch(self, run: Plan) -> tuple[torch.Tensor, float, bool]:
         """This iteration's image indices (a new data order at each epoch's start), lr and
         whether the warm-up is on."""
         pos = self.iteration % run.steps_per_epoch
@@ -416,7 +382,7 @@ class TrainState:
         return idx, lr, warming
 
 
-def make_step(run: Run, ts: TrainState, log) -> step.Eager:
+def make_step(run: Plan, ts: TrainState, log) -> step.Eager:
     """The training step of this run: eager, or recorded as CUDA graphs (--cuda-graphs)."""
     net = distributed.wrap(ts.model, run.group, run.device)
     if run.compile:
@@ -439,7 +405,40 @@ def make_step(run: Run, ts: TrainState, log) -> step.Eager:
     return step.Eager(inputs, ts.sums)
 
 
-def resume_from(run: Run, ts: TrainState, log) -> None:
+class Journal:
+    """What the loop writes into the run directory: metrics, status, checkpoints and the final
+    weights. Rank 0 writes; on the other ranks of a torchrun every call does nothing."""
+
+    def __init__(self, run: Plan):
+        self.run, self.writes = run, run.group.main
+        self.where = process_info()  # for status.json: a grid's driver shows it, tests kill it
+
+    def status(self, state: str, message: str = "", iteration: int = 0) -> None:
+        if self.writes:
+            where = self.where if state == "running" else {}
+            runs.write_status(self.run.out, state, message, iteration=iteration, total=self.run.total, **where)
+
+    def metrics(self, rows: list[dict]) -> None:
+        if self.writes:
+            runs.write_metrics(self.run.out, rows)
+
+    def checkpoint(self, ts: TrainState) -> None:
+        if self.writes:
+            runs.save_checkpoint(self.run.out, ts.capture(self.run.steps_per_epoch))
+
+    def period(self, ts: TrainState) -> None:
+        """An evaluation's record: the checkpoint first, then the metrics it holds, then the status."""
+        self.checkpoint(ts)
+        self.metrics(ts.rows)
+        self.status("running", iteration=ts.iteration)
+
+    def finished(self, ts: TrainState) -> None:
+        if self.writes:
+            runs.save_weights(ts.model, self.run.out / "model.safetensors")
+        self.status("finished", f"finished {self.run.total} iterations", ts.iteration)
+
+
+def resume_from(run: Plan, ts: TrainState, log) -> None:
     """Load the run's checkpoint into ts; rank 0 reads it and hands it to the others (nodes
     need not share a disk)."""
     path = run.out / "checkpoint.pt"
@@ -459,58 +458,54 @@ def resume_from(run: Run, ts: TrainState, log) -> None:
     log(f"resuming {run.out} at iteration {ts.iteration} of {run.total}")
 
 
-def loop(run: Run, resume: bool, progress: bool | None, log) -> dict:
+def loop(run: Plan, resume: bool, progress: bool | None, log) -> dict:
     run.data = run.data.to(run.device)  # the images live on the training device for the whole run
     ts = TrainState.start(run)
     if resume:
         resume_from(run, ts, log)
-    if run.group.main:
-        runs.write_metrics(run.out, ts.rows)  # drops rows a killed process wrote after its last checkpoint
+    journal = Journal(run)
+    journal.metrics(ts.rows)  # drops rows a killed process wrote after its last checkpoint
     train_step = make_step(run, ts, log)
     if ts.iteration == 0:
         log(plan_text(run))
-    bar = make_progress(run, ts.iteration, progress)
-    board = tensorboard_writer(run.out) if run.cfg.tensorboard and run.group.main else None
-    where = process_info()
-    if run.group.main:
-        runs.write_status(run.out, "running", iteration=ts.iteration, total=run.total, **where)
-    period_start = time.perf_counter()
-    compiling = run.compile  # the first step of a compiled run compiles it (a minute on a CPU)
-    with StopRequest() as stop:
-        while ts.iteration < run.total:
-            idx, lr, warming = ts.next_batch(run)
-            with compile_abortable(stop, compiling, run, ts, bar, log):
-                train_step(idx, lr, warming)
-            compiling = False
-            ts.seen += run.batch_size // run.group.world
-            ts.iteration += 1
-            if warming and ts.iteration % WARMUP_WINDOW == 0:
-                end_warmup(ts, run, pool_sums(ts, run.group)["window_wrong"], log)
-            if bar is not None:
-                bar.update(1)
-            if ts.iteration % run.eval_every == 0 or ts.iteration == run.total:
-                row = end_period(run, ts, lr, period_start, bar)
-                record_period(run, ts, row, where, bar, board, log)
-                period_start = time.perf_counter()
-            if stop_requested(stop, run, ts):
-                interrupt(run, ts, period_start, bar)
-    if bar is not None:
-        bar.close()
-    if run.group.main:
-        runs.save_weights(ts.model, run.out / "model.safetensors")
-        runs.write_status(
-            run.out, "finished", f"finished {run.total} iterations", iteration=ts.iteration, total=run.total
-        )
+    shown = Progress(run, ts.iteration, progress, log)
+    try:
+        journal.status("running", iteration=ts.iteration)
+        period_start = time.perf_counter()
+        compiling = run.compile  # the first step of a compiled run compiles it (a minute on a CPU)
+        with StopRequest() as asked:
+            while ts.iteration < run.total:
+                idx, lr, warming = ts.next_batch(run)
+                with compile_abortable(asked, compiling, run, ts, journal, log):
+                    train_step(idx, lr, warming)
+                compiling = False
+                ts.seen += run.batch_size // run.group.world
+                ts.iteration += 1
+                if warming and ts.iteration % WARMUP_WINDOW == 0:
+                    end_warmup(ts, run, pool_sums(ts, run.group)["window_wrong"], log)
+                shown.step()
+                if ts.iteration % run.eval_every == 0 or ts.iteration == run.total:
+                    row = end_period(run, ts, lr, period_start, journal)
+                    ts.rows.append(row)
+                    clear_sums(ts, window=False)  # the warm-up window runs on across evaluations
+                    journal.period(ts)
+                    shown.period(row)
+                    period_start = time.perf_counter()
+                if stop_requested(asked, run, ts):
+                    interrupt(run, ts, period_start, journal)
+    finally:
+        shown.close()
+    journal.finished(ts)
     return ts.rows[-1]
 
 
-def end_period(run: Run, ts: TrainState, lr: float, period_start: float, bar) -> dict:
+def end_period(run: Plan, ts: TrainState, lr: float, period_start: float, journal: Journal) -> dict:
     """The metrics row of the evaluation period that just ended (training sums of all ranks,
-    validation and test scores); raises Diverged on a non-finite loss or weight."""
+    validation and test scores); stops the run as diverged on a non-finite loss or weight."""
     sums = pool_sums(ts, run.group)
     train_loss = sums["loss_sum"] / sums["seen"]
     if not math.isfinite(train_loss):
-        diverged(run, ts, bar)
+        diverged(run, ts, journal)
     ips = sums["seen"] / max(1e-9, time.perf_counter() - period_start)
     row = {
         "epoch": round(ts.iteration / run.steps_per_epoch, 3),
@@ -528,62 +523,63 @@ def end_period(run: Run, ts: TrainState, lr: float, period_start: float, bar) ->
     row["test_loss"], row["test_error"] = score(ts.model, data.test_x, data.test_y, run.mean, run.std, **scoring)
     # A checkpoint is only ever written of weights that are all finite.
     if not (math.isfinite(row["test_loss"]) and finite_weights(ts.model)):
-        diverged(run, ts, bar)
+        diverged(run, ts, journal)
     ts.seconds += time.perf_counter() - period_start
     row.update(seconds=round(ts.seconds, 3), images_per_second=round(ips, 1))
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def record_period(run: Run, ts: TrainState, row: dict, where: dict, bar, board, log) -> None:
-    """Keep the row: checkpoint, metrics.csv, status, progress and TensorBoard."""
-    ts.rows.append(row)
-    clear_sums(ts, window=False)  # the warm-up window runs on across evaluations
-    if run.group.main:
-        runs.save_checkpoint(run.out, ts.capture(run.steps_per_epoch))
-        runs.write_metrics(run.out, ts.rows)
-        runs.write_status(run.out, "running", iteration=ts.iteration, total=run.total, **where)
-    report_progress(bar, row, run, log)
-    if board is not None:
-        for key, value in row.items():
-            if key not in ("epoch", "iteration") and value is not None:
-                board.add_scalar(key, value, ts.iteration)
-        board.flush()
-
-
-def stop_requested(stop: StopRequest, run: Run, ts: TrainState) -> bool:
+def stop_requested(asked: StopRequest, run: Plan, ts: TrainState) -> bool:
     """Whether to stop now; under torchrun every rank votes at the same iterations, so all stop
     at the same one."""
-    asked = (stop.signal or StopRequest.early) is not None  # early: a worker's cells on threads
+    wanted = (asked.signal or StopRequest.early) is not None  # early: a worker's cells on threads
     if run.group.active:
         at_vote = ts.iteration % STOP_VOTE_EVERY == 0 or ts.iteration == run.total
-        asked = at_vote and run.group.any(asked)
-    return asked and ts.iteration < run.total
+        wanted = at_vote and run.group.any(wanted)
+    return wanted and ts.iteration < run.total
 
 
-def interrupt(run: Run, ts: TrainState, period_start: float, bar) -> None:
+def stop(journal: Journal, ts: TrainState, state: str, message: str, error: type[Exception]) -> NoReturn:
+    """The one way the loop ends early: the status says why, then `error` is raised (the
+    progress bar is closed by the loop on the way out)."""
+    journal.status(state, message, ts.iteration)
+    raise error(message)
+
+
+def interrupt(run: Plan, ts: TrainState, period_start: float, journal: Journal) -> NoReturn:
     """Save a checkpoint and say how to resume."""
-    if bar is not None:
-        bar.close()
     ts.seconds += time.perf_counter() - period_start
     pool_sums(ts, run.group)
     distributed.share_buffers(ts.model, run.group)
-    if run.group.main:
-        runs.save_checkpoint(run.out, ts.capture(run.steps_per_epoch))
-    msg = (
+    journal.checkpoint(ts)
+    stop(
+        journal,
+        ts,
+        "interrupted",
         f"interrupted at iteration {ts.iteration} of {run.total}; checkpoint saved. "
-        f"Resume with the same command and --resume (reslab train ... --out {run.out} --resume)."
+        f"Resume with the same command and --resume (reslab train ... --out {run.out} --resume).",
+        Interrupted,
     )
-    if run.group.main:
-        runs.write_status(run.out, "interrupted", msg, iteration=ts.iteration, total=run.total)
-    raise Interrupted(msg)
+
+
+def diverged(run: Plan, ts: TrainState, journal: Journal) -> NoReturn:
+    first_bad = int(run.group.first(ts.sums.first_bad).item())
+    last = int(ts.rows[-1]["iteration"]) if ts.rows else 0
+    kept = f"the last good checkpoint (iteration {last}) is kept" if ts.rows else "no checkpoint had been written yet"
+    where = (
+        f"the loss became NaN or infinite at iteration {first_bad}"
+        if first_bad > 0
+        else f"the weights or the test loss became NaN or infinite by iteration {ts.iteration}"
+    )
+    stop(journal, ts, "diverged", f"training diverged: {where}; {kept}. Lower --lr or turn on --warmup.", Diverged)
 
 
 @contextlib.contextmanager
-def compile_abortable(stop: StopRequest, compiling: bool, run: Run, ts: TrainState, bar, log):
+def compile_abortable(asked: StopRequest, compiling: bool, run: Plan, ts: TrainState, journal: Journal, log):
     """While the first step compiles, a stop ends the run at once (nothing has changed since the
     last checkpoint)."""
     # One process only: under torchrun the ranks must agree on the step they stop at.
-    abortable = stop.abortable = compiling and not run.group.active
+    abortable = asked.abortable = compiling and not run.group.active
     if compiling:  # said only now, once a stop can end the compile at once
         log("compiling the training step (torch.compile): the first iteration takes a minute or so")
     try:
@@ -592,9 +588,17 @@ def compile_abortable(stop: StopRequest, compiling: bool, run: Run, ts: TrainSta
     except KeyboardInterrupt:
         if not abortable:
             raise
-        stopped_while_compiling(run, ts, bar)
+        stop(
+            journal,
+            ts,
+            "interrupted",
+            f"interrupted while compiling the training step, at iteration {ts.iteration} of {run.total} "
+            "(nothing was lost: the run is as its last checkpoint left it). Resume with the same command and "
+            f"--resume (reslab train ... --out {run.out} --resume).",
+            Interrupted,
+        )
     finally:
-        stop.abortable = False
+        asked.abortable = False
 
 
 @contextlib.contextmanager
@@ -609,21 +613,7 @@ def quiet_interrupt(compiling: bool):
         yield
 
 
-def stopped_while_compiling(run: Run, st: TrainState, bar) -> None:
-    """A stop during the compiling first step: no weight has changed since the last checkpoint."""
-    if bar is not None:
-        bar.close()
-    msg = (
-        f"interrupted while compiling the training step, at iteration {st.iteration} of {run.total} "
-        "(nothing was lost: the run is as its last checkpoint left it). Resume with the same command and "
-        f"--resume (reslab train ... --out {run.out} --resume)."
-    )
-    if run.group.main:
-        runs.write_status(run.out, "interrupted", msg, iteration=st.iteration, total=run.total)
-    raise Interrupted(msg)
-
-
-def plan_text(run: Run) -> str:
+def plan_text(run: Plan) -> str:
     """What is about to be trained and for how long, said before it starts: the paper's 64k
     iterations are 182 epochs of its 45k-image split, but thousands on a small dataset."""
     epochs = run.total / run.steps_per_epoch
@@ -679,7 +669,7 @@ def clear_sums(ts: TrainState, window: bool = True) -> None:
         ts.sums.window_wrong.zero_()
 
 
-def end_warmup(ts: TrainState, run: Run, window_wrong: float, log) -> None:
+def end_warmup(ts: TrainState, run: Plan, window_wrong: float, log) -> None:
     """End the warm-up once the training error over the last window is below the threshold, and
     at the latest at the first lr drop, so that it can never hold the lr at 0.01 for good."""
     err = window_wrong / (WARMUP_WINDOW * run.batch_size)
@@ -692,61 +682,7 @@ def end_warmup(ts: TrainState, run: Run, window_wrong: float, log) -> None:
         )
 
 
-def diverged(run: Run, st: TrainState, bar) -> None:
-    if bar is not None:
-        bar.close()
-    first_bad = int(run.group.first(st.sums.first_bad).item())
-    last = int(st.rows[-1]["iteration"]) if st.rows else 0
-    kept = f"the last good checkpoint (iteration {last}) is kept" if st.rows else "no checkpoint had been written yet"
-    where = (
-        f"the loss became NaN or infinite at iteration {first_bad}"
-        if first_bad > 0
-        else f"the weights or the test loss became NaN or infinite by iteration {st.iteration}"
-    )
-    msg = f"training diverged: {where}; {kept}. Lower --lr or turn on --warmup."
-    if run.group.main:
-        runs.write_status(run.out, "diverged", msg, iteration=st.iteration)
-    raise Diverged(msg)
-
-
 def finite_weights(model: torch.nn.Module) -> bool:
     """Whether every floating-point parameter and buffer is finite (one host read)."""
     checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack(checks).all()) if checks else True
-
-
-def tensorboard_writer(out: Path):
-    check_tensorboard()
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(files.own_folder(out / "tensorboard")))
-
-
-def check_tensorboard() -> None:
-    """--tensorboard needs the tensorboard package: said once, before anything trains."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
-
-
-def make_progress(run: Run, start: int, progress: bool | None):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    name = f"{run.cfg.arch}-{run.cfg.depth}"
-    return tqdm(total=run.total, initial=start, desc=name, unit="it", dynamic_ncols=True, leave=False)
-
-
-def report_progress(bar, row: dict, run: Run, log) -> None:
-    text = (
-        f"train err {row['train_error']:.2%} loss {row['train_loss']:.3f} | test err {row['test_error']:.2%}"
-        f" | lr {row['lr']:g} | {row['images_per_second']:.0f} img/s"
-    )
-    if bar is not None:
-        bar.set_postfix_str(text)
-    elif log is not None:
-        log(f"{run.cfg.arch}-{run.cfg.depth} epoch {row['epoch']:g} it {row['iteration']:.0f}/{run.total}: {text}")
