@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cfg, quiet, refused
 from test_experiment import fake_run
-from test_trust import cfg, quiet, refused
 
 from reslab import runs
 from reslab.cli import main
@@ -215,16 +215,17 @@ def test_a_subset_larger_than_the_dataset_is_one_sentence(capsys, tmp_path, comm
 
 def test_a_huge_image_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
     from PIL import Image
-    from test_trust import image_folder
+    from test_data import image_folder
 
     from reslab import data
+    from reslab.data import folder
 
     image_folder(tmp_path / "f", lambda path, _: Image.new("L", (8, 8), 10).save(path))
     big = tmp_path / "f" / "train" / "a" / "0.png"
     with open(big, "wb") as f:  # sparse: 3 GB on paper, nothing on the disk
         f.truncate(3 * 2**30)
     read = []
-    monkeypatch.setattr(data, "file_digest", lambda p, *a: read.append(p) or b"")
+    monkeypatch.setattr(folder, "file_digest", lambda p, *a: read.append(p) or b"")
     with pytest.raises(UserError, match="bytes, more than any image"):
         data.load_dataset(f"imagefolder:{tmp_path / 'f'}")
     assert read == []
