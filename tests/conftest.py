@@ -36,3 +36,45 @@ def run_cli(*args, cwd=None, timeout=900):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# The CLI and configurations of the trust tests (bad input, damaged files, foreign folders).
+EXP_QUICK = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32"]
+QUICK = [*EXP_QUICK, "--no-progress"]
+quiet = lambda *_: None  # noqa: E731
+
+
+def cfg(**kw) -> TrainConfig:
+    """plain-8 on the digits, 4 iterations, fp32 on the CPU."""
+    base = dict(dataset="digits", iterations=4, batch_size=32, precision="fp32", device="cpu", arch="plain", depth=8)
+    return TrainConfig(**{**base, **kw})
+
+
+def refused(capsys, argv, *phrases):
+    """The CLI says one sentence and exits 2 (an uncaught exception fails the test with its traceback)."""
+    from reslab.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for p in phrases:
+        assert p in err, err
+    return err
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One finished run (cfg()), shared by the tests that only read it."""
+    from reslab.train import train
+
+    out = tmp_path_factory.mktemp("trained") / "r"
+    train(cfg(), out, log=quiet, progress=False)
+    return out
+
+
+def copy_run(trained, tmp_path):
+    """A copy of the shared run that a test may damage."""
+    import shutil
+
+    shutil.copytree(trained, tmp_path / "r")
+    return tmp_path / "r"

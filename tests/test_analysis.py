@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+from conftest import quiet
 
 from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
 from reslab.models import ARCHS, ModelConfig, build_model
@@ -157,3 +158,118 @@ print("unchanged")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "unchanged", done.stderr
     assert (tmp_path / "r" / "figures" / "responses.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 3: the construct finding says what was measured
+
+
+@pytest.mark.parametrize(
+    "diff,same,words",
+    [
+        (0.0, True, "computes the same outputs"),
+        (0.3, True, "computes different outputs (largest logit difference 3.0e-01, the same predictions"),
+        (2.0, False, "and changes some predictions"),
+    ],
+)
+def test_construct_finding_follows_the_measured_difference(tmp_path, diff, same, words):
+    from test_experiment import fake_run
+
+    from reslab.analysis.construct import section as construct_section
+
+    fake_run(tmp_path, "plain", 8, 0, [0.1], 0.2)
+    result = {
+        "arch": "plain", "depth": 14, "source_label": "plain-8", "identity_blocks": 1, "max_abs_difference": diff,
+        "same_predictions": same, "source_train_error": 0.1, "constructed_train_error": 0.1, "scratch_train_error": 0.3,
+    }  # fmt: skip
+    html = construct_section({"results": [result]}, tmp_path)
+    assert words in html
+    assert ("computes the same outputs" in html) == (diff == 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. long analyses show how far they are (a progress bar with ETA that ends at its total)
+
+
+def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained):
+    from reslab.analysis import load
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    for name in ("lesion", "landscape", "gradients", "identity"):
+        monkeypatch.setattr(load(name), "progress_bar", Bar)
+    out = trained.parent / "analysis-out"
+    load("lesion").analyze([trained], out, limit=50, samples=2)
+    load("landscape").analyze([trained], out, resolution=3, images=50, log=quiet)
+    load("gradients").analyze([trained], out, depths=[8], images=8, points=4)
+    load("identity").analyze(out, max_k=2, steps=2, log=quiet)
+    assert [b.desc.split()[0] for b in bars] == ["lesion", "landscape", "gradients", "identity"]
+    assert all(b.closed and b.n == b.total > 0 for b in bars), [(b.desc, b.n, b.total) for b in bars]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 1: learning the identity, judged at equal convolutions and over depth
+
+
+def identity_result(plain, residual):
+    rows = lambda errors, per: [{"k": c // per, "convs": c, "error": e} for c, e in zip((2, 4, 6, 8), errors)]  # noqa: E731
+    return {"steps": 10, "plain": rows(plain, 1), "residual": rows(residual, 2)}
+
+
+@pytest.mark.parametrize(
+    "plain,residual,holds",
+    [
+        ([0.01, 0.11, 0.39, 0.50], [0.002, 0.003, 0.011, 0.014], True),  # measured shape (lr 0.01, 400 steps)
+        ([0.01, 0.02, 0.02, 0.03], [0.02, 0.03, 0.03, 0.04], False),
+        ([0.01, 0.11, 0.05, 0.50], [0.002, 0.05, 0.011, 0.3], None),
+    ],
+)
+def test_identity_finding_follows_the_trend(plain, residual, holds):
+    from reslab.analysis.identity import finding
+
+    f = finding(identity_result(plain, residual))
+    assert f["holds"] is holds, f["text"]
+
+
+def test_identity_compares_equal_convolutions_on_one_thread(tmp_path):
+    from reslab.analysis import load
+
+    threads = torch.get_num_threads()
+    r = load("identity").analyze(tmp_path, max_k=2, steps=2, log=quiet)
+    assert [(p["convs"], p["k"], q["k"]) for p, q in zip(r["plain"], r["residual"])] == [(2, 2, 1), (4, 4, 2)]
+    assert torch.get_num_threads() == threads  # restored
+
+
+def test_identity_default_learning_rate_is_the_documented_one():
+    import inspect
+
+    from reslab.analysis import identity
+
+    assert inspect.signature(identity.identity_error).parameters["lr"].default == 0.01
+    assert "lr 0.01" in identity.__doc__
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17, item 5: shattering measured on several lines, with its spread
+
+
+def test_gradient_correlation_is_averaged_over_lines_with_its_spread(trained):
+    from reslab.analysis import load
+
+    r = load("gradients").analyze([trained], trained.parent / "grad-out", depths=[8], images=8, points=8, lines=3)
+    for row in r["shattering"]["rows"]:
+        assert len(row["values"]) == 3 and len(set(row["values"])) == 3  # three different lines
+        assert row["correlation"] == pytest.approx(sum(row["values"]) / 3)
+        assert row["correlation_std"] > 0
+    assert len(r["runs"][0]["correlation_trained"]["values"]) == 3

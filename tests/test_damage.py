@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from test_trust import cfg, quiet
+from conftest import cfg, quiet
 
 from reslab import runs
 from reslab.cli import main

@@ -1,4 +1,5 @@
 import gzip
+import os
 import pickle
 import struct
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from reslab import data
+from reslab.config import TrainConfig
 from reslab.data import load_dataset, prepare
 from reslab.errors import UserError
 
@@ -261,3 +263,78 @@ def test_a_downloaded_cifar_archive_is_unpacked_safely(tmp_path, monkeypatch, py
         with pytest.raises(UserError, match="not unpacked"):
             load_dataset("cifar10", tmp_path / f"data-{evil.name[-4:]}")
         assert not (tmp_path / "outside.txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. image folders: 16-bit images and edited files
+
+
+def image_folder(root, make):
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                make(root / split / c / f"{i}.png", i)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    image_folder(tmp_path / "f", lambda p, i: Image.fromarray(ramp).save(p))
+    x = load_image_folder(tmp_path / "f").train_x
+    assert x.shape[1:] == (1, 64, 64)
+    assert float((x == 255).float().mean()) < 0.01  # was 99.9% before: clipped at 255
+    assert abs(float(x.float().mean()) - 127.5) < 1
+
+
+def test_an_edited_image_of_the_same_size_is_decoded_again(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    image_folder(tmp_path / "f", lambda p, i: Image.new("L", (8, 8), 10).save(p))
+    assert int(load_image_folder(tmp_path / "f").train_x.max()) == 10
+    target = tmp_path / "f" / "train" / "a" / "0.png"
+    size = target.stat().st_size
+    Image.new("L", (8, 8), 200).save(target)
+    assert target.stat().st_size == size  # same name, same size: only the content changed
+    assert int(load_image_folder(tmp_path / "f").train_x.max()) == 200
+
+
+def test_image_folder_links_and_bombs_get_a_sentence(tmp_path):
+    from PIL import Image
+
+    from reslab.data import load_image_folder
+
+    image_folder(tmp_path / "f", lambda p, i: Image.new("L", (8, 8), 10).save(p))
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "f" / "train" / "a" / "dangling.png")
+    with pytest.raises(UserError, match="broken or looping link"):
+        load_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "a" / "dangling.png").unlink()
+    os.symlink("loop.png", tmp_path / "f" / "train" / "a" / "loop.png")
+    with pytest.raises(UserError, match="broken or looping link"):
+        load_image_folder(tmp_path / "f")
+    (tmp_path / "f" / "train" / "a" / "loop.png").unlink()
+    Image.new("1", (20000, 20000)).save(tmp_path / "f" / "train" / "a" / "0.png")  # 400 Mpixel, a few KB
+    with pytest.raises(UserError, match="decompression bomb"):
+        load_image_folder(tmp_path / "f")
+
+
+# ---------------------------------------------------------------------------------------------
+# a training subset is scored on a test subset in proportion
+
+
+def test_a_training_subset_is_scored_on_a_test_subset_in_proportion(tmp_path):
+    from reslab.train import setup
+
+    part, config = setup(TrainConfig(dataset="digits", device="cpu", subset=719), tmp_path / "a")
+    assert len(part.data.test_y) == round(359 * 719 / 1438) == config.data.test_size
+    assert sorted(torch.bincount(part.data.test_y).tolist())[0] >= 17  # class-balanced: 18 per class
+    whole, _ = setup(TrainConfig(dataset="digits", device="cpu", subset=719, test_subset=0), tmp_path / "b")
+    assert len(whole.data.test_y) == 359
+    assert torch.equal(part.data.train_x, whole.data.train_x)  # the training images do not depend on it
+    full, _ = setup(TrainConfig(dataset="digits", device="cpu"), tmp_path / "c")
+    assert len(full.data.test_y) == 359

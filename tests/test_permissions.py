@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_trust import cfg, image_folder, quiet
+from conftest import cfg, quiet
+from test_data import image_folder
 
 from reslab.train import train
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch.nn.functional as F
-from test_trust import quiet
+from conftest import quiet
 
 import reslab
 from reslab import models, plots, runs

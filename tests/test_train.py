@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -5,14 +6,14 @@ import time
 
 import pytest
 import torch
-from conftest import small, tiny_data
+from conftest import cfg, quiet, small, tiny_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab import runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.runs import load_checkpoint
-from reslab.train import lr_at, setup, total_iterations, train
+from reslab.train import Diverged, lr_at, setup, total_iterations, train
 
 
 def test_paper_schedule_in_iterations():
@@ -197,7 +198,6 @@ def test_experiment_directory_is_locked(tmp_path):
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import os
 
     ref = train(small(), tmp_path / "ref", data=tiny_data(), progress=False, log=None)
     out = tmp_path / "r"
@@ -264,3 +264,34 @@ def test_training_steps_do_not_wait_on_the_device(tmp_path, monkeypatch, graphs)
         counts.append(counter.count)
     assert counts[0] > 0  # the counter sees the evaluation's reads
     assert counts[1] == counts[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. divergence never keeps a NaN checkpoint
+
+
+def test_divergence_keeps_only_finite_checkpoints(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(Diverged) as e:
+        train(cfg(iterations=40, eval_every=1, lr=1e6), out, log=quiet, progress=False)
+    assert "diverged" in runs.read_status(out)["state"]
+    if (out / "checkpoint.pt").exists():
+        saved = torch.load(out / "checkpoint.pt", weights_only=True)
+        bad = [k for k, v in saved["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        assert bad == []
+        assert f"iteration {saved['iteration']})" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. a newcomer is told how long a run will be before it starts
+
+
+def test_the_papers_length_on_a_small_dataset_is_said_before_training(tmp_path):
+    from reslab.train import plan_text, setup
+
+    run, _ = setup(TrainConfig(dataset="digits", device="cpu"), tmp_path / "r")
+    text = plan_text(run)
+    assert "64,000 iterations" in text and "5,818.2 epochs of 1,438 training images" in text
+    assert "shorten it with --epochs" in text
+    short, _ = setup(TrainConfig(dataset="digits", device="cpu", epochs=3), tmp_path / "s")
+    assert "shorten" not in plan_text(short) and "33 iterations" in plan_text(short)
