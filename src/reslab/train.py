@@ -150,20 +150,27 @@ def setup(
         # A graph bakes in its lr: a cosine schedule, whose lr changes at every iteration, runs eagerly.
         cuda_graphs=cfg.schedule == "step" and step.resolve(cfg.cuda_graphs, device, group.active),
     )
+    return run, run_config(run, model_cfg, mean, std)
+
+
+def run_config(run: Plan, model_cfg, mean: list[float], std: list[float]) -> runs.RunConfig:
+    """config.json of a run about to train: the settings, the network, what every choice resolved
+    to (the counts measured on the built network), the data."""
+    cfg, data, batch_size, group = run.cfg, run.data, run.batch_size, run.group
     c, h, w = data.image_shape
-    config = runs.RunConfig(
+    return runs.RunConfig(
         train=cfg,
         model=model_cfg,
         resolved=runs.Resolved(
-            iterations=total,
+            iterations=run.total,
             milestones=run.milestones,
             batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            epochs=round(total / steps_per_epoch, 2),
-            warmup=warmup,
-            augment=augment,
-            augment_pad=default_pad(h) if augment else 0,
-            precision=precision,
+            steps_per_epoch=run.steps_per_epoch,
+            epochs=round(run.total / run.steps_per_epoch, 2),
+            warmup=run.warmup,
+            augment=run.augment,
+            augment_pad=default_pad(h) if run.augment else 0,
+            precision=run.precision,
             eval_every=run.eval_every,
             compile=run.compile,
             cuda_graphs=run.cuda_graphs,
@@ -171,20 +178,19 @@ def setup(
             batch_per_process=batch_size // group.world,
             batchnorm="global batch" if cfg.sync_bn and group.active else "per process",
             normalization={"mean": mean, "std": std},
-            **describe(model, (c, h, w)),
+            **describe(run.model, (c, h, w)),
         ),
         data=runs.DataInfo(
             name=data.name,
             classes=data.classes,
             image_shape=[c, h, w],
-            train_size=n,
+            train_size=len(data.train_y),
             val_size=0 if data.val_y is None else len(data.val_y),
             test_size=len(data.test_y),
             **data.info,
         ),
-        environment=accel.environment(device),
+        environment=accel.environment(run.device),
     )
-    return run, config
 
 
 def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
