@@ -187,21 +187,31 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").exists()
 
 
-def known_fields(cls, section: str, d: dict, path: Path) -> dict:
-    """The keys of a config.json section that `cls` has, each value checked; one sentence for an
-    unknown key or a bad value."""
-    checks = schema.RESOLVED if section == "resolved" else schema.DATA
-    unknown = sorted(set(d) - set(checks))
-    bad = [f"{section}.{k}" for k in cls.REQUIRED if k not in d] + schema.wrong_fields(section, d, checks)
-    if unknown or bad:
-        what = f"unknown keys in {section}: {', '.join(map(str, unknown))[:200]}" if unknown else ""
-        what = what or f"{', '.join(bad)} missing or of the wrong type"
-        raise UserError(f"{path} is damaged: {what}.")
-    return d
+class Section:
+    """A section of config.json as a dataclass: written without the values it does not know
+    (None), read back key by key, every value checked (schema), an unknown key refused."""
+
+    SECTION = ""
+    CHECKS: dict = {}
+    REQUIRED: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, d: dict, path: Path):
+        unknown = sorted(set(d) - set(cls.CHECKS))
+        bad = [f"{cls.SECTION}.{k}" for k in cls.REQUIRED if k not in d]
+        bad += schema.wrong_fields(cls.SECTION, d, cls.CHECKS)
+        if unknown or bad:
+            what = f"unknown keys in {cls.SECTION}: {', '.join(map(str, unknown))[:200]}" if unknown else ""
+            what = what or f"{', '.join(bad)} missing or of the wrong type"
+            raise UserError(f"{path} is damaged: {what}.")
+        return cls(**d)
 
 
 @dataclass
-class Resolved:
+class Resolved(Section):
     """config.json's `resolved`: what a run's settings became (the counts measured on the built
     network, the length in iterations, what each `auto` chose). None: not recorded, as for a
     network trained elsewhere (its length) or one built rather than trained."""
@@ -225,18 +235,11 @@ class Resolved:
     cuda_graphs: bool | None = None
     batchnorm: str | None = None
 
-    REQUIRED = ("parameters", "macs")
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}
-
-    @classmethod
-    def from_json(cls, d: dict, path: Path) -> Resolved:
-        return cls(**known_fields(cls, "resolved", d, path))
+    SECTION, CHECKS, REQUIRED = "resolved", schema.RESOLVED, ("parameters", "macs")
 
 
 @dataclass
-class DataInfo:
+class DataInfo(Section):
     """config.json's `data`: what the run was trained on (sizes None: not recorded, as for a
     network trained elsewhere)."""
 
@@ -249,14 +252,7 @@ class DataInfo:
     source: str | None = None
     resized_from: list[int] | None = None
 
-    REQUIRED = ("name", "classes", "image_shape")
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}
-
-    @classmethod
-    def from_json(cls, d: dict, path: Path) -> DataInfo:
-        return cls(**known_fields(cls, "data", d, path))
+    SECTION, CHECKS, REQUIRED = "data", schema.DATA, ("name", "classes", "image_shape")
 
 
 @dataclass
