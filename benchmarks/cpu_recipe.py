@@ -37,6 +37,7 @@ RECIPES = {
     "cosine32-1000": dict(schedule="cosine", linear_warmup=200, iterations=1000),
     "cosine16-full": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16),
     "cosine16-10k": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000),
+    "cosine16-full-4000": dict(schedule="cosine", linear_warmup=200, iterations=4000, image_size=16),
     "cosine16-5k": dict(schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=5000),
     "paper16-full": dict(PAPER_SHORT, iterations=2000, image_size=16),
     "cosine16-10k-torchinit": dict(

@@ -7,7 +7,8 @@ import pytest
 
 from reslab import runs
 
-QUICK = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32", "--no-progress"]
+QUICK_GRID = ["--dataset", "digits", "--iterations", "4", "--batch-size", "32"]
+QUICK = [*QUICK_GRID, "--no-progress"]
 
 
 def assert_user_error(result, *phrases):
@@ -126,6 +127,15 @@ def test_demo_writes_an_experiment_directory_with_report(cli, tmp_path):
         assert section in html
     again = cli("demo", "--depths", "8,14", "--epochs", "2", "--out", out)  # finished runs are reused
     assert again.returncode == 0 and "4 of 4 runs already finished" in again.stdout
+
+
+def test_experiment_seed_starts_the_seeds_there(cli, tmp_path):
+    """--seed N: the held-out seeds N, N+1, ... without renaming any folder."""
+    out = tmp_path / "exp"
+    r = cli("experiment", "--archs", "plain", "--depths", "8", "--seeds", "2", "--seed", "3", *QUICK_GRID, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("plain-8-seed*")) == ["plain-8-seed3", "plain-8-seed4"]
+    assert runs.read_config(out / "plain-8-seed4").train.seed == 4
 
 
 @pytest.mark.slow

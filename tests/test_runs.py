@@ -36,6 +36,9 @@ def test_a_config_reads_back_as_it_was_written(tmp_path):
         ("model", "layers", 3, "unknown model fields"),
         ("resolved", "parameters", 1.5, "resolved.parameters"),
         ("data", "name", None, "data.name"),
+        ("resolved", "colour", 1, "unknown keys in resolved: colour"),
+        ("data", "colour", 1, "unknown keys in data: colour"),
+        ("resolved", "milestones", [1, "2"], "resolved.milestones"),
     ],
 )
 def test_a_damaged_field_is_one_sentence_and_nothing_is_written(tmp_path, section, key, value, phrase):

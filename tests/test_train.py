@@ -295,3 +295,25 @@ def test_the_papers_length_on_a_small_dataset_is_said_before_training(tmp_path):
     assert "shorten it with --epochs" in text
     short, _ = setup(TrainConfig(dataset="digits", device="cpu", epochs=3), tmp_path / "s")
     assert "shorten" not in plan_text(short) and "33 iterations" in plan_text(short)
+
+
+def test_the_journal_writes_on_rank_0_only(tmp_path):
+    """Every write of the loop goes through the Journal: on rank 0 it writes status, metrics,
+    checkpoint and weights; on the other ranks of a torchrun it writes nothing at all."""
+    from types import SimpleNamespace
+
+    from reslab.train import Journal
+
+    ts = SimpleNamespace(iteration=3, rows=[], model=None, capture=None)
+    for rank, out in ((1, tmp_path / "rank1"), (0, tmp_path / "rank0")):
+        out.mkdir()
+        plan = SimpleNamespace(out=out, group=SimpleNamespace(main=rank == 0), total=10, steps_per_epoch=5)
+        journal = Journal(plan)
+        journal.status("running", iteration=3)
+        journal.metrics(ts.rows)
+        if rank:
+            journal.checkpoint(ts)  # would fail on rank 0: this ts cannot be captured
+            journal.finished(ts)
+    assert list((tmp_path / "rank1").iterdir()) == []
+    status = runs.read_status(tmp_path / "rank0")
+    assert (status["state"], status["iteration"], status["total"]) == ("running", 3, 10) and "pid" in status
