@@ -14,17 +14,17 @@ class Progress:
     """What a person watches: the progress bar (on a terminal), TensorBoard (--tensorboard) and
     the log. Closed once, however the loop ends."""
 
-    def __init__(self, run, start: int, progress: bool | None, log):
-        self.run, self.log = run, log
-        self.bar = make_progress(run, start, progress)
-        self.board = tensorboard_writer(run.out) if run.cfg.tensorboard and run.group.main else None
+    def __init__(self, plan, start: int, progress: bool | None, log):
+        self.plan, self.log = plan, log
+        self.bar = make_progress(plan, start, progress)
+        self.board = tensorboard_writer(plan.out) if plan.cfg.tensorboard and plan.group.main else None
 
     def step(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
     def period(self, row: dict) -> None:
-        report_progress(self.bar, row, self.run, self.log)
+        report_progress(self.bar, row, self.plan, self.log)
         if self.board is not None:
             for key, value in row.items():
                 if key not in ("epoch", "iteration") and value is not None:
@@ -53,18 +53,18 @@ def check_tensorboard() -> None:
         raise UserError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
 
 
-def make_progress(run, start: int, progress: bool | None):
+def make_progress(plan, start: int, progress: bool | None):
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm import tqdm
 
-    name = f"{run.cfg.arch}-{run.cfg.depth}"
-    return tqdm(total=run.total, initial=start, desc=name, unit="it", dynamic_ncols=True, leave=False)
+    name = f"{plan.cfg.arch}-{plan.cfg.depth}"
+    return tqdm(total=plan.total, initial=start, desc=name, unit="it", dynamic_ncols=True, leave=False)
 
 
-def report_progress(bar, row: dict, run, log) -> None:
+def report_progress(bar, row: dict, plan, log) -> None:
     text = (
         f"train err {row['train_error']:.2%} loss {row['train_loss']:.3f} | test err {row['test_error']:.2%}"
         f" | lr {row['lr']:g} | {row['images_per_second']:.0f} img/s"
@@ -72,4 +72,4 @@ def report_progress(bar, row: dict, run, log) -> None:
     if bar is not None:
         bar.set_postfix_str(text)
     elif log is not None:
-        log(f"{run.cfg.arch}-{run.cfg.depth} epoch {row['epoch']:g} it {row['iteration']:.0f}/{run.total}: {text}")
+        log(f"{plan.cfg.arch}-{plan.cfg.depth} epoch {row['epoch']:g} it {row['iteration']:.0f}/{plan.total}: {text}")

@@ -129,7 +129,7 @@ def setup(
         accel.keep_freed_memory()
     warmup = cfg.warmup == "on" or (cfg.warmup == "auto" and cfg.depth >= 110)
     augment = cfg.augment == "on" or (cfg.augment == "auto" and data.augment)
-    run = Plan(
+    plan = Plan(
         cfg=cfg,
         out=out,
         group=group,
@@ -150,35 +150,35 @@ def setup(
         # A graph bakes in its lr: a cosine schedule, whose lr changes at every iteration, runs eagerly.
         cuda_graphs=cfg.schedule == "step" and step.resolve(cfg.cuda_graphs, device, group.active),
     )
-    return run, run_config(run, model_cfg, mean, std)
+    return plan, run_config(plan, model_cfg, mean, std)
 
 
-def run_config(run: Plan, model_cfg, mean: list[float], std: list[float]) -> runs.RunConfig:
+def run_config(plan: Plan, model_cfg, mean: list[float], std: list[float]) -> runs.RunConfig:
     """config.json of a run about to train: the settings, the network, what every choice resolved
     to (the counts measured on the built network), the data."""
-    cfg, data, batch_size, group = run.cfg, run.data, run.batch_size, run.group
+    cfg, data, batch_size, group = plan.cfg, plan.data, plan.batch_size, plan.group
     c, h, w = data.image_shape
     return runs.RunConfig(
         train=cfg,
         model=model_cfg,
         resolved=runs.Resolved(
-            iterations=run.total,
-            milestones=run.milestones,
+            iterations=plan.total,
+            milestones=plan.milestones,
             batch_size=batch_size,
-            steps_per_epoch=run.steps_per_epoch,
-            epochs=round(run.total / run.steps_per_epoch, 2),
-            warmup=run.warmup,
-            augment=run.augment,
-            augment_pad=default_pad(h) if run.augment else 0,
-            precision=run.precision,
-            eval_every=run.eval_every,
-            compile=run.compile,
-            cuda_graphs=run.cuda_graphs,
+            steps_per_epoch=plan.steps_per_epoch,
+            epochs=round(plan.total / plan.steps_per_epoch, 2),
+            warmup=plan.warmup,
+            augment=plan.augment,
+            augment_pad=default_pad(h) if plan.augment else 0,
+            precision=plan.precision,
+            eval_every=plan.eval_every,
+            compile=plan.compile,
+            cuda_graphs=plan.cuda_graphs,
             processes=group.world,
             batch_per_process=batch_size // group.world,
             batchnorm="global batch" if cfg.sync_bn and group.active else "per process",
             normalization={"mean": mean, "std": std},
-            **describe(run.model, (c, h, w)),
+            **describe(plan.model, (c, h, w)),
         ),
         data=runs.DataInfo(
             name=data.name,
@@ -189,7 +189,7 @@ def run_config(run: Plan, model_cfg, mean: list[float], std: list[float]) -> run
             test_size=len(data.test_y),
             **data.info,
         ),
-        environment=accel.environment(run.device),
+        environment=accel.environment(plan.device),
     )
 
 
@@ -215,7 +215,7 @@ def train(
     quiet = lambda *_: None  # noqa: E731
     log = log or quiet
     with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
-        run, config = group.together(lambda: setup(cfg, out, data, group, device))
+        plan, config = group.together(lambda: setup(cfg, out, data, group, device))
 
         def start() -> dict | None:
             if resume and not runs.is_run_dir(out):
@@ -234,7 +234,7 @@ def train(
         done = group.decide(start)  # on rank 0; the other ranks get its answer (or its error)
         if done is not None:
             return done
-        return loop(run, resume, progress if group.main else False, log if group.main else quiet)
+        return loop(plan, resume, progress if group.main else False, log if group.main else quiet)
 
 
 def check_run_dir(config: runs.RunConfig, out: Path, resume: bool, log) -> dict | None:
@@ -289,22 +289,22 @@ class TrainState:
     SUMS = ("loss_sum", "wrong", "window_wrong", "first_bad")
 
     @classmethod
-    def start(cls, run: Plan) -> TrainState:
-        cfg, dev = run.cfg, run.device
+    def start(cls, plan: Plan) -> TrainState:
+        cfg, dev = plan.cfg, plan.device
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        if cfg.sync_bn and run.group.active:
-            run.model = distributed.convert_sync_bn(run.model, dev)
-        run.model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+        if cfg.sync_bn and plan.group.active:
+            plan.model = distributed.convert_sync_bn(plan.model, dev)
+        plan.model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
         # Every step sets the schedule's lr (step.set_lr) before it updates; the lr given here is
         # only there because torch 2.1 (which reslab supports) requires one.
-        opt = torch.optim.SGD(run.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(plan.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return cls(
-            model=run.model,
+            model=plan.model,
             opt=opt,
             order_gen=torch.Generator().manual_seed(cfg.seed + 1),
             aug_gen=torch.Generator(device=dev).manual_seed(cfg.seed + 2),
             sums=step.Sums.zeros(dev),
-            warmup_until=None if run.warmup else 0,
+            warmup_until=None if plan.warmup else 0,
         )
 
     def capture(self, steps_per_epoch: int) -> dict:
@@ -368,46 +368,46 @@ class TrainState:
             if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
                 raise ValueError(f"the running sum {k} is not finite and non-negative")
 
-    def next_batch(self, run: Plan) -> tuple[torch.Tensor, float, bool]:
+    def next_batch(self, plan: Plan) -> tuple[torch.Tensor, float, bool]:
         """This iteration's image indices (a new data order at each epoch's start), lr and
         whether the warm-up is on."""
-        pos = self.iteration % run.steps_per_epoch
+        pos = self.iteration % plan.steps_per_epoch
         if pos == 0 or self.perm is None:  # (None: resumed mid-epoch, order_gen as the epoch began)
             self.epoch_order_state = self.order_gen.get_state()
-            self.perm = torch.randperm(len(run.data.train_y), generator=self.order_gen).to(run.device)
-        idx = self.perm[pos * run.batch_size : (pos + 1) * run.batch_size]
+            self.perm = torch.randperm(len(plan.data.train_y), generator=self.order_gen).to(plan.device)
+        idx = self.perm[pos * plan.batch_size : (pos + 1) * plan.batch_size]
         warming = self.warmup_until is None
-        cfg = run.cfg
+        cfg = plan.cfg
         lr = (
             cfg.warmup_lr
             if warming
             else lr_at(
-                self.iteration, cfg.lr, run.milestones, cfg.schedule, run.total, cfg.linear_warmup, cfg.warmup_lr
+                self.iteration, cfg.lr, plan.milestones, cfg.schedule, plan.total, cfg.linear_warmup, cfg.warmup_lr
             )
         )
         return idx, lr, warming
 
 
-def make_step(run: Plan, ts: TrainState, log) -> step.Eager:
+def make_step(plan: Plan, ts: TrainState, log) -> step.Eager:
     """The training step of this run: eager, or recorded as CUDA graphs (--cuda-graphs)."""
-    net = distributed.wrap(ts.model, run.group, run.device)
-    if run.compile:
-        net = accel.compiled(net, run.cfg.compile == "on", run.device, log)
+    net = distributed.wrap(ts.model, plan.group, plan.device)
+    if plan.compile:
+        net = accel.compiled(net, plan.cfg.compile == "on", plan.device, log)
     inputs = step.StepInputs(
         net=net,
         opt=ts.opt,
-        train_x=run.data.train_x,
-        train_y=run.data.train_y,
-        mean=run.mean,
-        std=run.std,
-        aug_gen=ts.aug_gen if run.augment else None,
-        pad=default_pad(run.data.image_shape[1]),
-        mine=run.group.shard(run.batch_size),  # this process's slice of every global batch
-        precision=run.precision,
-        memory_format=torch.channels_last if run.cfg.channels_last else torch.contiguous_format,
+        train_x=plan.data.train_x,
+        train_y=plan.data.train_y,
+        mean=plan.mean,
+        std=plan.std,
+        aug_gen=ts.aug_gen if plan.augment else None,
+        pad=default_pad(plan.data.image_shape[1]),
+        mine=plan.group.shard(plan.batch_size),  # this process's slice of every global batch
+        precision=plan.precision,
+        memory_format=torch.channels_last if plan.cfg.channels_last else torch.contiguous_format,
     )
-    if run.cuda_graphs:
-        return step.Graphed(inputs, ts.sums, run.batch_size, strict=run.cfg.cuda_graphs == "on", log=log)
+    if plan.cuda_graphs:
+        return step.Graphed(inputs, ts.sums, plan.batch_size, strict=plan.cfg.cuda_graphs == "on", log=log)
     return step.Eager(inputs, ts.sums)
 
 
@@ -415,22 +415,22 @@ class Journal:
     """What the loop writes into the run directory: metrics, status, checkpoints and the final
     weights. Rank 0 writes; on the other ranks of a torchrun every call does nothing."""
 
-    def __init__(self, run: Plan):
-        self.run, self.writes = run, run.group.main
+    def __init__(self, plan: Plan):
+        self.plan, self.writes = plan, plan.group.main
         self.where = process_info()  # for status.json: a grid's driver shows it, tests kill it
 
     def status(self, state: str, message: str = "", iteration: int = 0) -> None:
         if self.writes:
             where = self.where if state == "running" else {}
-            runs.write_status(self.run.out, state, message, iteration=iteration, total=self.run.total, **where)
+            runs.write_status(self.plan.out, state, message, iteration=iteration, total=self.plan.total, **where)
 
     def metrics(self, rows: list[dict]) -> None:
         if self.writes:
-            runs.write_metrics(self.run.out, rows)
+            runs.write_metrics(self.plan.out, rows)
 
     def checkpoint(self, ts: TrainState) -> None:
         if self.writes:
-            runs.save_checkpoint(self.run.out, ts.capture(self.run.steps_per_epoch))
+            runs.save_checkpoint(self.plan.out, ts.capture(self.plan.steps_per_epoch))
 
     def period(self, ts: TrainState) -> None:
         """An evaluation's record: the checkpoint first, then the metrics it holds, then the status."""
@@ -440,20 +440,20 @@ class Journal:
 
     def finished(self, ts: TrainState) -> None:
         if self.writes:
-            runs.save_weights(ts.model, self.run.out / "model.safetensors")
-        self.status("finished", f"finished {self.run.total} iterations", ts.iteration)
+            runs.save_weights(ts.model, self.plan.out / "model.safetensors")
+        self.status("finished", f"finished {self.plan.total} iterations", ts.iteration)
 
 
-def resume_from(run: Plan, ts: TrainState, log) -> None:
+def resume_from(plan: Plan, ts: TrainState, log) -> None:
     """Load the run's checkpoint into ts; rank 0 reads it and hands it to the others (nodes
     need not share a disk)."""
-    path = run.out / "checkpoint.pt"
-    main = run.group.main
-    saved = run.group.from_main(runs.load_checkpoint(path) if main and path.exists() else None)
+    path = plan.out / "checkpoint.pt"
+    main = plan.group.main
+    saved = plan.group.from_main(runs.load_checkpoint(path) if main and path.exists() else None)
     if saved is None:
         return
     try:
-        ts.restore(saved, run.total)
+        ts.restore(saved, plan.total)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise UserError(
             f"{path} does not fit this run ({one_line(e, 100)}); it is damaged or from another "
@@ -461,88 +461,88 @@ def resume_from(run: Plan, ts: TrainState, log) -> None:
         ) from None
     if not main:  # the saved running sums are the totals of all ranks, kept by rank 0
         clear_sums(ts)
-    log(f"resuming {run.out} at iteration {ts.iteration} of {run.total}")
+    log(f"resuming {plan.out} at iteration {ts.iteration} of {plan.total}")
 
 
-def loop(run: Plan, resume: bool, progress: bool | None, log) -> dict:
-    run.data = run.data.to(run.device)  # the images live on the training device for the whole run
-    ts = TrainState.start(run)
+def loop(plan: Plan, resume: bool, progress: bool | None, log) -> dict:
+    plan.data = plan.data.to(plan.device)  # the images live on the training device for the whole run
+    ts = TrainState.start(plan)
     if resume:
-        resume_from(run, ts, log)
-    journal = Journal(run)
+        resume_from(plan, ts, log)
+    journal = Journal(plan)
     journal.metrics(ts.rows)  # drops rows a killed process wrote after its last checkpoint
-    train_step = make_step(run, ts, log)
+    train_step = make_step(plan, ts, log)
     if ts.iteration == 0:
-        log(plan_text(run))
-    shown = Progress(run, ts.iteration, progress, log)
+        log(plan_text(plan))
+    shown = Progress(plan, ts.iteration, progress, log)
     try:
         journal.status("running", iteration=ts.iteration)
         period_start = time.perf_counter()
-        compiling = run.compile  # the first step of a compiled run compiles it (a minute on a CPU)
+        compiling = plan.compile  # the first step of a compiled run compiles it (a minute on a CPU)
         with StopRequest() as asked:
-            while ts.iteration < run.total:
-                idx, lr, warming = ts.next_batch(run)
-                with compile_abortable(asked, compiling, run, ts, journal, log):
+            while ts.iteration < plan.total:
+                idx, lr, warming = ts.next_batch(plan)
+                with compile_abortable(asked, compiling, plan, ts, journal, log):
                     train_step(idx, lr, warming)
                 compiling = False
-                ts.seen += run.batch_size // run.group.world
+                ts.seen += plan.batch_size // plan.group.world
                 ts.iteration += 1
                 if warming and ts.iteration % WARMUP_WINDOW == 0:
-                    end_warmup(ts, run, pool_sums(ts, run.group)["window_wrong"], log)
+                    end_warmup(ts, plan, pool_sums(ts, plan.group)["window_wrong"], log)
                 shown.step()
-                if ts.iteration % run.eval_every == 0 or ts.iteration == run.total:
-                    row = end_period(run, ts, lr, period_start, journal)
+                if ts.iteration % plan.eval_every == 0 or ts.iteration == plan.total:
+                    row = end_period(plan, ts, lr, period_start, journal)
                     ts.rows.append(row)
                     clear_sums(ts, window=False)  # the warm-up window runs on across evaluations
                     journal.period(ts)
                     shown.period(row)
                     period_start = time.perf_counter()
-                if stop_requested(asked, run, ts):
-                    interrupt(run, ts, period_start, journal)
+                if stop_requested(asked, plan, ts):
+                    interrupt(plan, ts, period_start, journal)
     finally:
         shown.close()
     journal.finished(ts)
     return ts.rows[-1]
 
 
-def end_period(run: Plan, ts: TrainState, lr: float, period_start: float, journal: Journal) -> dict:
+def end_period(plan: Plan, ts: TrainState, lr: float, period_start: float, journal: Journal) -> dict:
     """The metrics row of the evaluation period that just ended (training sums of all ranks,
     validation and test scores); stops the run as diverged on a non-finite loss or weight."""
-    sums = pool_sums(ts, run.group)
+    sums = pool_sums(ts, plan.group)
     train_loss = sums["loss_sum"] / sums["seen"]
     if not math.isfinite(train_loss):
-        diverged(run, ts, journal)
+        diverged(plan, ts, journal)
     ips = sums["seen"] / max(1e-9, time.perf_counter() - period_start)
     row = {
-        "epoch": round(ts.iteration / run.steps_per_epoch, 3),
+        "epoch": round(ts.iteration / plan.steps_per_epoch, 3),
         "iteration": ts.iteration,
         "lr": lr,
         "train_loss": round(train_loss, 6),
         "train_error": round(sums["wrong"] / sums["seen"], 6),
     }
     # Rank 0's BatchNorm running statistics are the model's: the ones evaluated and saved.
-    distributed.share_buffers(ts.model, run.group)
-    scoring = dict(precision=run.precision, channels_last=run.cfg.channels_last, group=run.group)
-    data = run.data
+    distributed.share_buffers(ts.model, plan.group)
+    scoring = dict(precision=plan.precision, channels_last=plan.cfg.channels_last, group=plan.group)
+    data = plan.data
     if data.val_y is not None:
-        row["val_loss"], row["val_error"] = score(ts.model, data.val_x, data.val_y, run.mean, run.std, **scoring)
-    row["test_loss"], row["test_error"] = score(ts.model, data.test_x, data.test_y, run.mean, run.std, **scoring)
+        row["val_loss"], row["val_error"] = score(ts.model, data.val_x, data.val_y, plan.mean, plan.std, **scoring)
+    row["test_loss"], row["test_error"] = score(ts.model, data.test_x, data.test_y, plan.mean, plan.std, **scoring)
     # A checkpoint is only ever written of weights that are all finite.
     if not (math.isfinite(row["test_loss"]) and finite_weights(ts.model)):
-        diverged(run, ts, journal)
+        diverged(plan, ts, journal)
     ts.seconds += time.perf_counter() - period_start
     row.update(seconds=round(ts.seconds, 3), images_per_second=round(ips, 1))
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def stop_requested(asked: StopRequest, run: Plan, ts: TrainState) -> bool:
+def stop_requested(asked: StopRequest, plan: Plan, ts: TrainState) -> bool:
     """Whether to stop now; under torchrun every rank votes at the same iterations, so all stop
     at the same one."""
     wanted = (asked.signal or StopRequest.early) is not None  # early: a worker's cells on threads
-    if run.group.active:
-        at_vote = ts.iteration % STOP_VOTE_EVERY == 0 or ts.iteration == run.total
-        wanted = at_vote and run.group.any(wanted)
-    return wanted and ts.iteration < run.total
+    if plan.group.active:
+        at_vote = ts.iteration % STOP_VOTE_EVERY == 0 or ts.iteration == plan.total
+        wanted = at_vote and plan.group.any(wanted)
+    return wanted and ts.iteration < plan.total
 
 
 def stop(journal: Journal, ts: TrainState, state: str, message: str, error: type[Exception]) -> NoReturn:
@@ -552,24 +552,24 @@ def stop(journal: Journal, ts: TrainState, state: str, message: str, error: type
     raise error(message)
 
 
-def interrupt(run: Plan, ts: TrainState, period_start: float, journal: Journal) -> NoReturn:
+def interrupt(plan: Plan, ts: TrainState, period_start: float, journal: Journal) -> NoReturn:
     """Save a checkpoint and say how to resume."""
     ts.seconds += time.perf_counter() - period_start
-    pool_sums(ts, run.group)
-    distributed.share_buffers(ts.model, run.group)
+    pool_sums(ts, plan.group)
+    distributed.share_buffers(ts.model, plan.group)
     journal.checkpoint(ts)
     stop(
         journal,
         ts,
         "interrupted",
-        f"interrupted at iteration {ts.iteration} of {run.total}; checkpoint saved. "
-        f"Resume with the same command and --resume (reslab train ... --out {run.out} --resume).",
+        f"interrupted at iteration {ts.iteration} of {plan.total}; checkpoint saved. "
+        f"Resume with the same command and --resume (reslab train ... --out {plan.out} --resume).",
         Interrupted,
     )
 
 
-def diverged(run: Plan, ts: TrainState, journal: Journal) -> NoReturn:
-    first_bad = int(run.group.first(ts.sums.first_bad).item())
+def diverged(plan: Plan, ts: TrainState, journal: Journal) -> NoReturn:
+    first_bad = int(plan.group.first(ts.sums.first_bad).item())
     last = int(ts.rows[-1]["iteration"]) if ts.rows else 0
     kept = f"the last good checkpoint (iteration {last}) is kept" if ts.rows else "no checkpoint had been written yet"
     where = (
@@ -581,11 +581,11 @@ def diverged(run: Plan, ts: TrainState, journal: Journal) -> NoReturn:
 
 
 @contextlib.contextmanager
-def compile_abortable(asked: StopRequest, compiling: bool, run: Plan, ts: TrainState, journal: Journal, log):
+def compile_abortable(asked: StopRequest, compiling: bool, plan: Plan, ts: TrainState, journal: Journal, log):
     """While the first step compiles, a stop ends the run at once (nothing has changed since the
     last checkpoint)."""
     # One process only: under torchrun the ranks must agree on the step they stop at.
-    abortable = asked.abortable = compiling and not run.group.active
+    abortable = asked.abortable = compiling and not plan.group.active
     if compiling:  # said only now, once a stop can end the compile at once
         log("compiling the training step (torch.compile): the first iteration takes a minute or so")
     try:
@@ -598,9 +598,9 @@ def compile_abortable(asked: StopRequest, compiling: bool, run: Plan, ts: TrainS
             journal,
             ts,
             "interrupted",
-            f"interrupted while compiling the training step, at iteration {ts.iteration} of {run.total} "
+            f"interrupted while compiling the training step, at iteration {ts.iteration} of {plan.total} "
             "(nothing was lost: the run is as its last checkpoint left it). Resume with the same command and "
-            f"--resume (reslab train ... --out {run.out} --resume).",
+            f"--resume (reslab train ... --out {plan.out} --resume).",
             Interrupted,
         )
     finally:
@@ -619,24 +619,24 @@ def quiet_interrupt(compiling: bool):
         yield
 
 
-def plan_text(run: Plan) -> str:
+def plan_text(plan: Plan) -> str:
     """What is about to be trained and for how long, said before it starts: the paper's 64k
     iterations are 182 epochs of its 45k-image split, but thousands on a small dataset."""
-    epochs = run.total / run.steps_per_epoch
-    cfg = run.cfg
+    epochs = plan.total / plan.steps_per_epoch
+    cfg = plan.cfg
     if cfg.schedule == "cosine":
         lr = f"lr {cfg.lr:g} falling to 0 along a cosine"
     else:
-        lr = f"lr drops at {', '.join(f'{m:,}' for m in run.milestones)}"
+        lr = f"lr drops at {', '.join(f'{m:,}' for m in plan.milestones)}"
     if cfg.linear_warmup:
         lr = f"lr rising from {cfg.warmup_lr:g} over the first {cfg.linear_warmup:,} iterations, then {lr}"
-    side = run.data.image_shape[1]
+    side = plan.data.image_shape[1]
     text = (
-        f"{cfg.arch}-{cfg.depth} on {run.data.name} ({side}x{side}): {run.total:,} iterations of {run.batch_size} "
-        f"images ({epochs:,.1f} epochs of {len(run.data.train_y):,} training images), {lr}, evaluated every "
-        f"{min(run.eval_every, run.total):,} iterations"
+        f"{cfg.arch}-{cfg.depth} on {plan.data.name} ({side}x{side}): {plan.total:,} iterations of {plan.batch_size} "
+        f"images ({epochs:,.1f} epochs of {len(plan.data.train_y):,} training images), {lr}, evaluated every "
+        f"{min(plan.eval_every, plan.total):,} iterations"
     )
-    if epochs > 1000 and run.cfg.iterations is None and run.cfg.epochs is None and run.cfg.scale is None:
+    if epochs > 1000 and plan.cfg.iterations is None and plan.cfg.epochs is None and plan.cfg.scale is None:
         text += "; that is the paper's length, chosen for CIFAR-10: shorten it with --epochs or --iterations"
     return text
 
@@ -675,16 +675,16 @@ def clear_sums(ts: TrainState, window: bool = True) -> None:
         ts.sums.window_wrong.zero_()
 
 
-def end_warmup(ts: TrainState, run: Plan, window_wrong: float, log) -> None:
+def end_warmup(ts: TrainState, plan: Plan, window_wrong: float, log) -> None:
     """End the warm-up once the training error over the last window is below the threshold, and
     at the latest at the first lr drop, so that it can never hold the lr at 0.01 for good."""
-    err = window_wrong / (WARMUP_WINDOW * run.batch_size)
+    err = window_wrong / (WARMUP_WINDOW * plan.batch_size)
     ts.sums.window_wrong.zero_()
-    if err < run.cfg.warmup_error or ts.iteration >= min(run.milestones, default=run.total):
+    if err < plan.cfg.warmup_error or ts.iteration >= min(plan.milestones, default=plan.total):
         ts.warmup_until = ts.iteration
         log(
             f"warm-up ended at iteration {ts.iteration} (training error {err:.1%} over the last "
-            f"{WARMUP_WINDOW} iterations); lr back to {run.cfg.lr:g}"
+            f"{WARMUP_WINDOW} iterations); lr back to {plan.cfg.lr:g}"
         )
 
 
