@@ -244,7 +244,7 @@ def add_demo(sub) -> argparse.ArgumentParser:
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 56], help="default 20,56")
     add_seed_options(p)
-    p.add_argument("--epochs", type=float, help="default 30 on digits, 15 elsewhere")
+    p.add_argument("--epochs", type=float, help="default 15")
     p.add_argument(
         "--subset", type=positive_int, help="training images (default: all on digits, 5000 elsewhere on a CPU)"
     )
