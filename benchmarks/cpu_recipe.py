@@ -67,6 +67,12 @@ seed-101 runs shared it with test runs (load average near 3): their wall times a
 machine's. Runs
 stopped early were stopped by hand once they were clearly behind; their curves up to then are kept.
 
+The rows `cosine16-full-4000` are the preset's recipe at twice its length (`reslab experiment
+degradation --preset cpu --dataset imagefolder:PATH --archs resnet --seeds 2 --seed 102
+--iterations 4000`, two networks at a time, one thread each; the whole experiment took 4,010 s,
+load average near 2 from its own two processes, with light editing beside it): ResNet-20 and
+ResNet-56 only, on seeds 102 and 103, which chose nothing.
+
 Recipes: `paper16-*`: the paper's step schedule (lr / 10 at 50% and 75%), no warm-up;
 `cosine16-*`: lr rising linearly from 0.01 to 0.1 over 200 iterations, then a cosine to 0; `16`:
 images area-averaged to 16x16; `full`: all 50,000 training images, `10k`/`5k`: a class-balanced
