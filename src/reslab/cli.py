@@ -31,14 +31,20 @@ def add_choice(p: argparse.ArgumentParser, name: str, help: str) -> None:
     p.add_argument(f"--{name.replace('_', '-')}", choices=CHOICES[name], default=default(name), help=help)
 
 
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset",
-        default=default("dataset"),
-        help="cifar10, cifar100, mnist, fashion-mnist, digits, synthetic or imagefolder:PATH (default %(default)s)",
-    )
+def add_source_options(
+    p: argparse.ArgumentParser,
+    dataset: str = default("dataset"),
+    dataset_help: str = "cifar10, cifar100, mnist, fashion-mnist, digits, synthetic or imagefolder:PATH "
+    "(default %(default)s)",
+) -> None:
+    """Where the images come from: --dataset, --data-dir, --no-download."""
+    p.add_argument("--dataset", default=dataset, help=dataset_help)
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    add_source_options(p)
     p.add_argument("--subset", type=positive_int, help="train on a class-balanced subset of N training images")
     p.add_argument(
         "--image-size",
@@ -234,13 +240,7 @@ def add_demo(sub) -> argparse.ArgumentParser:
         description="Train plain and residual nets of two depths, print the table and the verdicts "
         "computed from them, and write an experiment directory with report.html.",
     )
-    p.add_argument(
-        "--dataset",
-        default="digits",
-        help="default digits (embedded, no download); also cifar10, imagefolder:PATH, ...",
-    )
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--no-download", dest="download", action="store_false", help=NO_DOWNLOAD_HELP)
+    add_source_options(p, "digits", "default digits (embedded, no download); also cifar10, imagefolder:PATH, ...")
     p.add_argument("--archs", default="plain,resnet", help="default %(default)s")
     p.add_argument("--depths", type=int_list, default=[20, 56], help="default 20,56")
     add_seed_options(p)
