@@ -114,3 +114,30 @@ def test_network_names_parse_and_bad_ones_say_why():
     for bad in ("resnet", "vgg-16", "resnet-x"):
         with pytest.raises(UserError, match="not a network name"):
             parse_net(bad)
+
+
+def _pooled(arch: str, gamma: float, x: torch.Tensor) -> torch.Tensor:
+    """The features the classifier sees, for a net built from seed 0 and given --block-gamma."""
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(arch, 20))
+    if gamma != 1:
+        m.scale_block_gamma(gamma)
+    feats = {}
+    m.linear.register_forward_hook(lambda _m, inp, _out: feats.setdefault("x", inp[0]))
+    m.train()(x)
+    return feats["x"]
+
+
+def test_block_gamma_only_rescales_a_plain_net_but_shrinks_a_residual_branch():
+    torch.manual_seed(1)
+    x = torch.randn(32, 3, 16, 16)
+    # Plain: each next BN undoes the scale, so only the classifier's input is scaled, exactly by gamma.
+    plain1, plain01 = _pooled("plain", 1.0, x), _pooled("plain", 0.1, x)
+    assert torch.allclose(plain01, 0.1 * plain1, rtol=1e-2, atol=1e-4)  # BN eps aside
+    # Residual: the branches add a tenth as much, so the stream stays near what the stem gives it.
+    res1, res01 = _pooled("resnet", 1.0, x), _pooled("resnet", 0.1, x)
+    assert res1.pow(2).mean().sqrt() > 1.5 * res01.pow(2).mean().sqrt()
+    assert not torch.allclose(res01, 0.1 * res1, rtol=0.1)
+    m = build_model(ModelConfig("preact-bottleneck", 29))
+    m.scale_block_gamma(0.25)
+    assert all(bool((b.last_bn.weight == 0.25).all()) for b in m.blocks())

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import refused
 
 from reslab import cli
 from reslab.config import TrainConfig
@@ -158,6 +159,19 @@ def test_torch_init_shrinks_the_conv_weights_and_is_seeded(tmp_path):
     assert 4 < he / torch_ < 8  # PyTorch's default: about 1/6 of He init's squared norm
     assert conv_norm("torch")[0] == torch_ and conv_norm("torch", seed=1)[0] != torch_
     assert config.train.init == "torch"
+
+
+def test_block_gamma_reaches_every_blocks_last_bn_and_config_json(tmp_path, capsys):
+    from reslab.train import setup
+
+    for arch in ("plain", "resnet"):
+        cfg = TrainConfig(arch=arch, depth=14, dataset="synthetic", block_gamma=0.3, iterations=1, device="cpu")
+        run, config = setup(cfg, tmp_path / arch)
+        assert all(bool((b.last_bn.weight == 0.3).all()) for b in run.model.blocks())
+        assert config.train.block_gamma == 0.3
+        # Only the last BN of each block: the first keeps BN's default scale of 1.
+        assert all(bool((b.bn1.weight == 1).all()) for b in run.model.blocks())
+    refused(capsys, ["train", "--block-gamma", "0", "--out", tmp_path / "z"], "--block-gamma", "positive")
 
 
 def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):

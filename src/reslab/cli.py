@@ -117,6 +117,14 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         "conv weights: he (He et al. 2015, the paper's) or torch (PyTorch's default, about 1/6 of the squared "
         "norm); default %(default)s",
     )
+    p.add_argument(
+        "--block-gamma",
+        type=float,
+        default=default("block_gamma"),
+        metavar="G",
+        help="start every block's last BN with scale G, plain and residual alike: in a residual block it scales "
+        "F(x) against the shortcut (default %(default)s, the paper's)",
+    )
     add_choice(
         p,
         "augment",

@@ -46,6 +46,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     linear_warmup: int = 0  # iterations over which the lr rises linearly from warmup_lr to lr (0: none)
     init: str = "he"  # conv weights: he (He et al. 2015, fan-out, the paper's); torch (PyTorch's default)
+    block_gamma: float = 1.0  # initial scale of every block's last BN (1: PyTorch's and the paper's default)
     warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
     warmup_lr: float = 0.01
     warmup_error: float = 0.8
@@ -109,7 +110,7 @@ class TrainConfig:
         --config or read back from a run alike."""
         if sum(v is not None for v in (self.iterations, self.epochs, self.scale)) > 1:
             raise UserError("give at most one of --iterations, --epochs and --scale.")
-        for name in ("iterations", "epochs", "scale", "batch_size", "lr", "warmup_lr", "width"):
+        for name in ("iterations", "epochs", "scale", "batch_size", "lr", "warmup_lr", "width", "block_gamma"):
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}.")

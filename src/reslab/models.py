@@ -136,6 +136,11 @@ class BasicBlock(nn.Module):
             out = out + self.shortcut(x)
         return F.relu(out)
 
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN that scales what the block adds (residual) or passes on (plain)."""
+        return self.bn2
+
     @torch.no_grad()
     def make_identity(self) -> None:
         """Compute the identity (in eval mode, on the non-negative inputs a ReLU leaves): a plain
@@ -165,6 +170,11 @@ class PreActBlock(nn.Module):
         out = self.conv2(F.relu(self.bn2(out)))
         return out + self.shortcut(x)
 
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The branch's last BN, before its last conv."""
+        return self.bn2
+
     @torch.no_grad()
     def make_identity(self) -> None:
         """Compute the identity: nothing follows the branch's last conv, so zero it."""
@@ -193,6 +203,11 @@ class PreActBottleneck(nn.Module):
         out = self.conv2(F.relu(self.bn2(out)))
         out = self.conv3(F.relu(self.bn3(out)))
         return out + self.shortcut(x)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The branch's last BN, before its last conv."""
+        return self.bn3
 
     @torch.no_grad()
     def make_identity(self) -> None:
@@ -289,6 +304,15 @@ class CifarNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def scale_block_gamma(self, gamma: float) -> None:
+        """Start every block's last BN with scale `gamma` instead of 1 (plain and residual alike).
+        In a residual block it scales the branch F(x) against the shortcut, so a small gamma starts
+        the net near the identity (as zero-gamma, Goyal et al. 2017); in a plain block the next
+        BN undoes the scale, so only the classifier's input is scaled."""
+        for block in self.blocks():
+            block.last_bn.weight.fill_(gamma)
 
     def torch_default_init(self) -> None:
         """PyTorch's own default for the convolutions (uniform, bound 1/sqrt(fan_in)): weights with

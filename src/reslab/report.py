@@ -292,7 +292,8 @@ def reproduce_section(exp_dir: Path, all_runs: list[runs.RunRecord]) -> str:
 RECIPE_ROWS = [
     ("dataset", "dataset"), ("train_size", "training images"), ("val_size", "validation images"),
     ("test_size", "test images"), ("classes", "classes"), ("image_size", "image size"), ("shortcut", "shortcut"),
-    ("width", "width"), ("init", "init"), ("init_from", "initial weights"), ("batch_size", "batch size"),
+    ("width", "width"), ("init", "init"), ("block_gamma", "block BN scale at init"),
+    ("init_from", "initial weights"), ("batch_size", "batch size"),
     ("iterations", "iterations"), ("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
     ("schedule", "schedule"), ("milestones", "lr drops at"), ("linear_warmup", "linear warm-up"),
     ("warmup", "warm-up"), ("warmup_lr", "warm-up lr"), ("warmup_error", "warm-up until training error"),

@@ -122,6 +122,8 @@ def setup(
         model = build_model(model_cfg)
         if cfg.init == "torch":
             model.torch_default_init()
+        if cfg.block_gamma != 1.0:
+            model.scale_block_gamma(cfg.block_gamma)
     if cfg.init_from:
         load_initial_weights(model, Path(cfg.init_from))
     precision = accel.resolve_precision(cfg.precision, device)
