@@ -84,6 +84,26 @@ def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
     assert "Runs left out" in html and "synthetic" in html
 
 
+def test_files_written_before_a_setting_existed_read_as_its_default(tmp_path):
+    """A setting added to reslab later (here block_gamma) is missing from older files: those runs
+    trained with its default, so they still belong together and an experiment still resumes."""
+    exp = tmp_path / "exp"
+    cells = grid(cfg(), ["plain", "resnet"], [8], [0])
+    run_experiment(exp, cells, backend=LocalBackend(1), log=quiet)
+    record = runs.read_json(exp / "experiment.json")
+    del record["recipe"]["block_gamma"]
+    runs.write_json(exp / "experiment.json", record)
+    config = runs.read_json(exp / "plain-8-seed0" / "config.json")
+    del config["train"]["block_gamma"]
+    runs.write_json(exp / "plain-8-seed0" / "config.json", config)
+    together, skipped = gather(exp)
+    assert [r.name for r in together] == ["plain-8-seed0", "resnet-8-seed0"] and skipped == []
+    assert runs.differences({"lr": 0.1}, {"lr": 0.1, "block_gamma": 1.0}) == []
+    assert runs.differences({}, {"block_gamma": 0.3}) == ["block_gamma 1 there, 0.3 asked"]
+    outcomes = run_experiment(exp, cells, backend=LocalBackend(1), log=quiet)  # nothing to retrain
+    assert [(o.state, o.skipped) for o in outcomes] == [("finished", True)] * 2
+
+
 def test_analysis_of_a_standalone_run_stays_in_that_run(tmp_path):
     from reslab.analysis import load
 

@@ -571,6 +571,9 @@ def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked
     keys = sorted((set(old) | set(new)) - set(ignore))
     a, b = labels
     show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731  (30 and 2.0 read as 30 and 2)
+    # A setting added to reslab after a file was written is missing from it, and was its default then.
+    default = asdict(TrainConfig())
+    old, new = {**default, **old}, {**default, **new}
     return [f"{k} {show(old.get(k))} {a}, {show(new.get(k))} {b}" for k in keys if old.get(k) != new.get(k)]
 
 
