@@ -47,6 +47,19 @@ RECIPES = {
     "cosine16-10k-lr0.02": dict(
         schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000, lr=0.02, warmup_lr=0.002
     ),
+    "cosine16-1000": dict(schedule="cosine", linear_warmup=200, iterations=1000, image_size=16),
+    "cosine16-1000-gamma0.1": dict(
+        schedule="cosine", linear_warmup=200, iterations=1000, image_size=16, block_gamma=0.1
+    ),
+    "cosine16-1000-gamma0.3": dict(
+        schedule="cosine", linear_warmup=200, iterations=1000, image_size=16, block_gamma=0.3
+    ),
+    "cosine16-1000-bs64": dict(
+        schedule="cosine", linear_warmup=400, iterations=2000, image_size=16, batch_size=64, lr=0.05, warmup_lr=0.005
+    ),
+    "cosine16-full-gamma0.3": dict(
+        schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, block_gamma=0.3
+    ),
     "cosine16-10k-lr0.05": dict(
         schedule="cosine", linear_warmup=200, iterations=2000, image_size=16, subset=10000, lr=0.05, warmup_lr=0.005
     ),
@@ -77,7 +90,12 @@ Recipes: `paper16-*`: the paper's step schedule (lr / 10 at 50% and 75%), no war
 `cosine16-*`: lr rising linearly from 0.01 to 0.1 over 200 iterations, then a cosine to 0; `16`:
 images area-averaged to 16x16; `full`: all 50,000 training images, `10k`/`5k`: a class-balanced
 subset; `-torchinit`: PyTorch's default conv init (`--init torch`); `-lr0.02`: peak lr 0.02 (its
-ramp from 0.002).
+ramp from 0.002); `-1000`: 1,000 iterations instead of 2,000 (a quicker screen, on seed 104);
+`-gammaG`: every block's last BN starts with scale G instead of 1 (`--block-gamma G`, plain and
+residual blocks alike); `-bs64`: batch 64 at lr 0.05 (ramp from 0.005 over 400 iterations) for
+2,000 iterations, the same images seen as 1,000 of batch 128.
+
+The screen on seed 104 ran two networks at a time, one thread each (load average near 2).
 
 """
 EVAL_EVERY = 100
@@ -127,6 +145,20 @@ def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
         "wall_s": round(wall, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
         "curve": [[m["iteration"], m["train_error"]] for m in metrics],
     }  # fmt: skip
+
+
+def add_stopped(recipe: str, net: str, seed: int) -> None:
+    """A run stopped by hand once it was clearly behind: its curve up to then, as a row."""
+    cfg = TrainConfig(arch=net.rsplit("-", 1)[0], depth=int(net.rsplit("-", 1)[1]), seed=seed, **RECIPES[recipe])
+    metrics = _read_metrics(Path(tempfile.gettempdir()) / "reslab-cpu-recipe" / f"{recipe}-{net}-seed{seed}")
+    last = metrics[-1]
+    row = {
+        "recipe": recipe, "net": net, "seed": seed, "config": dataclasses.asdict(cfg),
+        "train_error": last["train_error"], "test_error": last["test_error"], "train_loss": last["train_loss"],
+        "wall_s": None, "loadavg_1m": None, "stopped_at": int(last["iteration"]),
+        "curve": [[m["iteration"], m["train_error"]] for m in metrics],
+    }  # fmt: skip
+    save_results([r for r in load_results() if (r["recipe"], r["net"], r["seed"]) != (recipe, net, seed)] + [row])
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
@@ -213,8 +245,14 @@ def main() -> None:
         metavar=("DIR", "RECIPE", "WALL_S"),
         help="add the finished runs of an experiment directory as rows of RECIPE (its wall time WALL_S) and exit",
     )
+    p.add_argument(
+        "--add-stopped", nargs=3, metavar=("RECIPE", "NET", "SEED"), help="add a run stopped by hand and exit"
+    )
     add_cifar_options(p)
     args = p.parse_args()
+    if args.add_stopped:
+        add_stopped(args.add_stopped[0], args.add_stopped[1], int(args.add_stopped[2]))
+        return
     if args.add_experiment:
         add_experiment(Path(args.add_experiment[0]), args.add_experiment[1], float(args.add_experiment[2]))
         return
