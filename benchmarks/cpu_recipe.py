@@ -74,11 +74,12 @@ of the last 100 iterations (train mode, augmented), test error on 2,000 class-ba
 Seeds 100 and up: the published preset results use seeds 0 and 1, which chose nothing. Their rows
 (`preset cpu (published: seeds 0, 1)`, added with `--add-experiment`) come from `reslab experiment
 degradation --preset cpu`, which trains two networks at a time, one thread each: their wall times
-are per run, and the whole experiment took 3,176 s (`cpu_preset_cifar10_jpeg.md`). The first
-ResNet-56 run of `cosine16-full` shared the CPU with two demo runs for part of its time, and both
-seed-101 runs shared it with test runs (load average near 3): their wall times are not a quiet
-machine's. Runs
-stopped early were stopped by hand once they were clearly behind; their curves up to then are kept.
+are per run (`cpu_preset_cifar10_jpeg.md` has the whole experiment's). The rows `preset cpu before
+--block-gamma 0.3` are the same command before that setting joined the preset (3,176 s in all).
+The first ResNet-56 run of `cosine16-full` shared the CPU with two demo runs for part of its time,
+and both seed-101 runs shared it with test runs (load average near 3): their wall times are not a
+quiet machine's. Runs stopped early were stopped by hand once they were clearly behind; their
+curves up to then are kept.
 
 The rows `cosine16-full-4000` are the preset's recipe at twice its length (`reslab experiment
 degradation --preset cpu --dataset imagefolder:PATH --archs resnet --seeds 2 --seed 102

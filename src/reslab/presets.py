@@ -36,7 +36,7 @@ class Preset:
 
 CPU = Preset(
     name="cpu",
-    summary="the degradation experiment on real CIFAR-10 within an hour on a 2-core CPU",
+    summary="the degradation experiment on real CIFAR-10 in about an hour on a 2-core CPU",
     depths=[20, 56],
     seeds=2,
     train=dict(
@@ -60,7 +60,7 @@ CPU = Preset(
             "length",
             "64,000 iterations",
             "2,000 iterations of 128 images",
-            "what fits in the hour for 2 seeds of plain-20, plain-56, ResNet-20 and ResNet-56",
+            "what fits in about an hour for 2 seeds of plain-20, plain-56, ResNet-20 and ResNet-56",
             ("iterations",),
         ),
         Deviation(
