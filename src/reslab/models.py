@@ -12,6 +12,7 @@ so its checkpoints load without renaming.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -312,7 +313,8 @@ class CifarNet(nn.Module):
         the net near the identity (as zero-gamma, Goyal et al. 2017); in a plain block the next
         BN undoes the scale, so only the classifier's input is scaled."""
         for block in self.blocks():
-            block.last_bn.weight.fill_(gamma)
+            bn = cast(nn.BatchNorm2d, block.last_bn)  # every block class has one
+            bn.weight.fill_(gamma)
 
     def torch_default_init(self) -> None:
         """PyTorch's own default for the convolutions (uniform, bound 1/sqrt(fan_in)): weights with
