@@ -123,7 +123,7 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
         default=default("block_gamma"),
         metavar="G",
         help="start every block's last BN with scale G, plain and residual alike: in a residual block it scales "
-        "F(x) against the shortcut (default %(default)s, the paper's)",
+        "F(x) against the shortcut (default %(default)s: BN's own default, which the paper does not change)",
     )
     add_choice(
         p,
