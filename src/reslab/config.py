@@ -46,7 +46,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     linear_warmup: int = 0  # iterations over which the lr rises linearly from warmup_lr to lr (0: none)
     init: str = "he"  # conv weights: he (He et al. 2015, fan-out, the paper's); torch (PyTorch's default)
-    block_gamma: float = 1.0  # initial scale of every block's last BN (1: PyTorch's and the paper's default)
+    block_gamma: float = 1.0  # initial scale of every block's last BN (1: BN's default; the paper does not say)
     warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
     warmup_lr: float = 0.01
     warmup_error: float = 0.8
