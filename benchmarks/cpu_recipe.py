@@ -130,7 +130,23 @@ def save_results(rows: list[dict]) -> None:
     os.replace(tmp, RESULTS)
 
 
+def run_dir_of(recipe: str, net: str, seed: int) -> Path:
+    """Kept outside the repository, so that a run stopped early leaves its curve behind."""
+    return Path(tempfile.gettempdir()) / "reslab-cpu-recipe" / f"{recipe}-{net}-seed{seed}"
+
+
+def row(recipe: str, net: str, seed: int, config: dict, metrics: list[dict], **extra) -> dict:
+    """One run as a row of the results: its recipe, final errors and training-error curve."""
+    last = metrics[-1]
+    return {
+        "recipe": recipe, "net": net, "seed": seed, "config": config,
+        "train_error": last["train_error"], "test_error": last["test_error"], "train_loss": last["train_loss"],
+        **extra, "curve": [[m["iteration"], m["train_error"]] for m in metrics],
+    }  # fmt: skip
+
+
 def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
+    from reslab.runs import read_metrics
     from reslab.train import train
 
     arch, depth = net.rsplit("-", 1)
@@ -138,41 +154,29 @@ def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
         arch=arch, depth=int(depth), dataset=dataset, seed=seed, eval_every=EVAL_EVERY, test_subset=TEST_IMAGES,
         **RECIPES[recipe],
     )  # fmt: skip
-    # Kept outside the repository, so that a run stopped early leaves its curve behind.
-    run_dir = Path(tempfile.gettempdir()) / "reslab-cpu-recipe" / f"{recipe}-{net}-seed{seed}"
+    run_dir = run_dir_of(recipe, net, seed)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     train(cfg, run_dir, progress=False, log=lambda *_: None)
     wall = time.perf_counter() - t0
-    metrics = _read_metrics(run_dir)
-    last = metrics[-1]
-    return {
-        "recipe": recipe, "net": net, "seed": seed, "config": dataclasses.asdict(cfg),
-        "train_error": last["train_error"], "test_error": last["test_error"], "train_loss": last["train_loss"],
-        "wall_s": round(wall, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
-        "curve": [[m["iteration"], m["train_error"]] for m in metrics],
-    }  # fmt: skip
+    return row(
+        recipe, net, seed, dataclasses.asdict(cfg), read_metrics(run_dir),
+        wall_s=round(wall, 1), loadavg_1m=round(os.getloadavg()[0], 2),
+    )  # fmt: skip
 
 
 def add_stopped(recipe: str, net: str, seed: int) -> None:
     """A run stopped by hand once it was clearly behind: its curve up to then, as a row."""
-    cfg = TrainConfig(arch=net.rsplit("-", 1)[0], depth=int(net.rsplit("-", 1)[1]), seed=seed, **RECIPES[recipe])
-    metrics = _read_metrics(Path(tempfile.gettempdir()) / "reslab-cpu-recipe" / f"{recipe}-{net}-seed{seed}")
-    last = metrics[-1]
-    row = {
-        "recipe": recipe, "net": net, "seed": seed, "config": dataclasses.asdict(cfg),
-        "train_error": last["train_error"], "test_error": last["test_error"], "train_loss": last["train_loss"],
-        "wall_s": None, "loadavg_1m": None, "stopped_at": int(last["iteration"]),
-        "curve": [[m["iteration"], m["train_error"]] for m in metrics],
-    }  # fmt: skip
-    save_results([r for r in load_results() if (r["recipe"], r["net"], r["seed"]) != (recipe, net, seed)] + [row])
+    from reslab.runs import read_config, read_metrics
 
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    from reslab.runs import read_metrics
-
-    return read_metrics(run_dir)
+    run_dir = run_dir_of(recipe, net, seed)
+    metrics = read_metrics(run_dir)
+    new = row(
+        recipe, net, seed, dataclasses.asdict(read_config(run_dir).train), metrics,
+        wall_s=None, loadavg_1m=None, stopped_at=int(metrics[-1]["iteration"]),
+    )  # fmt: skip
+    save_results([r for r in load_results() if (r["recipe"], r["net"], r["seed"]) != (recipe, net, seed)] + [new])
 
 
 def add_experiment(exp_dir: Path, recipe: str, wall_s: float) -> None:
@@ -183,15 +187,12 @@ def add_experiment(exp_dir: Path, recipe: str, wall_s: float) -> None:
     for run in gather(exp_dir)[0]:
         if run.state != "finished":
             continue
-        last = run.metrics[-1]
         rows.append(
-            {
-                "recipe": recipe, "net": f"{run.arch}-{run.depth}", "seed": run.seed,
-                "config": dataclasses.asdict(run.config.train), "train_error": last["train_error"],
-                "test_error": last["test_error"], "train_loss": last["train_loss"], "wall_s": last["seconds"],
-                "loadavg_1m": None, "note": f"a cell of {exp_dir.name}; the whole experiment took {wall_s:.0f} s",
-                "curve": [[m["iteration"], m["train_error"]] for m in run.metrics],
-            }
+            row(
+                recipe, f"{run.arch}-{run.depth}", run.seed, dataclasses.asdict(run.config.train), run.metrics,
+                wall_s=run.metrics[-1]["seconds"], loadavg_1m=None,
+                note=f"a cell of {exp_dir.name}; the whole experiment took {wall_s:.0f} s",
+            )
         )  # fmt: skip
     save_results(rows)
 
