@@ -24,11 +24,12 @@ VERDICT = re.compile(r"^\[(yes|NO|\?|not testable here)\] ([^:]+):")
 ROW = re.compile(r"^(plain|resnet)-(\d+)\s+[\d,]+\s+[\d.]+\s+\d+\s+([\d.]+)")
 
 
-def run(seed: int, out: Path, extra: list[str]) -> dict:
+def run(seed: int, out: Path, extra: list[str], prefix: list[str] = ["-m", "reslab"]) -> dict:  # noqa: B006
+    """One `reslab demo --seed S` alone (prefix: how Python starts reslab's CLI)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-m", "reslab", "demo", "--seed", str(seed), "--out", str(out), *extra],
+        [sys.executable, *prefix, "demo", "--seed", str(seed), "--out", str(out), *extra],
         env=env,
         capture_output=True,
         text=True,

@@ -9,6 +9,12 @@ from pathlib import Path
 
 from reslab.config import TrainConfig
 
+# The demo's settings on top of the user's (the same for every net, plain and residual alike).
+# The paper's warm-up (lr 0.01 until training error < 80%): a demo run has few iterations per
+# epoch, and a 56-layer net started at lr 0.1 can blow up in its first steps on some seeds.
+RECIPE: dict = dict(warmup="on")
+EPOCHS = 15
+
 
 def demo(
     asked: TrainConfig,
@@ -30,11 +36,8 @@ def demo(
     subset = asked.subset or (None if digits or not on_cpu else 5000)
     # 15 epochs of digits: ResNet-56 is below 1% training error by about iteration 110 on seeds
     # 0-4 while plain-56 is still above 40%, so every verdict is settled (benchmarks/results/demo_seeds.md).
-    epochs = asked.epochs or 15
-    # The paper's warm-up (lr 0.01 until training error < 80%) for every net, plain and residual
-    # alike: a demo run has few iterations per epoch, and a 56-layer net started at lr 0.1 can
-    # blow up in its first steps on some seeds.
-    base = dataclasses.replace(asked, subset=subset, epochs=epochs, warmup="on")
+    epochs = asked.epochs or EPOCHS
+    base = dataclasses.replace(asked, subset=subset, epochs=epochs, **RECIPE)
     t0 = time.perf_counter()
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
     arch_list = split_archs(archs)

@@ -1,0 +1,93 @@
+"""The study behind the demo's recipe: which settings settle every verdict of `reslab demo` on
+every seed, in the least time. Each candidate runs the whole demo (`reslab demo --seed S`, its
+recipe swapped in for reslab.demo.RECIPE and EPOCHS) on seeds that the published demo results
+(seeds 0-4, benchmarks/results/demo_seeds.md) do not use, one seed after another, and appends
+each run to benchmarks/results/demo_recipe.json as it comes.
+
+    python benchmarks/demo_recipe.py --recipes gamma0.3-12,preset-12 --seeds 10,11,12,13,14
+    python benchmarks/demo_recipe.py --table     # the markdown table of what was measured so far
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from demo_seeds import run
+
+RESULTS = Path(__file__).resolve().parent / "results" / "demo_recipe.json"
+
+# (epochs, settings): the same for every net, plain and residual. Common to all: digits (8x8, 1,438
+# training images, 11 iterations of 128 per epoch), SGD, momentum 0.9, weight decay 1e-4, lr 0.1,
+# He init, no augmentation. "warmup on" is the paper's: lr 0.01 until training error < 80%.
+RECIPES = {
+    "paper-warmup-15": (15, dict(warmup="on")),
+    "gamma0.3-15": (15, dict(warmup="on", block_gamma=0.3)),
+    "gamma0.3-12": (12, dict(warmup="on", block_gamma=0.3)),
+    "gamma0.3-cosine-12": (12, dict(warmup="on", block_gamma=0.3, schedule="cosine")),
+    # The CPU preset's recipe at the demo's size: a linear warm-up over 10% of the run, then a cosine.
+    "preset-12": (12, dict(warmup="off", block_gamma=0.3, schedule="cosine", linear_warmup=13)),
+    "preset-10": (10, dict(warmup="off", block_gamma=0.3, schedule="cosine", linear_warmup=11)),
+}
+
+
+def run_recipe(name: str, seed: int, out: Path) -> dict:
+    epochs, settings = RECIPES[name]
+    boot = f"import sys, reslab.demo as d; d.RECIPE = {settings!r}; d.EPOCHS = {epochs}; from reslab.cli import main; "
+    r = run(seed, out, [], prefix=["-c", boot + "sys.exit(main(sys.argv[1:]))"])
+    return {"recipe": name, "epochs": epochs, "settings": settings, **r}
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "# The demo's recipe: every verdict on seeds that chose nothing else",
+        "",
+        "Command: `python benchmarks/demo_recipe.py --recipes NAMES --seeds SEEDS` (each run is the whole "
+        "`reslab demo --seed S` with the recipe's settings, one after another on a 2-core CPU). Training error "
+        "in %, the running error of the last epoch's batches; a verdict other than yes is named.",
+        "",
+        "| recipe | seed | plain-20 | plain-56 | ResNet-20 | ResNet-56 | verdicts | wall (s) | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        e = r["train_error"]
+        odd = [f"{c}: {v}" for c, v in r["verdicts"].items() if v not in ("yes", "not testable here")]
+        cells = [f"{e.get(n, float('nan')):.1f}" for n in ("plain-20", "plain-56", "resnet-20", "resnet-56")]
+        lines.append(
+            f"| {r['recipe']} | {r['seed']} | " + " | ".join(cells) + f" | {'; '.join(odd) or 'all yes'} | "
+            f"{r['wall']:.0f} | {r['load']:.2f} |"
+        )
+    lines += ["", "Recipes (epochs; settings on top of the common ones):", ""]
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        epochs, settings = RECIPES[name]
+        lines.append(f"- {name}: {epochs} epochs; " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--seeds", default="10,11,12,13,14")
+    p.add_argument("--table", action="store_true", help="only print and write the table of what was measured")
+    args = p.parse_args()
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    if not args.table:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.recipes.split(","):
+                for seed in map(int, args.seeds.split(",")):
+                    rows.append(run_recipe(name, seed, Path(tmp) / f"{name}-{seed}"))
+                    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+                    print(f"{name} seed {seed}: {rows[-1]['wall']:.0f} s", file=sys.stderr, flush=True)
+    text = table(rows)
+    RESULTS.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
