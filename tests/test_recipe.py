@@ -116,6 +116,35 @@ def test_responses_of_untrained_scales_are_marked_not_testable():
     assert [f["holds"] for f in trained] == [True, True] and not any("testable" in f for f in trained)
 
 
+def test_responses_compare_bn_scales_with_their_own_initial_values():
+    """Nets started with --block-gamma 0.3 whose scales have not moved are untrained too; their
+    scales are far from 1, so only the initial value recorded per layer tells."""
+    from reslab.analysis.responses import findings, layer_responses
+    from reslab.models import ModelConfig, build_model
+
+    def net(arch, depth):
+        torch.manual_seed(depth)
+        m = build_model(ModelConfig(arch, depth, in_channels=1))
+        with torch.no_grad():
+            m.scale_block_gamma(0.3)
+        layers = layer_responses(m, torch.randn(20, 1, 8, 8), block_gamma=0.3)
+        return m, {"arch": arch, "depth": depth, "layers": layers}
+
+    nets = [net("plain", 8), net("resnet", 8), net("resnet", 14)]
+    layers = nets[1][1]["layers"]
+    assert [ly["gamma_init"] for ly in layers] == [1.0] + [1.0, 0.3] * 3
+    assert all(ly["gamma"] == pytest.approx(ly["gamma_init"]) for ly in layers)
+    fresh = findings([r for _, r in nets])
+    assert [f["testable"] for f in fresh] == [False, False] and "initial values" in fresh[0]["text"]
+    for m, r in nets:  # training has moved every scale by a third
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.weight.mul_(1.35)
+        r["layers"] = layer_responses(m, torch.randn(20, 1, 8, 8), block_gamma=0.3)
+    assert not any("testable" in f for f in findings([r for _, r in nets]))
+
+
 def test_figure_titles_name_dataset_budget_and_seeds(tmp_path):
     from test_experiment import fake_run
 
