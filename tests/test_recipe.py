@@ -116,6 +116,23 @@ def test_responses_of_untrained_scales_are_marked_not_testable():
     assert [f["holds"] for f in trained] == [True, True] and not any("testable" in f for f in trained)
 
 
+def test_responses_of_briefly_trained_nets_are_not_testable_whatever_their_scales_did():
+    from reslab.analysis.responses import FIG7_ITERATIONS, findings
+
+    def net(arch, depth, std, iterations):
+        layers = [{"std": std, "std_per_channel": std, "gamma": 0.5, "gamma_init": 1.0}] * 3
+        return {"arch": arch, "depth": depth, "iterations": iterations, "layers": layers}
+
+    demo = findings([net("plain", 20, 0.7, 110), net("resnet", 20, 0.5, 110), net("resnet", 56, 0.3, 110)])
+    assert [f["testable"] for f in demo] == [False, False] and all(f["holds"] is None for f in demo)
+    assert "these trained 110 iterations, under the 32,000" in demo[0]["text"] and "reslab import" in demo[0]["text"]
+    assert "(Measured: Mean std over layers, depth 20: ResNet 0.500 vs plain 0.700" in demo[0]["text"]
+    mixed = findings([net("plain", 20, 0.7, 2000), net("resnet", 20, 0.5, FIG7_ITERATIONS)])
+    assert "these trained 2,000 to 32,000 iterations" in mixed[0]["text"]
+    long = findings([net("plain", 20, 0.7, 64000), net("resnet", 20, 0.5, 64000), net("resnet", 56, 0.3, None)])
+    assert [f["holds"] for f in long] == [True, True] and not any("testable" in f for f in long)
+
+
 def test_responses_compare_bn_scales_with_their_own_initial_values():
     """Nets started with --block-gamma 0.3 whose scales have not moved are untrained too; their
     scales are far from 1, so only the initial value recorded per layer tells."""
