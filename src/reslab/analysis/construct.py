@@ -115,10 +115,18 @@ def summary(r: dict) -> list[str]:
 
 
 def analyze(
-    source: Path, depth: int, out=None, compare: Path | None = None, limit=None, dataset=None, data_dir=None
+    source: Path,
+    depth: int,
+    out=None,
+    compare: Path | None = None,
+    limit=None,
+    dataset=None,
+    data_dir=None,
+    draw: bool = True,
 ) -> dict:
     """Build the deeper identity-extended net, check it equals the source, and compare its
-    training error with what SGD reached from scratch at that depth."""
+    training error with what SGD reached from scratch at that depth. The figure shows every
+    construction in OUT; draw=False leaves it to a later call (it would be drawn over)."""
     src = load_split(source, "train", limit, dataset, data_dir)
     if src.arch not in ARCHS:
         raise UserError(f"cannot construct from a '{src.arch}' network.")
@@ -150,7 +158,8 @@ def analyze(
     results = (read_result(out, "construct") or {}).get("results", [])
     results = [r for r in results if (r["source"], r["depth"]) != (result["source"], depth)] + [result]
     write_result(out, "construct", {"results": results})
-    plot(results, out / "figures" / "construct", budget(src.config))
+    if draw:
+        plot(results, out / "figures" / "construct", budget(src.config))
     return result
 
 
