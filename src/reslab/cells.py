@@ -62,43 +62,9 @@ class Busy:
 BUSY = Busy()
 
 
-# What a worker imports before its first step (torch.optim imports torch._dynamo, seconds on a
-# CPU): the forkserver imports them once, and every worker forked from it starts at once.
-WORKER_MODULES = ["torch._dynamo", "reslab.cells", "reslab.train"]
-
-
-def worker_context():
-    """How local workers start: on Linux forked from Python's forkserver, which has imported
-    WORKER_MODULES (it never touches CUDA or OpenMP, so forking it is safe); elsewhere spawned,
-    each importing torch itself."""
-    import multiprocessing as mp
-
-    if not sys.platform.startswith("linux"):
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_MODULES)
-    return ctx
-
-
-def start_worker_server() -> None:
-    """Start the forkserver now (if workers fork from one), so that its imports overlap the
-    driver's own start-up instead of following it."""
-    if worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
-def init_worker(threads: int, gpus, env: dict | None = None, cwd: str | None = None) -> None:
+def init_worker(threads: int, gpus) -> None:
     """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
-    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan.
-    env and cwd are the driver's now: a worker forked from a forkserver has the server's, from
-    when it started."""
-    if cwd is not None:
-        os.chdir(cwd)
-    if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
+    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
     StopRequest.in_worker()
     die_with_parent()
     parent = os.getppid()
