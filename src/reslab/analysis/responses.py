@@ -314,6 +314,6 @@ def section(r: dict, exp_dir: Path) -> str:
         f"(pre-activation nets: the 3x3 conv's output), on {count(r['images'])} {esc(r['split'])} images in eval "
         "mode. Pooled: one std over images, channels and positions; per channel: the mean over channels of "
         "each channel's std. In eval mode a channel's std after BN is close to its |gamma|. The paper's findings "
-        "concern fully trained networks; after a short run the BN scales are still near their initial value 1, "
-        "and so are the responses.</p>"
+        "concern fully trained networks; after a short run the BN scales are still near their initial values "
+        "(1, or --block-gamma for each block's last BN), and so are the responses.</p>"
     )
