@@ -107,13 +107,22 @@ def test_ctrl_c_stops_cells_sharing_a_process_on_streams(tmp_path):
     check_stopped(out, started)
 
 
-def test_workers_of_a_killed_driver_checkpoint_even_when_signalled_twice(tmp_path):
+@pytest.mark.parametrize("twice", [False, True], ids=["only-the-death", "signalled-twice"])
+def test_workers_of_a_killed_driver_checkpoint_and_exit(tmp_path, twice):
+    """Nothing tells the workers but the driver's death (their own watchdog notices it; a worker
+    forked from a forkserver is not the driver's child), or a dying process group signals them
+    too: either way the running cells checkpoint and no process lives on."""
     out = tmp_path / "exp"
     proc = start(out, jobs=2)
     started = running(out, 2, proc)
-    proc.kill()  # the driver dies at once: its workers get SIGTERM from the kernel (PDEATHSIG)
-    proc.communicate()
-    for s in started.values():  # and then another one, as a dying process group can deliver
+    proc.kill()  # the driver dies at once
+    try:  # the workers hold its output pipes: they end when the last of them has exited
+        proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        for s in started.values():
+            os.kill(s["pid"], signal.SIGKILL)
+        pytest.fail("the workers of the killed driver live on")
+    for s in started.values() if twice else []:
         try:
             os.kill(s["pid"], signal.SIGTERM)
         except ProcessLookupError:

@@ -558,13 +558,16 @@ def cmd_demo(args) -> int:
     from reslab.demo import demo
     from reslab.experiment import LocalBackend
 
+    asked = config_from_args(args)
+    backend = LocalBackend(args.jobs)
+    backend.start_early(len(args.archs.split(",")) * len(args.depths) * args.seeds)
     return demo(
-        config_from_args(args),
+        asked,
         Path(args.out),
         args.archs,
         args.depths,
         args.seeds,
-        LocalBackend(args.jobs),
+        backend,
         overwrite=args.overwrite,
         first_seed=args.seed,
     )
@@ -602,7 +605,9 @@ def cmd_experiment(args) -> int:
             print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
     cells = (split_archs(args.archs), args.depths, list(range(args.seed, args.seed + args.seeds)))
-    return finish(out, run_grid(out, base, *cells, spec, make_backend(args), args.overwrite))
+    backend = make_backend(args)
+    backend.start_early(len(cells[0]) * len(cells[1]) * len(cells[2]))
+    return finish(out, run_grid(out, base, *cells, spec, backend, args.overwrite))
 
 
 def make_backend(args):
