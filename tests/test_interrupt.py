@@ -109,9 +109,9 @@ def test_ctrl_c_stops_cells_sharing_a_process_on_streams(tmp_path):
 
 @pytest.mark.parametrize("twice", [False, True], ids=["only-the-death", "signalled-twice"])
 def test_workers_of_a_killed_driver_checkpoint_and_exit(tmp_path, twice):
-    """Nothing tells the workers but the driver's death (their own watchdog notices it; a worker
-    forked from a forkserver is not the driver's child), or a dying process group signals them
-    too: either way the running cells checkpoint and no process lives on."""
+    """Nothing tells the workers but the driver's death (the kernel's PDEATHSIG, their watchdog),
+    or a dying process group signals them too: either way the running cells checkpoint and no
+    process lives on."""
     out = tmp_path / "exp"
     proc = start(out, jobs=2)
     started = running(out, 2, proc)

@@ -62,82 +62,27 @@ class Busy:
 BUSY = Busy()
 
 
-# What a worker imports before its first step (torch.optim imports torch._dynamo, seconds on a
-# CPU): the forkserver imports them once, and every worker forked from it starts at once.
-WORKER_MODULES = ["torch._dynamo", "reslab.cells", "reslab.train"]
-
-
-def worker_context():
-    """How local workers start: on Linux forked from Python's forkserver, which has imported
-    WORKER_MODULES (it never touches CUDA or OpenMP, so forking it is safe); elsewhere spawned,
-    each importing torch itself."""
-    import multiprocessing as mp
-
-    if not sys.platform.startswith("linux"):
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_MODULES)
-    return ctx
-
-
-def start_worker_server() -> None:
-    """Start the forkserver now (if workers fork from one), so that its imports overlap the
-    driver's own start-up instead of following it."""
-    if worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
-def init_worker(threads: int, gpus, env: dict | None = None, cwd: str | None = None, driver: int | None = None) -> None:
+def init_worker(threads: int, gpus) -> None:
     """Pin a worker process to its share of the machine: some CPU threads, or one GPU; and make
-    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan.
-    env and cwd are the driver's now: a worker forked from a forkserver has the server's, from
-    when it started."""
-    if cwd is not None:
-        os.chdir(cwd)
-    if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
+    it stop (saving a checkpoint) and exit when the driver dies, instead of living on as an orphan."""
     StopRequest.in_worker()
     die_with_parent()
-    threading.Thread(target=watchdog, args=(driver or os.getppid(),), daemon=True).start()
+    parent = os.getppid()
+
+    def watchdog() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        while BUSY.is_set():  # the SIGTERM from the parent's death is making the run checkpoint
+            time.sleep(0.1)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())  # before CUDA is first touched
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def watchdog(driver: int) -> None:
-    """Once the driver has died, ask this worker to stop as a Ctrl-C would (the running cell saves
-    a checkpoint), then exit. A worker forked from a forkserver is not the driver's child, so no
-    PDEATHSIG reaches it, and while it lives the server does too."""
-    wait_for_exit(driver)
-    os.kill(os.getpid(), signal.SIGTERM)
-    while BUSY.is_set():
-        time.sleep(0.1)
-    os._exit(1)
-
-
-def wait_for_exit(pid: int) -> None:
-    """Return once process `pid` has ended (a pidfd turns readable then, even before it is reaped);
-    without pidfds, poll."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    except (AttributeError, OSError):
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.5)
-    select.select([fd], [], [])
 
 
 def die_with_parent() -> None:

@@ -558,16 +558,13 @@ def cmd_demo(args) -> int:
     from reslab.demo import demo
     from reslab.experiment import LocalBackend
 
-    asked = config_from_args(args)
-    backend = LocalBackend(args.jobs)
-    backend.start_early(len(args.archs.split(",")) * len(args.depths) * args.seeds)
     return demo(
-        asked,
+        config_from_args(args),
         Path(args.out),
         args.archs,
         args.depths,
         args.seeds,
-        backend,
+        LocalBackend(args.jobs),
         overwrite=args.overwrite,
         first_seed=args.seed,
     )
@@ -605,9 +602,7 @@ def cmd_experiment(args) -> int:
             print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
     cells = (split_archs(args.archs), args.depths, list(range(args.seed, args.seed + args.seeds)))
-    backend = make_backend(args)
-    backend.start_early(len(cells[0]) * len(cells[1]) * len(cells[2]))
-    return finish(out, run_grid(out, base, *cells, spec, backend, args.overwrite))
+    return finish(out, run_grid(out, base, *cells, spec, make_backend(args), args.overwrite))
 
 
 def make_backend(args):

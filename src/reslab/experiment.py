@@ -29,9 +29,7 @@ from reslab.cells import (
     run_cell,
     run_cells_on_streams,
     signal_workers,
-    start_worker_server,
     stopped_message,
-    worker_context,
 )
 from reslab.config import TrainConfig
 from reslab.errors import ExperimentInterrupted, UserError
@@ -219,8 +217,6 @@ class Backend(Protocol):
 
     def joined(self) -> contextlib.AbstractContextManager: ...  # the cluster, joined before anything is written
 
-    def start_early(self, cells: int) -> None: ...  # what the workers start from, while the driver starts
-
     def run(self, exp_dir: Path, todo: list[TrainConfig], finished, progress) -> None: ...
 
 
@@ -318,12 +314,6 @@ class LocalBackend:
     def joined(self):
         return contextlib.nullcontext()
 
-    def start_early(self, cells: int) -> None:
-        """Start what the workers will fork from now, so that its imports overlap the driver's
-        own start-up; nothing when the cells will train in this process (one job)."""
-        if self.share == "processes" and min(cells, self.jobs or os.cpu_count() or 1) > 1:
-            start_worker_server()
-
     def run(self, exp_dir: Path, todo: list[TrainConfig], finished, progress) -> None:
         run_local(exp_dir, todo, finished, progress, self.jobs, self.runs_per_gpu, self.share)
 
@@ -347,19 +337,17 @@ def run_local(
             if outcome.state == "interrupted":  # the user stopped it: the rest of the grid waits too
                 raise ExperimentInterrupted(stopped_message(exp_dir, [outcome], len(todo) - i - 1))
         return
+    import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = worker_context()
+    ctx = mp.get_context("spawn")
     gpus: Any = None
     if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
         gpus = ctx.Queue()
         for i in range(jobs):
             gpus.put(i % torch.cuda.device_count())
     with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=ctx,
-        initializer=init_worker,
-        initargs=(threads, gpus, dict(os.environ), os.getcwd(), os.getpid()),
+        max_workers=jobs, mp_context=ctx, initializer=init_worker, initargs=(threads, gpus)
     ) as pool:
         futures: set[Any]
         if streams:  # deepest first, dealt round-robin: each process gets a like share of work

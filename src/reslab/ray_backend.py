@@ -159,8 +159,5 @@ class RayBackend:
     def joined(self):
         return cluster(self.address)
 
-    def start_early(self, cells: int) -> None:
-        """Nothing: Ray's workers are the cluster's."""
-
     def run(self, exp_dir: Path, todo: list, finished, progress) -> None:
         run(exp_dir, todo, finished, progress, self.runs_per_gpu, self.cpus_per_run, self.retries)
