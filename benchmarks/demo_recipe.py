@@ -35,6 +35,7 @@ RECIPES = {
     # The CPU preset's recipe at the demo's size: a linear warm-up over 10% of the run, then a cosine.
     "preset-12": (12, dict(warmup="off", block_gamma=0.3, schedule="cosine", linear_warmup=13)),
     "preset-10": (10, dict(warmup="off", block_gamma=0.3, schedule="cosine", linear_warmup=11)),
+    "preset-8": (8, dict(warmup="off", block_gamma=0.3, schedule="cosine", linear_warmup=9)),
 }
 
 
