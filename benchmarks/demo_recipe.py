@@ -55,7 +55,7 @@ def table(rows: list[dict]) -> str:
         "in %, the running error of the last epoch's batches; a training verdict other than yes is named. The two "
         "Fig. 7 (responses) verdicts are left out: these runs judged them by whether the BN scales had moved from "
         '1, which nets started at --block-gamma 0.3 always had ("?" on every run of those recipes); the demo '
-        "now marks them not testable on its 110-iteration nets, with the commands that test them. Wall times "
+        "now marks them not testable on its 88-iteration nets, with the commands that test them. Wall times "
         "are of reslab as it was then (its workers then spawned and imported torch each, seconds more than now) "
         "and are for comparison within this table only; the demo's published times are in demo_seeds.md.",
         "",

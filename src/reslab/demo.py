@@ -14,11 +14,11 @@ from reslab.config import TrainConfig
 # first WARMUP_FRACTION of the run, then falls along a cosine to 0; every block's last BN starts
 # at scale 0.3. With the paper's recipe instead (lr 0.01 until training error < 80%, then 0.1,
 # divided by 10 at 50% and 75%), ResNet-56 was stuck at 15% and 33% training error after 15
-# epochs on 2 of 5 seeds; with this one it reached 0% on all 5 in 10 epochs, while plain-56 stayed
-# above 57% (seeds 10-14, which chose the recipe: benchmarks/results/demo_recipe.md).
+# epochs on 2 of 5 seeds; with this one it reached 0% on all 5 in 12, 10 and 8 epochs, while
+# plain-56 stayed at 54% or more (seeds 10-14, which chose the recipe: benchmarks/results/demo_recipe.md).
 RECIPE: dict = dict(warmup="off", schedule="cosine", block_gamma=0.3)
 WARMUP_FRACTION = 0.1
-EPOCHS = 10
+EPOCHS = 8
 
 
 def demo(
@@ -32,7 +32,7 @@ def demo(
     first_seed: int = 0,
 ) -> int:
     """plain and ResNet at each depth on `asked.dataset`, sized to take under a minute on a CPU:
-    10 epochs of digits (110 iterations), or 10 of a 5,000-image subset of real images on a CPU."""
+    8 epochs of digits (88 iterations), or 8 of a 5,000-image subset of real images on a CPU."""
     t0 = time.perf_counter()
     from reslab.accel import resolve_device
     from reslab.experiment import finish, run_grid, split_archs
