@@ -231,6 +231,14 @@ def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):
         "resnet-8-seed3",
     ]
     assert "x seed 3 on digits" in r.stdout and "constructed plain-14 from plain-8" in r.stdout
+    # The CPU preset's recipe, the same for every net: a linear warm-up over 10% of the run
+    # (1 epoch of 11 iterations here: 1 of them), a cosine, every block's last BN at 0.3.
+    from reslab import runs
+
+    trains = [runs.read_config(d).train for d in out.glob("*-seed3")]
+    assert {(t.schedule, t.block_gamma, t.linear_warmup, t.warmup, t.epochs) for t in trains} == {
+        ("cosine", PRESETS["cpu"].train["block_gamma"], 1, "off", 1.0)
+    }
 
 
 def test_cuda_graphs_stay_off_when_the_lr_changes_every_step(tmp_path):

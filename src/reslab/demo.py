@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from reslab.config import TrainConfig
+from reslab.presets import CPU
 
 # The demo's settings on top of the user's, the same for every net (plain and residual alike):
 # the CPU preset's recipe (reslab.presets.CPU). The lr rises linearly from 0.01 to 0.1 over the
@@ -16,8 +17,8 @@ from reslab.config import TrainConfig
 # divided by 10 at 50% and 75%), ResNet-56 was stuck at 15% and 33% training error after 15
 # epochs on 2 of 5 seeds; with this one it reached 0% on all 5 in 12, 10 and 8 epochs, while
 # plain-56 stayed at 54% or more (seeds 10-14, which chose the recipe: benchmarks/results/demo_recipe.md).
-RECIPE: dict = dict(warmup="off", schedule="cosine", block_gamma=0.3)
-WARMUP_FRACTION = 0.1
+RECIPE: dict = dict(warmup="off", schedule=CPU.train["schedule"], block_gamma=CPU.train["block_gamma"])
+WARMUP_FRACTION = CPU.train["linear_warmup"] / CPU.train["iterations"]  # 0.1
 EPOCHS = 8
 
 

@@ -107,7 +107,7 @@ def overall(outcomes: list[bool | None]) -> bool | None:
 
 # Fig. 7 is about networks trained with the paper's schedule (64k iterations). A reslab run
 # shorter than FIG7_ITERATIONS (half of it, up to the first lr drop) is not that: its responses
-# still carry much of the initialisation (a 110-iteration demo's do, whatever its scales did). Nets
+# still carry much of the initialisation (a demo's 88 iterations do, whatever its scales did). Nets
 # trained elsewhere (imported: no iteration count) are taken as trained. And while every net's BN
 # scales |gamma| are still, on average, within GAMMA_MOVED of their initial values (1, or
 # --block-gamma for a block's last BN), the responses show the initialisation whatever the length.
