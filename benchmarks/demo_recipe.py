@@ -42,7 +42,7 @@ RECIPES = {
 def run_recipe(name: str, seed: int, out: Path) -> dict:
     epochs, settings = RECIPES[name]
     boot = f"import sys, reslab.demo as d; d.RECIPE = {settings!r}; d.EPOCHS = {epochs}; from reslab.cli import main; "
-    r = run(seed, out, [], prefix=["-c", boot + "sys.exit(main(sys.argv[1:]))"])
+    r = run(seed, out, [], prefix=("-c", boot + "sys.exit(main(sys.argv[1:]))"))
     return {"recipe": name, "epochs": epochs, "settings": settings, **r}
 
 
@@ -82,8 +82,7 @@ def demo_recipe() -> str | None:
     """The candidate that `reslab demo` trains with today on digits (11 iterations per epoch)."""
     from reslab import demo
 
-    warmup = max(1, round(demo.WARMUP_FRACTION * demo.EPOCHS * 11))
-    today = (demo.EPOCHS, {"linear_warmup": warmup, **demo.RECIPE})
+    today = (demo.EPOCHS, {"linear_warmup": demo.warmup_iterations(demo.EPOCHS, 11), **demo.RECIPE})
     return next((name for name, recipe in RECIPES.items() if recipe == today), None)
 
 

@@ -24,7 +24,7 @@ VERDICT = re.compile(r"^\[(yes|NO|\?|not testable here)\] ([^:]+):")
 ROW = re.compile(r"^(plain|resnet)-(\d+)\s+[\d,]+\s+[\d.]+\s+\d+\s+([\d.]+)")
 
 
-def run(seed: int, out: Path, extra: list[str], prefix: list[str] = ["-m", "reslab"]) -> dict:  # noqa: B006
+def run(seed: int, out: Path, extra: list[str], prefix: tuple[str, ...] = ("-m", "reslab")) -> dict:
     """One `reslab demo --seed S` alone (prefix: how Python starts reslab's CLI)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t = time.perf_counter()

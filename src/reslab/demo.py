@@ -42,7 +42,8 @@ def demo(
     digits = asked.dataset == "digits"
     subset = asked.subset or (None if digits or not on_cpu else 5000)
     epochs = asked.epochs or EPOCHS
-    warmup = max(1, round(WARMUP_FRACTION * epochs * steps_per_epoch(asked, subset)))
+    warmup = warmup_iterations(epochs, steps_per_epoch(asked, subset))
+    # RECIPE last: a recipe that sets its own linear_warmup (a study's candidate) keeps it.
     base = dataclasses.replace(asked, subset=subset, epochs=epochs, **{"linear_warmup": warmup, **RECIPE})
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
     arch_list = split_archs(archs)
@@ -52,6 +53,11 @@ def demo(
     code = finish(out, outcomes)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return code
+
+
+def warmup_iterations(epochs: float, steps_per_epoch: int) -> int:
+    """The linear warm-up's length: WARMUP_FRACTION of the run, at least one iteration."""
+    return max(1, round(WARMUP_FRACTION * epochs * steps_per_epoch))
 
 
 def steps_per_epoch(asked: TrainConfig, subset: int | None) -> int:

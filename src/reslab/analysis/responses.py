@@ -191,10 +191,11 @@ def findings(results: list[dict], key: str = "std") -> list[dict]:
                 "text": f"Mean {what} over layers: {text} — {verdict}.",
             }
         )
-    if untrained is not None:
-        reason: str | None = UNTESTABLE.format(low=untrained[0], high=untrained[1], margin=100 * GAMMA_MOVED)
-    else:
-        reason = too_short(results)
+    reason = (
+        UNTESTABLE.format(low=untrained[0], high=untrained[1], margin=100 * GAMMA_MOVED)
+        if untrained is not None
+        else too_short(results)
+    )
     if reason is not None:
         out = [{**f, "holds": None, "testable": False, "text": f"{reason} (Measured: {f['text']})"} for f in out]
     return out
