@@ -270,6 +270,11 @@ def test_demo_with_an_unknown_dataset_writes_nothing(cli, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_refuses_zero_epochs_instead_of_taking_the_default(cli, tmp_path):
+    assert_user_error(cli("demo", "--epochs", "0", "--out", tmp_path / "d"), "--epochs must be a positive")
+    assert not (tmp_path / "d").exists()
+
+
 def test_every_schedule_setting_has_a_flag(tmp_path):
     from reslab.cli import main
     from reslab.runs import read_config

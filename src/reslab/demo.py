@@ -41,7 +41,7 @@ def demo(
     on_cpu = resolve_device(asked.device).type == "cpu"
     digits = asked.dataset == "digits"
     subset = asked.subset or (None if digits or not on_cpu else 5000)
-    epochs = asked.epochs or EPOCHS
+    epochs = EPOCHS if asked.epochs is None else asked.epochs  # --epochs 0 is refused, not taken as unset
     warmup = warmup_iterations(epochs, steps_per_epoch(asked, subset))
     # RECIPE last: a recipe that sets its own linear_warmup (a study's candidate) keeps it.
     base = dataclasses.replace(asked, subset=subset, epochs=epochs, **{"linear_warmup": warmup, **RECIPE})
