@@ -83,9 +83,10 @@ def test_freed_activations_are_not_page_faulted_in_again():
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout
     default, kept = map(float, out.split())
     # Measured (median over 7 steps): 4,000-21,000 page faults per ResNet-8 training step with
-    # glibc's defaults; with the setting most steps fault nothing (a few still grow the heap).
-    assert default > 2000, out
-    assert kept < 100, out
+    # glibc's defaults, once 992 on a busy machine; with the setting most steps fault nothing (a
+    # few still grow the heap). The setting must remove nearly all of them: 10x fewer at least.
+    assert default > 500, out
+    assert kept < 100 and kept * 10 < default, out
 
 
 def test_compile_on_without_a_compiler_is_refused_before_anything_is_written(tmp_path):
