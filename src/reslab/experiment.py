@@ -182,24 +182,31 @@ class GridProgress:
     status.json files (which every backend's workers keep up to date)."""
 
     def __init__(self, exp_dir: Path, cells: list[TrainConfig], log, every: float = 60.0):
-        self.exp_dir, self.names, self.log, self.every = Path(exp_dir), [cell_name(c) for c in cells], log, every
+        self.exp_dir, self.log, self.every = Path(exp_dir), log, every
+        # A step of these nets costs in proportion to their depth (every stage's convs have the
+        # same MACs), so a ResNet-56 cell is about 3 of a ResNet-20's in the ETA.
+        self.weights = {cell_name(c): float(c.depth) for c in cells}
         self.start = self.last = time.perf_counter()
 
     def __call__(self) -> None:
         if time.perf_counter() - self.last < self.every:
             return
         self.last = time.perf_counter()
-        statuses = {name: runs.read_status(self.exp_dir / name) for name in self.names}
-        self.log(progress_line(statuses, self.last - self.start))
+        statuses = {name: runs.read_status(self.exp_dir / name) for name in self.weights}
+        self.log(progress_line(statuses, self.last - self.start, self.weights))
 
 
-def progress_line(statuses: dict[str, dict], elapsed: float) -> str:
+def progress_line(statuses: dict[str, dict], elapsed: float, weights: dict[str, float] | None = None) -> str:
     """How far the grid is: cells finished, the running ones (with their node when cells run on
-    more than one), and an overall ETA from the fraction of the grid's cells done so far."""
+    more than one), and an overall ETA from the fraction of the grid's work done so far, each
+    cell counting by its weight (its cost; 1 each without weights)."""
     done = sum(s["state"] == "finished" for s in statuses.values())
     running = {n: s for n, s in statuses.items() if s["state"] == "running" and s.get("total")}
     hosts = {s.get("host") for s in running.values()}
-    fraction = (done + sum(s["iteration"] / s["total"] for s in running.values())) / max(1, len(statuses))
+    weight = {n: (weights or {}).get(n, 1.0) for n in statuses}
+    progressed = sum(weight[n] for n, s in statuses.items() if s["state"] == "finished")
+    progressed += sum(weight[n] * s["iteration"] / s["total"] for n, s in running.items())
+    fraction = progressed / max(1e-9, sum(weight.values()))
     line = f"progress: {done} of {len(statuses)} finished"
     if running:
         on = lambda s: f" on {s['host']}" if len(hosts) > 1 and s.get("host") else ""  # noqa: E731
