@@ -113,9 +113,9 @@ TEST_IMAGES = 2000
 def machine() -> str:
     import torch
 
-    from reslab.accel import resolve_precision
+    from reslab.accel import cpu_model, resolve_precision
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = cpu_model()
     precision = resolve_precision("auto", torch.device("cpu"))
     return f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, precision {precision} (reslab's auto)."
 

@@ -61,7 +61,9 @@ def main() -> int:
             print(f"seed {s}: {results[-1]['wall']:.0f} s", file=sys.stderr, flush=True)
     claims = list(dict.fromkeys(c for r in results for c in r["verdicts"]))
     nets = list(dict.fromkeys(n for r in results for n in r["train_error"]))
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    from reslab.accel import cpu_model  # here: the driver imports torch only once the runs are done
+
+    cpu = cpu_model()
     unsettled = [(r["seed"], c) for r in results for c in claims if r["verdicts"].get(c, "?") == "?"]
     flags = " ".join(args.extra)
     lines = [
