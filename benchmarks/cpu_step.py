@@ -26,32 +26,18 @@ VARIANTS = ("channels_last", "contiguous", "channels_last+compile", "contiguous+
 def one(net: str, size: int, variant: str, steps: int) -> tuple[float, float]:
     """Images/s of one process's bare steps, and its warm-up's seconds (run in a fresh process)."""
     import torch
-    from fused_speed import BATCH, timed
+    from fused_speed import BATCH, single_step, timed
 
     from reslab import accel
-    from reslab.accel import autocast, resolve_precision
-    from reslab.models import build_model, parse_net
+    from reslab.models import parse_net
 
     torch.set_num_threads(1)
     accel.keep_freed_memory()
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    precision = resolve_precision("auto", cpu)
-    fmt = torch.channels_last if variant.startswith("channels_last") else torch.contiguous_format
-    model = build_model(parse_net(net)).to(cpu, memory_format=fmt)
-    net_ = torch.compile(model, dynamic=False) if variant.endswith("+compile") else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(BATCH, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (BATCH,))
-
-    def step():
-        with autocast(cpu, precision):
-            out = net_(x)
-        loss = torch.nn.functional.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    compile_mode = "default" if variant.endswith("+compile") else None
+    channels_last = variant.startswith("channels_last")
+    step = single_step(parse_net(net), cpu, accel.resolve_precision("auto", cpu), compile_mode, channels_last, size)
     return timed(step, cpu, BATCH, steps)
 
 

@@ -57,15 +57,21 @@ def rate(step, device: torch.device, images: int, steps: int) -> float:
 
 
 def single_step(
-    config: ModelConfig, device: torch.device, precision: str, compile_mode: str | None = None, channels_last=True
+    config: ModelConfig,
+    device: torch.device,
+    precision: str,
+    compile_mode: str | None = None,
+    channels_last=True,
+    size: int = 32,
 ):
-    """One network's training step on one fixed batch, as reslab runs it (channels_last); through
-    torch.compile in `compile_mode` ('default', or 'reduce-overhead' for CUDA graphs) when given."""
+    """One network's training step on one fixed batch of size x size images, as reslab runs it
+    (channels_last); through torch.compile in `compile_mode` ('default', or 'reduce-overhead' for
+    CUDA graphs) when given."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(config).to(device, memory_format=fmt)
     net = model if compile_mode is None else torch.compile(model, mode=compile_mode, dynamic=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(BATCH, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (BATCH,), device=device)
 
     def step():

@@ -188,7 +188,6 @@ def test_a_diverging_cell_is_recorded_and_the_others_go_on(tmp_path):
 
 
 def test_grid_progress_gives_an_overall_eta_and_names_nodes_only_when_several():
-
     statuses = {
         "a": {"state": "finished"},
         "b": {"state": "running", "iteration": 50, "total": 100, "host": "n1"},
@@ -206,12 +205,11 @@ def test_grid_eta_weighs_each_cell_by_its_depth(tmp_path):
     grid (deepest first) said "about 95 min left" early in a run that took under an hour."""
 
     cells = [TrainConfig(arch=a, depth=d, seed=s) for d in (20, 56) for a in ("plain", "resnet") for s in (0, 1)]
-    lines: list[str] = []
-    grid = GridProgress(tmp_path, cells, lines.append, every=0.0)
-    assert grid.weights == {cell_name(c): float(c.depth) for c in cells}
-    statuses = {n: {"state": "new"} for n in grid.weights}
+    weights = GridProgress(tmp_path, cells, log=print).weights
+    assert weights == {cell_name(c): float(c.depth) for c in cells}
+    statuses = {n: {"state": "new"} for n in weights}
     for n in ("plain-56-seed0", "plain-56-seed1"):
         statuses[n] = {"state": "running", "iteration": 900, "total": 2000}
     # 2 x 56 x 0.45 of 4 x (20 + 56) done in 570 s: 2,868 s to go (unweighted: 4,496 s).
-    assert progress_line(statuses, 570.0, grid.weights).endswith("; about 48 min left")
+    assert progress_line(statuses, 570.0, weights).endswith("; about 48 min left")
     assert progress_line(statuses, 570.0).endswith("; about 75 min left")
