@@ -68,7 +68,7 @@ def trained(tmp_path_factory):
     from reslab.train import train
 
     out = tmp_path_factory.mktemp("trained") / "r"
-    train(cfg(), out, log=quiet, progress=False)
+    train(cfg(), out, progress=False)
     return out
 
 

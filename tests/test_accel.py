@@ -36,7 +36,7 @@ def test_compiled_training_matches_eager(tmp_path):
     rows = {}
     for mode in ("off", "on"):
         cfg = TrainConfig(**base, precision="fp32", device="cpu", compile=mode)
-        rows[mode] = train(cfg, tmp_path / mode, data=data, progress=False, log=None)
+        rows[mode] = train(cfg, tmp_path / mode, data=data, progress=False)
     from safetensors.torch import load_file
 
     eager, compiled = (

@@ -3,7 +3,6 @@ import sys
 
 import pytest
 import torch
-from conftest import quiet
 
 from reslab.analysis import construct, gradients, identity, landscape, lesion, responses
 from reslab.models import ARCHS, ModelConfig, build_model
@@ -143,8 +142,7 @@ matplotlib.use("svg")  # a notebook's choice, not Agg
 before = matplotlib.rcParams.copy()  # copy() reads the backend without resolving it (which imports pyplot)
 import reslab
 run = Path({str(tmp_path)!r}) / "r"
-reslab.train_run(reslab.TrainConfig(arch="resnet", depth=8, dataset="digits", iterations=5, batch_size=32), run,
-                 log=lambda *_: None)
+reslab.train_run(reslab.TrainConfig(arch="resnet", depth=8, dataset="digits", iterations=5, batch_size=32), run)
 reslab.analysis.load("responses").analyze([run], out=run)
 fig = reslab.figures.error_curves([reslab.load_run(run)])
 assert type(fig).__name__ == "Figure", type(fig)
@@ -211,9 +209,9 @@ def test_long_analyses_advance_a_progress_bar_to_its_total(monkeypatch, trained)
         monkeypatch.setattr(load(name), "progress_bar", Bar)
     out = trained.parent / "analysis-out"
     load("lesion").analyze([trained], out, limit=50, samples=2)
-    load("landscape").analyze([trained], out, resolution=3, images=50, log=quiet)
+    load("landscape").analyze([trained], out, resolution=3, images=50)
     load("gradients").analyze([trained], out, depths=[8], images=8, points=4)
-    load("identity").analyze(out, max_k=2, steps=2, log=quiet)
+    load("identity").analyze(out, max_k=2, steps=2)
     assert [b.desc.split()[0] for b in bars] == ["lesion", "landscape", "gradients", "identity"]
     assert all(b.closed and b.n == b.total > 0 for b in bars), [(b.desc, b.n, b.total) for b in bars]
 
@@ -246,7 +244,7 @@ def test_identity_compares_equal_convolutions_on_one_thread(tmp_path):
     from reslab.analysis import load
 
     threads = torch.get_num_threads()
-    r = load("identity").analyze(tmp_path, max_k=2, steps=2, log=quiet)
+    r = load("identity").analyze(tmp_path, max_k=2, steps=2)
     assert [(p["convs"], p["k"], q["k"]) for p, q in zip(r["plain"], r["residual"])] == [(2, 2, 1), (4, 4, 2)]
     assert torch.get_num_threads() == threads  # restored
 

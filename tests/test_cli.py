@@ -271,7 +271,7 @@ def test_demo_with_an_unknown_dataset_writes_nothing(cli, tmp_path):
 
 
 def test_demo_refuses_zero_epochs_instead_of_taking_the_default(cli, tmp_path):
-    assert_user_error(cli("demo", "--epochs", "0", "--out", tmp_path / "d"), "--epochs must be a positive")
+    assert_user_error(cli("demo", "--epochs", "0", "--out", tmp_path / "d"), "--epochs: must be a positive")
     assert not (tmp_path / "d").exists()
 
 

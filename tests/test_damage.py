@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import cfg, quiet
+from conftest import cfg
 
 from reslab import runs
 from reslab.cli import main
@@ -52,7 +52,6 @@ def experiment(tmp_path_factory):
         exp,
         grid(cfg(), ["plain", "resnet"], [8], [0]),
         backend=LocalBackend(1),
-        log=quiet,
         spec={"kind": "degradation"},
     )
     runs.write_json(exp / "analyses" / "identity.json", IDENTITY)

@@ -17,7 +17,7 @@ def base():
 
 def test_grid_runs_skips_finished_and_summarises(tmp_path):
     cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
-    outcomes = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
+    outcomes = run_experiment(tmp_path, cells, backend=LocalBackend(1))
     assert [o.state for o in outcomes] == ["finished"] * 4
     assert sorted(p.name for p in runs.find_runs(tmp_path)) == [
         "plain-8-seed0",
@@ -26,7 +26,7 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path):
         "resnet-8-seed1",
     ]
     stamp = (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns
-    again = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
+    again = run_experiment(tmp_path, cells, backend=LocalBackend(1))
     assert all(o.skipped for o in again)
     assert (tmp_path / "plain-8-seed0" / "metrics.csv").stat().st_mtime_ns == stamp
     with open(tmp_path / "summary.csv") as f:
@@ -38,8 +38,8 @@ def test_grid_runs_skips_finished_and_summarises(tmp_path):
 
 def test_parallel_processes_give_the_same_numbers(tmp_path):
     cells = grid(base(), ["resnet"], [8], [0, 1])
-    run_experiment(tmp_path / "seq", cells, backend=LocalBackend(1), log=lambda *_: None)
-    run_experiment(tmp_path / "par", cells, backend=LocalBackend(2), log=lambda *_: None)
+    run_experiment(tmp_path / "seq", cells, backend=LocalBackend(1))
+    run_experiment(tmp_path / "par", cells, backend=LocalBackend(2))
     for s in (0, 1):
         a = runs.read_metrics(tmp_path / "seq" / f"resnet-8-seed{s}")
         b = runs.read_metrics(tmp_path / "par" / f"resnet-8-seed{s}")
@@ -50,8 +50,8 @@ def test_cells_sharing_a_gpu_on_streams_learn_what_they_learn_alone(tmp_path):
     """--share-gpu streams: one worker process trains its cells on threads (on a GPU each on its own
     CUDA stream, issue 14); each learns exactly what it learns alone, weights included."""
     cells = grid(base(), ["plain", "resnet"], [8], [0, 1])
-    run_experiment(tmp_path / "seq", cells, backend=LocalBackend(1), log=lambda *_: None)
-    outcomes = run_experiment(tmp_path / "streams", cells, backend=LocalBackend(1, 4, "streams"), log=lambda *_: None)
+    run_experiment(tmp_path / "seq", cells, backend=LocalBackend(1))
+    outcomes = run_experiment(tmp_path / "streams", cells, backend=LocalBackend(1, 4, "streams"))
     assert [o.state for o in outcomes] == ["finished"] * 4
     strip = lambda rows: [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]  # noqa: E731
     for name in ("plain-8-seed0", "plain-8-seed1", "resnet-8-seed0", "resnet-8-seed1"):
@@ -62,11 +62,11 @@ def test_cells_sharing_a_gpu_on_streams_learn_what_they_learn_alone(tmp_path):
 
 def test_interrupted_cell_is_resumed(tmp_path):
     cells = grid(base(), ["resnet"], [8], [0])
-    run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
+    run_experiment(tmp_path, cells, backend=LocalBackend(1))
     d = tmp_path / "resnet-8-seed0"
     runs.write_status(d, "interrupted")  # as if killed after its last checkpoint
     (d / "model.safetensors").unlink()
-    out = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=lambda *_: None)
+    out = run_experiment(tmp_path, cells, backend=LocalBackend(1))
     assert out[0].state == "finished" and (d / "model.safetensors").exists()
 
 
@@ -178,7 +178,7 @@ def test_a_diverging_cell_is_recorded_and_the_others_go_on(tmp_path):
 
     good = grid(base(), ["plain"], [8], [0])[0]
     bad = dataclasses.replace(good, arch="resnet", lr=1e9, warmup="on", iterations=200, eval_every=10)
-    outcomes = run_experiment(tmp_path, [bad, good], backend=LocalBackend(1), log=lambda *_: None)
+    outcomes = run_experiment(tmp_path, [bad, good], backend=LocalBackend(1))
     assert [o.state for o in outcomes] == ["diverged", "finished"]
     assert runs.read_status(tmp_path / "resnet-8-seed0")["state"] == "diverged"
     rows = {r["arch"]: r for r in summarize(tmp_path)}
@@ -205,7 +205,7 @@ def test_grid_eta_weighs_each_cell_by_its_depth(tmp_path):
     grid (deepest first) said "about 95 min left" early in a run that took under an hour."""
 
     cells = [TrainConfig(arch=a, depth=d, seed=s) for d in (20, 56) for a in ("plain", "resnet") for s in (0, 1)]
-    weights = GridProgress(tmp_path, cells, log=print).weights
+    weights = GridProgress(tmp_path, cells).weights
     assert weights == {cell_name(c): float(c.depth) for c in cells}
     statuses = {n: {"state": "new"} for n in weights}
     for n in ("plain-56-seed0", "plain-56-seed1"):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cfg, quiet, refused
+from conftest import cfg, refused
 from test_experiment import fake_run
 
 from reslab import runs
@@ -58,11 +58,11 @@ def test_a_lock_link_in_reslabs_own_run_is_refused_too(tmp_path):
     victim = tmp_path / "thesis.txt"
     victim.write_bytes(SECRET)
     out = tmp_path / "r"
-    train(cfg(), out, log=quiet, progress=False)
+    train(cfg(), out, progress=False)
     os.unlink(out / ".lock")
     (out / ".lock").symlink_to(victim)
     with pytest.raises(UserError, match="symbolic link"):
-        train(cfg(iterations=6), out, resume=True, log=quiet, progress=False)
+        train(cfg(iterations=6), out, resume=True, progress=False)
     assert victim.read_bytes() == SECRET
 
 
@@ -131,10 +131,10 @@ def test_runs_that_are_links_are_not_followed(tmp_path):
     (exp / "plain-14-seed0").symlink_to(elsewhere)
     assert [r.name for r in runs.gather(exp)[0]] == ["plain-8-seed0", "resnet-8-seed0"]
     real = tmp_path / "real"
-    run_experiment(real, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet)
+    run_experiment(real, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1))
     (real / "plain-14-seed0").symlink_to(elsewhere)
     with pytest.raises(UserError, match="symbolic link"):
-        run_experiment(real, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), log=quiet, overwrite=True)
+        run_experiment(real, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), overwrite=True)
     assert runs.read_status(elsewhere)["state"] == "finished"
 
 
@@ -157,7 +157,7 @@ def test_a_folder_with_someone_elses_experiment_json_is_not_reslabs(capsys, tmp_
 
 def test_an_experiment_json_of_reslabs_is_recognised(tmp_path):
     cells = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(tmp_path / "exp", cells, backend=LocalBackend(1), log=quiet)
+    run_experiment(tmp_path / "exp", cells, backend=LocalBackend(1))
     assert runs.owner(tmp_path / "exp") == "experiment"
     record = json.loads((tmp_path / "exp" / "experiment.json").read_text())
     record["recipe"]["lr"] = "fast"
@@ -191,11 +191,11 @@ def test_a_folder_of_too_many_entries_is_not_inspected_to_the_end(tmp_path, monk
 def test_a_refused_overwrite_deletes_nothing(tmp_path):
     exp = tmp_path / "exp"
     first = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(exp, first, backend=LocalBackend(1), log=quiet)
+    run_experiment(exp, first, backend=LocalBackend(1))
     other = grid(cfg(lr=0.05), ["plain"], [8], [0])
     with runs.locked(exp, "held by the test"):  # experiment A is still running
         with pytest.raises(runs.Locked):
-            run_experiment(exp, other, backend=LocalBackend(1), log=quiet, overwrite=True)
+            run_experiment(exp, other, backend=LocalBackend(1), overwrite=True)
     assert runs.read_status(exp / "plain-8-seed0")["state"] == "finished"
     assert runs.read_config(exp / "plain-8-seed0").train.lr == 0.1
 
@@ -256,7 +256,7 @@ def test_impossible_errors_leave_the_run_out_with_the_reason(tmp_path, bad):
 
 def test_a_negative_eval_every_in_a_config_file_is_refused(capsys, tmp_path):
     run = tmp_path / "r"
-    train(cfg(), run, log=quiet, progress=False)
+    train(cfg(), run, progress=False)
     config = json.loads((run / "config.json").read_text())
     config["train"]["eval_every"] = -3
     (tmp_path / "c.json").write_text(json.dumps(config))
@@ -272,7 +272,7 @@ def test_a_negative_eval_every_in_a_config_file_is_refused(capsys, tmp_path):
 
 def test_flags_beside_config_override_the_file(capsys, tmp_path):
     run = tmp_path / "r"
-    train(cfg(), run, log=quiet, progress=False)
+    train(cfg(), run, progress=False)
     out = tmp_path / "r2"
     argv = ["train", "--config", run / "config.json", "--seed", "1", "--epochs", "0.1", "--no-progress", "--out", out]
     assert main([str(a) for a in argv]) == 0
@@ -286,8 +286,8 @@ def test_the_demos_analyses_use_only_this_experiments_runs(tmp_path, monkeypatch
     from reslab.analysis import responses
 
     out = tmp_path / "exp"
-    run_experiment(out, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), log=quiet, spec={"kind": "demo"})
-    run_experiment(out, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet, spec={"kind": "demo"})
+    run_experiment(out, grid(cfg(), ["plain"], [8, 14], [0]), backend=LocalBackend(1), spec={"kind": "demo"})
+    run_experiment(out, grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), spec={"kind": "demo"})
     seen = []
     monkeypatch.setattr(responses, "analyze", lambda dirs, out: seen.extend(d.name for d in dirs) or {"findings": []})
     demo.demo_analyses(out, ["plain"], [8])
@@ -296,7 +296,7 @@ def test_the_demos_analyses_use_only_this_experiments_runs(tmp_path, monkeypatch
 
 def test_a_temporary_name_that_is_a_link_is_removed_not_followed(tmp_path):
     run = tmp_path / "r"
-    train(cfg(), run, log=quiet, progress=False)
+    train(cfg(), run, progress=False)
     target = tmp_path / "keep.tmp"
     target.write_bytes(SECRET)
     (run / f"{runs.TMP_PREFIX}x.tmp").symlink_to(target)

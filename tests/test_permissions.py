@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import cfg, quiet
+from conftest import cfg
 from test_data import image_folder
 
 from reslab.train import train
@@ -85,7 +85,7 @@ def test_an_unreadable_image_is_one_sentence(shared_dir):
 
 def test_a_read_only_run_directory_loses_nothing(shared_dir):
     run = shared_dir / "run"
-    train(cfg(), run, log=quiet, progress=False)
+    train(cfg(), run, progress=False)
     for p in [run, *run.iterdir()]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     before = snapshot(run)
@@ -130,7 +130,7 @@ def test_a_full_disk_is_one_sentence_and_loses_nothing(tmp_path, small_disk):
     from reslab.cli import main
 
     run = tmp_path / "r"
-    train(cfg(arch="resnet"), run, log=quiet, progress=False)
+    train(cfg(arch="resnet"), run, progress=False)
     shutil.copytree(run, small_disk / "r")
     used = sum(p.stat().st_size for p in (small_disk / "r").iterdir())
     (small_disk / "filler").write_bytes(b"\0" * (2**20 - used - 64 * 1024))  # 64 KB left: no room for figures

@@ -1,5 +1,6 @@
 """The Ray backend on a real local Ray instance (ray.init(num_cpus=2)), started by these tests."""
 
+import logging
 import os
 import signal
 import sys
@@ -46,12 +47,9 @@ def kill_when_running(run_dir, after_iteration):
     raise AssertionError(f"{run_dir} never got to iteration {after_iteration}")
 
 
-def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
-    quiet = lambda *_: None  # noqa: E731
-    on_ray = run_experiment(tmp_path / "ray", cells(), backend=RayBackend(), log=quiet)
-    local = run_experiment(
-        tmp_path / "local", cells(), backend=LocalBackend(2), log=quiet
-    )  # one thread per run, as on Ray
+def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path, caplog):
+    on_ray = run_experiment(tmp_path / "ray", cells(), backend=RayBackend())
+    local = run_experiment(tmp_path / "local", cells(), backend=LocalBackend(2))  # one thread per run, as on Ray
     assert [o.state for o in on_ray] == [o.state for o in local] == ["finished", "finished"]
     assert (tmp_path / "ray" / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
     for name in ("plain-8-seed0", "resnet-8-seed0"):
@@ -59,9 +57,9 @@ def test_ray_and_local_backends_write_the_same_experiment(local_ray, tmp_path):
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
         assert strip(runs.read_metrics(a)) == strip(runs.read_metrics(b))
     # Running it again trains nothing.
-    said = []
-    again = run_experiment(tmp_path / "ray", cells(), backend=RayBackend(), log=said.append)
-    assert all(o.skipped for o in again) and "2 of 2 runs already finished; 0 to run" in said
+    with caplog.at_level(logging.INFO, logger="reslab"):
+        again = run_experiment(tmp_path / "ray", cells(), backend=RayBackend())
+    assert all(o.skipped for o in again) and "2 of 2 runs already finished; 0 to run" in caplog.messages
 
 
 def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path):
@@ -72,9 +70,7 @@ def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path)
     reference.start()
     outcome = {}
     driver = threading.Thread(
-        target=lambda: outcome.update(
-            o=run_experiment(tmp_path / "exp", long, backend=RayBackend(), log=lambda *_: None)
-        )
+        target=lambda: outcome.update(o=run_experiment(tmp_path / "exp", long, backend=RayBackend()))
     )
     driver.start()
     killed = kill_when_running(tmp_path / "exp" / "resnet-8-seed0", 40)
@@ -92,14 +88,15 @@ def test_worker_killed_mid_run_is_retried_and_loses_nothing(local_ray, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_path):
+def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_path, caplog):
     grid_cells = cells(iterations=300, eval_every=20, batch_size=128)
-    outcome, said = {}, []
+    outcome: dict = {}
     driver = threading.Thread(
         target=lambda: outcome.update(
-            o=run_experiment(tmp_path, grid_cells, backend=RayBackend(retries=0), log=said.append, progress_every=0.5)
+            o=run_experiment(tmp_path, grid_cells, backend=RayBackend(retries=0), progress_every=0.5)
         )
     )
+    caplog.set_level(logging.INFO, logger="reslab")
     driver.start()
     kill_when_running(tmp_path / "plain-8-seed0", 40)
     driver.join(300)
@@ -107,15 +104,17 @@ def test_cell_that_fails_for_good_is_reported_and_the_rest_go_on(local_ray, tmp_
     assert states == {"plain-8-seed0": "failed", "resnet-8-seed0": "finished"}
     assert "worker died 1 time(s)" in next(o.message for o in outcome["o"] if o.state == "failed")
     assert runs.read_status(tmp_path / "plain-8-seed0")["state"] == "failed"
-    assert any(line.startswith("progress: ") and "running: " in line for line in said)  # the driver showed the grid
+    assert any(
+        line.startswith("progress: ") and "running: " in line for line in caplog.messages
+    )  # the driver showed the grid
     summary = (tmp_path / "summary.csv").read_text()
     assert "plain,8" in summary and "failed" in summary
     kept = runs.read_metrics(tmp_path / "plain-8-seed0")
     assert len(kept) >= 2
 
-    said.clear()
-    again = run_experiment(tmp_path, grid_cells, backend=RayBackend(), log=said.append)
-    assert "1 of 2 runs already finished; 1 to run" in said
+    caplog.clear()
+    again = run_experiment(tmp_path, grid_cells, backend=RayBackend())
+    assert "1 of 2 runs already finished; 1 to run" in caplog.messages
     assert [o.state for o in again] == ["finished", "finished"]
     rows = runs.read_metrics(tmp_path / "plain-8-seed0")
     assert len(rows) == 15 and strip(rows[: len(kept)]) == strip(kept)  # resumed, not restarted

@@ -8,24 +8,13 @@ import pytest
 import torch
 from conftest import refused
 
-from reslab import cli
+from reslab import cli, settings
+from reslab.commands import config_from_args
 from reslab.config import TrainConfig
 from reslab.data import make_dataset, resize
 from reslab.experiment import grid
 from reslab.presets import PRESETS
 from reslab.summary import crossover, crossovers
-from reslab.train import lr_at
-
-
-def test_linear_warmup_then_cosine_schedule():
-    lr = lambda i: lr_at(i, 0.1, [], "cosine", total=1000, ramp=200, ramp_from=0.01)  # noqa: E731
-    assert lr(0) == pytest.approx(0.01) and lr(100) == pytest.approx(0.055) and lr(200) == pytest.approx(0.1)
-    assert lr(600) == pytest.approx(0.05) and lr(999) < 1e-5
-    values = [lr(i) for i in range(200, 1000)]
-    assert all(a >= b for a, b in zip(values, values[1:]))  # falls monotonically after the warm-up
-    # The paper's step schedule is unchanged, and a linear warm-up can precede it too.
-    assert [lr_at(i, 0.1, [500, 750]) for i in (0, 499, 500, 750)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
-    assert lr_at(50, 0.1, [500, 750], "step", 1000, ramp=100) == pytest.approx(0.055)
 
 
 def test_resize_averages_areas_and_keeps_labels():
@@ -41,16 +30,14 @@ def test_resize_averages_areas_and_keeps_labels():
 
 def args_for(*argv):
     parser = cli.build_parser(list(argv))
-    args = parser.parse_args(list(argv))
-    cli.apply_preset(args, cli.typed_options(parser.experiment_parser, list(argv)))
-    return args
+    return settings.parse(parser, parser.commands[argv[0]], list(argv))
 
 
 def test_the_cpu_preset_gives_plain_and_residual_nets_the_same_recipe():
     args = args_for("experiment", "degradation", "--preset", "cpu", "--dataset", "imagefolder:/data/cifar")
     preset = PRESETS["cpu"]
     assert args.depths == preset.depths and args.seeds == preset.seeds >= 2
-    cells = grid(cli.config_from_args(args), ["plain", "resnet"], args.depths, list(range(args.seeds)))
+    cells = grid(config_from_args(args), ["plain", "resnet"], args.depths, list(range(args.seeds)))
     assert len(cells) == 2 * len(preset.depths) * preset.seeds
     for cfg in cells:
         for name, value in preset.train.items():
@@ -59,7 +46,7 @@ def test_the_cpu_preset_gives_plain_and_residual_nets_the_same_recipe():
     recipe = lambda c: {k: v for k, v in dataclasses.asdict(c).items() if k not in ("arch", "depth", "seed")}  # noqa: E731
     assert all(recipe(c) == recipe(cells[0]) for c in cells)
     # The paper's protocol stays the default without --preset.
-    plain = cli.config_from_args(args_for("experiment", "degradation"))
+    plain = config_from_args(args_for("experiment", "degradation"))
     assert (plain.schedule, plain.linear_warmup, plain.image_size, plain.iterations) == ("step", 0, None, None)
 
 
@@ -68,7 +55,7 @@ def test_options_typed_on_the_command_line_win_over_the_preset():
     assert args.image_size == 24 and args.seeds == 3 and args.iterations == PRESETS["cpu"].train["iterations"]
     args = args_for("experiment", "degradation", "--preset=cpu", "--epochs", "2")
     assert args.epochs == 2 and args.iterations is None  # the length chosen another way
-    cli.config_from_args(args).validate()
+    config_from_args(args).validate()
 
 
 def test_crossover_is_where_the_deeper_net_stays_below():
@@ -217,7 +204,11 @@ def test_block_gamma_reaches_every_blocks_last_bn_and_config_json(tmp_path, caps
         assert config.train.block_gamma == 0.3
         # Only the last BN of each block: the first keeps BN's default scale of 1.
         assert all(bool((b.bn1.weight == 1).all()) for b in run.model.blocks())
-    refused(capsys, ["train", "--block-gamma", "0", "--out", tmp_path / "z"], "--block-gamma", "positive")
+    refused(capsys, ["train", "--block-gamma", "-1", "--out", tmp_path / "z"], "--block-gamma", "at least 0")
+    refused(
+        capsys, ["train", "--block-gamma", "nan", "--out", tmp_path / "z"], "--block-gamma", "must be a finite number"
+    )
+    TrainConfig(block_gamma=0.0).check_values()  # a zero start is allowed: a residual block then starts as x
 
 
 def test_the_demo_trains_one_chosen_seed_alone(cli, tmp_path):

@@ -5,7 +5,6 @@ import dataclasses
 
 import pytest
 import torch.nn.functional as F
-from conftest import quiet
 
 import reslab
 from reslab import models, plots, runs
@@ -34,7 +33,7 @@ def toy(monkeypatch):
 def test_a_registered_architecture_trains_counts_draws_and_is_judged(toy, tmp_path, capsys):
     cfg = TrainConfig(arch=toy, depth=8, dataset="digits", iterations=4, batch_size=32, device="cpu", precision="fp32")
     for depth in (8, 14):
-        train(dataclasses.replace(cfg, depth=depth), tmp_path / f"toy-{depth}-seed0", log=quiet, progress=False)
+        train(dataclasses.replace(cfg, depth=depth), tmp_path / f"toy-{depth}-seed0", progress=False)
     record = runs.load_run(tmp_path / "toy-8-seed0")
     assert record.label == "Toy-8" and record.config.resolved.parameters == 75_002  # plain-8's, no extra
     fig = error_curves(runs.load_runs(tmp_path))
@@ -75,8 +74,8 @@ def test_a_constructed_run_records_its_own_counts_not_its_sources(tmp_path):
     from reslab.analysis import construct as construct_analysis
 
     source = tmp_path / "exp" / "plain-8-seed0"
-    train(TrainConfig(arch="plain", depth=8, dataset="digits", iterations=4, batch_size=32, device="cpu"), source,
-          log=quiet, progress=False)  # fmt: skip
+    cfg = TrainConfig(arch="plain", depth=8, dataset="digits", iterations=4, batch_size=32, device="cpu")
+    train(cfg, source, progress=False)
     construct_analysis.analyze(source, 20, out=tmp_path / "exp")
     built = runs.read_config(tmp_path / "exp" / "analyses" / "constructed" / "plain-20-from-8")
     own = models.describe(models.build_model(built.model), built.data.image_shape)

@@ -58,11 +58,11 @@ def test_runs_of_the_previous_layout_read_and_resume(tmp_path):
     not taken for a run trained otherwise, and resumes."""
     data = tiny_data()
     out = tmp_path / "r"
-    train(small(iterations=24), out, data=data, progress=False, log=None)
+    train(small(iterations=24), out, data=data, progress=False)
     d = json.loads((out / "config.json").read_text())
     del d["train"]["cuda_graphs"], d["resolved"]["cuda_graphs"]
     (out / "config.json").write_text(json.dumps(d))
     runs.write_status(out, "interrupted")  # as if stopped before its end
     assert runs.load_run(out).config.train.cuda_graphs == "auto"
-    row = train(small(iterations=24), out, resume=True, data=data, progress=False, log=None)
+    row = train(small(iterations=24), out, resume=True, data=data, progress=False)
     assert row["iteration"] == 24 and runs.read_status(out)["state"] == "finished"

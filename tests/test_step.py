@@ -14,8 +14,9 @@ from reslab.models import ModelConfig, build_model
 from reslab.train import train
 
 # (lr, warming) of each iteration: a warm-up phase, the lr it returns to, and two drops, each
-# long enough to be recorded and replayed (WARMUP_STEPS eager steps first).
-SCHEDULE = [(0.01, True)] * 6 + [(0.1, False)] * 5 + [(0.010000000000000002, False)] * 4 + [(0.1, False)] * 2
+# long enough to be recorded and replayed (EAGER_STEPS eager steps first).
+LOW, FIRST, DROP, AGAIN = ("low-lr start", 0), ("phase", 0), ("phase", 1), ("phase", 2)
+SCHEDULE = [(0.01, True, LOW)] * 6 + [(0.1, False, FIRST)] * 5 + [(0.01, False, DROP)] * 4 + [(0.1, False, AGAIN)] * 2
 
 
 def inputs_and_sums(seed=0):
@@ -43,8 +44,8 @@ def train_with(kind):
     model, inputs, sums = inputs_and_sums()
     order = torch.Generator().manual_seed(1)
     run = step.Graphed(inputs, sums, batch=16) if kind == "static" else step.Eager(inputs, sums)
-    for lr, warming in SCHEDULE:
-        run(torch.randperm(64, generator=order)[:16], lr, warming)
+    for lr, warming, phase in SCHEDULE:
+        run(torch.randperm(64, generator=order)[:16], lr, warming, phase)
     return model, inputs, sums, run
 
 
@@ -69,11 +70,11 @@ def test_a_recorded_step_replays_the_buffers_it_was_recorded_with():
     sum instead of updating it in place would leave the replays writing where no one reads."""
     _, inputs, sums = inputs_and_sums()
     graphed = step.Graphed(inputs, sums, batch=16)
-    for i in range(step.WARMUP_STEPS + 3):
+    for i in range(step.EAGER_STEPS + 3):
         graphed(torch.arange(16) + i, 0.1, False)
     seen = int(sums.iteration)
     sums.loss_sum.zero_()
-    graphed(torch.arange(16), 0.1, False)
+    graphed(torch.arange(16), 0.1, False, FIRST)
     assert int(sums.iteration) == seen + 1 and float(sums.loss_sum) > 0
 
 
@@ -91,15 +92,15 @@ def test_a_whole_run_with_the_static_step_equals_the_eager_run(tmp_path, monkeyp
     weights exactly, through the warm-up, an lr drop and a resume."""
     data = tiny_data()
     cfg = small(precision=precision, warmup="on", warmup_error=0.95, augment="on")
-    train(cfg, tmp_path / "eager", data=data, progress=False, log=None)
+    train(cfg, tmp_path / "eager", data=data, progress=False)
     monkeypatch.setattr(step, "resolve", lambda *a: True)
     half = small(precision=precision, warmup="on", warmup_error=0.95, augment="on")
     # Stop after the second evaluation (as a Ctrl-C would), then resume: the recordings start over.
     real = step.Graphed.__call__
     calls = {"n": 0}
 
-    def stop_at_12(self, idx, lr, warming):
-        real(self, idx, lr, warming)
+    def stop_at_12(self, idx, lr, warming, phase=None):
+        real(self, idx, lr, warming, phase)
         calls["n"] += 1
         if calls["n"] == 12:
             import signal
@@ -110,9 +111,9 @@ def test_a_whole_run_with_the_static_step_equals_the_eager_run(tmp_path, monkeyp
     from reslab.train import Interrupted
 
     with pytest.raises(Interrupted):
-        train(half, tmp_path / "static", data=data, progress=False, log=None)
+        train(half, tmp_path / "static", data=data, progress=False)
     monkeypatch.setattr(step.Graphed, "__call__", real)
-    train(half, tmp_path / "static", resume=True, data=data, progress=False, log=None)
+    train(half, tmp_path / "static", resume=True, data=data, progress=False)
     assert_same_run(tmp_path / "static", tmp_path / "eager")
     assert runs.read_config(tmp_path / "static").resolved.cuda_graphs is True
 
@@ -130,9 +131,9 @@ def test_cuda_graphs_on_needs_cuda_and_one_process():
 def test_cuda_graphs_is_a_speed_setting_not_part_of_the_recipe(tmp_path):
     """A run resumed with another --cuda-graphs is the same run (it learns the same thing)."""
     data = tiny_data()
-    train(small(iterations=12), tmp_path / "r", data=data, progress=False, log=None)
+    train(small(iterations=12), tmp_path / "r", data=data, progress=False)
     other = dataclasses.replace(small(iterations=12), cuda_graphs="off")
-    train(other, tmp_path / "r", resume=True, data=data, progress=False, log=None)  # not refused
+    train(other, tmp_path / "r", resume=True, data=data, progress=False)  # not refused
 
 
 @pytest.mark.parametrize("graphs", [False, True], ids=["eager", "static"])
@@ -145,22 +146,22 @@ def test_a_run_stopped_twice_in_one_epoch_resumes_exactly(tmp_path, monkeypatch,
 
     data = tiny_data()
     cfg = small(augment="on")
-    train(cfg, tmp_path / "whole", data=data, progress=False, log=None)
+    train(cfg, tmp_path / "whole", data=data, progress=False)
     monkeypatch.setattr(step, "resolve", lambda *a: graphs)
     kind = step.Graphed if graphs else step.Eager
     real = kind.__call__
     for stop_at in (10, 13):
         calls = {"n": 0}
 
-        def stopping(self, idx, lr, warming, stop_at=stop_at, calls=calls):
-            real(self, idx, lr, warming)
+        def stopping(self, idx, lr, warming, phase=None, stop_at=stop_at, calls=calls):
+            real(self, idx, lr, warming, phase)
             calls["n"] += 1
             if int(self.sums.iteration) == stop_at:
                 signal.raise_signal(signal.SIGINT)
 
         monkeypatch.setattr(kind, "__call__", stopping)
         with pytest.raises(Interrupted, match=f"at iteration {stop_at} "):
-            train(cfg, tmp_path / "cut", resume=stop_at == 13, data=data, progress=False, log=None)
+            train(cfg, tmp_path / "cut", resume=stop_at == 13, data=data, progress=False)
     monkeypatch.setattr(kind, "__call__", real)
-    train(cfg, tmp_path / "cut", resume=True, data=data, progress=False, log=None)
+    train(cfg, tmp_path / "cut", resume=True, data=data, progress=False)
     assert_same_run(tmp_path / "cut", tmp_path / "whole")

@@ -1,3 +1,4 @@
+import logging
 import os
 import signal
 import subprocess
@@ -6,20 +7,22 @@ import time
 
 import pytest
 import torch
-from conftest import cfg, quiet, small, tiny_data
+from conftest import cfg, small, tiny_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reslab import runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.runs import load_checkpoint
-from reslab.train import Diverged, lr_at, setup, total_iterations, train
+from reslab.schedule import Schedule
+from reslab.train import Diverged, setup, total_iterations, train
 
 
 def test_paper_schedule_in_iterations():
     cfg = TrainConfig()
     assert total_iterations(cfg, 390) == 64_000
-    assert [lr_at(i, 0.1, [32_000, 48_000]) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == pytest.approx(
+    paper = Schedule(0.1, 64_000, milestones=(32_000, 48_000))
+    assert [paper.lr_at(i) for i in (0, 31_999, 32_000, 47_999, 48_000, 63_999)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     )
 
@@ -29,16 +32,16 @@ def test_short_runs_move_the_drops_proportionally(tmp_path):
     assert run.steps_per_epoch == 8 and run.total == 80
     assert config.resolved.milestones == [40, 60]
     run, _ = setup(small(iterations=None, scale=0.5), tmp_path, tiny_data())
-    assert run.total == 32_000 and run.milestones == [16_000, 24_000]
+    assert run.total == 32_000 and run.schedule.milestones == (16_000, 24_000)
 
 
 def test_warmup_is_on_by_default_from_depth_110_only(tmp_path):
-    assert setup(small(depth=110), tmp_path, tiny_data())[0].warmup
-    assert not setup(small(depth=56), tmp_path, tiny_data())[0].warmup
+    assert setup(small(depth=110), tmp_path, tiny_data())[0].schedule.low_lr_start
+    assert not setup(small(depth=56), tmp_path, tiny_data())[0].schedule.low_lr_start
 
 
 def test_run_directory_contents(tmp_path):
-    row = train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    row = train(small(), tmp_path / "r", data=tiny_data(), progress=False)
     d = tmp_path / "r"
     assert {p.name for p in d.iterdir()} >= {
         "config.json",
@@ -59,20 +62,14 @@ def test_run_directory_contents(tmp_path):
 
 
 def test_training_learns(tmp_path):
-    row = train(small(iterations=60), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    row = train(small(iterations=60), tmp_path / "r", data=tiny_data(), progress=False)
     assert row["train_error"] < 0.5 and row["test_error"] < 0.5  # chance is 0.9
 
 
-def test_warmup_ends_and_returns_to_base_lr(tmp_path):
-    logs = []
-    train(
-        small(warmup="on", iterations=60, eval_every=10),
-        tmp_path / "r",
-        data=tiny_data(),
-        progress=False,
-        log=logs.append,
-    )
-    ended = [m for m in logs if "warm-up ended" in m]
+def test_warmup_ends_and_returns_to_base_lr(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reslab")
+    train(small(warmup="on", iterations=60, eval_every=10), tmp_path / "r", data=tiny_data(), progress=False)
+    ended = [m for m in caplog.messages if "low-lr start ended" in m]
     assert len(ended) == 1
     lrs = [r["lr"] for r in runs.read_metrics(tmp_path / "r")]
     assert lrs[0] == pytest.approx(0.01)  # warming up
@@ -81,17 +78,17 @@ def test_warmup_ends_and_returns_to_base_lr(tmp_path):
 
 
 def test_same_seed_same_run(tmp_path):
-    a = train(small(), tmp_path / "a", data=tiny_data(), progress=False, log=None)
-    b = train(small(), tmp_path / "b", data=tiny_data(), progress=False, log=None)
+    a = train(small(), tmp_path / "a", data=tiny_data(), progress=False)
+    b = train(small(), tmp_path / "b", data=tiny_data(), progress=False)
     assert a["train_loss"] == b["train_loss"] and a["test_error"] == b["test_error"]
 
 
 def test_output_directory_holding_another_run_is_refused(tmp_path):
-    train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+    train(small(), tmp_path / "r", data=tiny_data(), progress=False)
     with pytest.raises(UserError, match="other settings"):
-        train(small(depth=14), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+        train(small(depth=14), tmp_path / "r", data=tiny_data(), progress=False)
     with pytest.raises(UserError, match="--resume"):
-        train(small(), tmp_path / "r", data=tiny_data(), progress=False, log=None)
+        train(small(), tmp_path / "r", data=tiny_data(), progress=False)
 
 
 def comparable(rows):
@@ -172,7 +169,7 @@ def test_divergence_stops_with_status_and_keeps_the_last_good_checkpoint(tmp_pat
     # Warm-up at lr 0.01 trains normally; once it ends, lr 1e9 makes the loss blow up.
     cfg = small(iterations=200, eval_every=10, lr=1e9, warmup="on")
     with pytest.raises(Diverged, match=r"NaN or infinite at iteration \d+; the last good checkpoint"):
-        train(cfg, out, data=tiny_data(), progress=False, log=None)
+        train(cfg, out, data=tiny_data(), progress=False)
     status = runs.read_status(out)
     assert status["state"] == "diverged"
     good = int(status["message"].split("(iteration ")[1].split(")")[0])
@@ -194,12 +191,12 @@ def test_experiment_directory_is_locked(tmp_path):
                 pass
     with runs.run_lock(tmp_path / "run"):
         with pytest.raises(UserError, match="another process is writing"):
-            train(small(), tmp_path / "run", data=tiny_data(), progress=False, log=None)
+            train(small(), tmp_path / "run", data=tiny_data(), progress=False)
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
-    ref = train(small(), tmp_path / "ref", data=tiny_data(), progress=False, log=None)
+    ref = train(small(), tmp_path / "ref", data=tiny_data(), progress=False)
     out = tmp_path / "r"
     real_fsync, calls = os.fsync, []
 
@@ -211,21 +208,21 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
 
     monkeypatch.setattr(os, "fsync", fills_up)
     with pytest.raises(runs.WriteError, match="checkpoint.pt .No space left on device.*previous version of it is"):
-        train(small(), out, data=tiny_data(), progress=False, log=None)
+        train(small(), out, data=tiny_data(), progress=False)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 6  # the previous checkpoint, intact
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
-    row = train(small(), out, resume=True, data=tiny_data(), progress=False, log=None)
+    row = train(small(), out, resume=True, data=tiny_data(), progress=False)
     assert row["train_loss"] == ref["train_loss"] and row["test_error"] == ref["test_error"]
 
 
 def test_resume_removes_what_a_killed_writer_left(tmp_path):
     out = tmp_path / "r"
-    train(small(iterations=12), out, data=tiny_data(), progress=False, log=None)
+    train(small(iterations=12), out, data=tiny_data(), progress=False)
     runs.write_status(out, "interrupted")
     stale = out / f"{runs.TMP_PREFIX}checkpoint.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
-    train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False, log=None)
+    train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False)
     assert not stale.exists()
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 12
 
@@ -260,7 +257,7 @@ def test_training_steps_do_not_wait_on_the_device(tmp_path, monkeypatch, graphs)
     counts = []
     for n in (16, 32):
         with SyncCounter() as counter:
-            train(small(iterations=n, eval_every=n), tmp_path / str(n), data=tiny_data(), progress=False, log=None)
+            train(small(iterations=n, eval_every=n), tmp_path / str(n), data=tiny_data(), progress=False)
         counts.append(counter.count)
     assert counts[0] > 0  # the counter sees the evaluation's reads
     assert counts[1] == counts[0]
@@ -273,7 +270,7 @@ def test_training_steps_do_not_wait_on_the_device(tmp_path, monkeypatch, graphs)
 def test_divergence_keeps_only_finite_checkpoints(tmp_path):
     out = tmp_path / "r"
     with pytest.raises(Diverged) as e:
-        train(cfg(iterations=40, eval_every=1, lr=1e6), out, log=quiet, progress=False)
+        train(cfg(iterations=40, eval_every=1, lr=1e6), out, progress=False)
     assert "diverged" in runs.read_status(out)["state"]
     if (out / "checkpoint.pt").exists():
         saved = torch.load(out / "checkpoint.pt", weights_only=True)

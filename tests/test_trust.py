@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXP_QUICK, QUICK, cfg, copy_run, quiet, refused
+from conftest import EXP_QUICK, QUICK, cfg, copy_run, refused
 
 from reslab import runs
 from reslab.cli import main
@@ -24,12 +24,12 @@ from reslab.train import train
 
 def test_experiment_rerun_with_other_settings_is_refused_then_overwritten(tmp_path):
     first = grid(cfg(), ["plain"], [8], [0])
-    run_experiment(tmp_path, first, backend=LocalBackend(1), log=quiet)
+    run_experiment(tmp_path, first, backend=LocalBackend(1))
     changed = grid(cfg(iterations=6), ["plain"], [8], [0])
     with pytest.raises(UserError, match="iterations 4 there, 6 asked"):
-        run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet)
+        run_experiment(tmp_path, changed, backend=LocalBackend(1))
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 4  # untouched
-    out = run_experiment(tmp_path, changed, backend=LocalBackend(1), log=quiet, overwrite=True)
+    out = run_experiment(tmp_path, changed, backend=LocalBackend(1), overwrite=True)
     assert out[0].state == "finished" and not out[0].skipped
     assert runs.read_metrics(tmp_path / "plain-8-seed0")[-1]["iteration"] == 6
 
@@ -60,21 +60,21 @@ def test_train_into_a_run_with_other_settings_names_the_difference(capsys, tmp_p
 
 
 def test_train_into_an_experiment_directory_is_refused(capsys, tmp_path):
-    run_experiment(tmp_path / "demo", grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1), log=quiet)
+    run_experiment(tmp_path / "demo", grid(cfg(), ["plain"], [8], [0]), backend=LocalBackend(1))
     refused(capsys, ["train", "--depth", "8", *QUICK, "--out", tmp_path / "demo"], "experiment directory")
 
 
 def test_report_leaves_out_runs_that_do_not_belong(tmp_path):
     exp = tmp_path / "exp"
-    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), backend=LocalBackend(1), log=quiet)
-    train(cfg(arch="resnet", depth=14), exp / "stranger", log=quiet, progress=False)  # not a cell
+    run_experiment(exp, grid(cfg(), ["plain", "resnet"], [8], [0]), backend=LocalBackend(1))
+    train(cfg(arch="resnet", depth=14), exp / "stranger", progress=False)  # not a cell
     together, skipped = gather(exp)
     assert sorted(r.name for r in together) == ["plain-8-seed0", "resnet-8-seed0"]
     assert skipped == [("stranger", "not a cell of this experiment (see its experiment.json)")]
 
     folder = tmp_path / "runs"  # no experiment.json: the runs sharing the most common recipe
     for name, c in [("a", cfg()), ("b", cfg(arch="resnet")), ("c", cfg(dataset="synthetic"))]:
-        train(c, folder / name, log=quiet, progress=False)
+        train(c, folder / name, progress=False)
     together, skipped = gather(folder)
     assert [r.name for r in together] == ["a", "b"]
     assert skipped[0][0] == "c" and "dataset 'digits' in the others, 'synthetic' here" in skipped[0][1]
@@ -89,7 +89,7 @@ def test_files_written_before_a_setting_existed_read_as_its_default(tmp_path):
     trained with its default, so they still belong together and an experiment still resumes."""
     exp = tmp_path / "exp"
     cells = grid(cfg(), ["plain", "resnet"], [8], [0])
-    run_experiment(exp, cells, backend=LocalBackend(1), log=quiet)
+    run_experiment(exp, cells, backend=LocalBackend(1))
     record = runs.read_json(exp / "experiment.json")
     del record["recipe"]["block_gamma"]
     runs.write_json(exp / "experiment.json", record)
@@ -100,14 +100,14 @@ def test_files_written_before_a_setting_existed_read_as_its_default(tmp_path):
     assert [r.name for r in together] == ["plain-8-seed0", "resnet-8-seed0"] and skipped == []
     assert runs.differences({"lr": 0.1}, {"lr": 0.1, "block_gamma": 1.0}) == []
     assert runs.differences({}, {"block_gamma": 0.3}) == ["block_gamma 1 there, 0.3 asked"]
-    outcomes = run_experiment(exp, cells, backend=LocalBackend(1), log=quiet)  # nothing to retrain
+    outcomes = run_experiment(exp, cells, backend=LocalBackend(1))  # nothing to retrain
     assert [(o.state, o.skipped) for o in outcomes] == [("finished", True)] * 2
 
 
 def test_analysis_of_a_standalone_run_stays_in_that_run(tmp_path):
     from reslab.analysis import load
 
-    train(cfg(), tmp_path / "mine", log=quiet, progress=False)
+    train(cfg(), tmp_path / "mine", progress=False)
     (tmp_path / "notes.txt").write_text("mine")
     load("responses").analyze([tmp_path / "mine"])
     assert (tmp_path / "mine" / "analyses" / "responses.json").exists()
@@ -164,11 +164,11 @@ def test_out_that_is_a_file_is_refused(capsys, tmp_path):
 
 def test_only_reslabs_own_temporary_files_are_cleaned_up(tmp_path):
     out = tmp_path / "r"
-    train(cfg(), out, log=quiet, progress=False)
+    train(cfg(), out, progress=False)
     (out / ".notes.tmp").write_text("mine")
     (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").write_text("left by a killed writer")
     runs.write_status(out, "interrupted")
-    train(cfg(), out, resume=True, log=quiet, progress=False)
+    train(cfg(), out, resume=True, progress=False)
     assert (out / ".notes.tmp").read_text() == "mine"
     assert not (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").exists()
 
@@ -193,11 +193,11 @@ def test_import_is_refused_while_another_process_writes_the_directory(tmp_path):
 def test_experiment_leaves_a_cell_locked_by_another_process_alone(tmp_path):
     cells = grid(cfg(), ["plain"], [8], [0])
     cell = tmp_path / "plain-8-seed0"
-    train(cells[0], cell, log=quiet, progress=False)
+    train(cells[0], cell, progress=False)
     runs.write_status(cell, "running", iteration=2, total=4, pid=1)
     before = (cell / "status.json").read_text()
     with runs.run_lock(cell):
-        out = run_experiment(tmp_path, cells, backend=LocalBackend(1), log=quiet)
+        out = run_experiment(tmp_path, cells, backend=LocalBackend(1))
     assert out[0].state == "busy"
     assert (cell / "status.json").read_text() == before
 

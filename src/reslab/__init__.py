@@ -5,6 +5,7 @@ The library in a few names (each imported on first use, so ``import reslab`` sta
 - ``TrainConfig``: a run's training settings (the CLI's options, with the same names).
 - ``train_run(config, out)``: train one network into the run directory ``out``.
 - ``load_run(run_dir)``: a run directory read back (``RunRecord``: config, metrics, status).
+- ``load_model(run_dir)``: a run's trained network (an ``nn.Module`` in eval mode, on the CPU).
 - ``gather(exp_dir)``: the runs of an experiment that belong together, and those left out.
 - ``summarize(runs)``: Table-6 rows (mean and std over seeds) of runs.
 - ``judge(runs)``: the paper's claims judged on runs (yes, NO, unclear, not testable).
@@ -19,14 +20,26 @@ See docs/library.md for a worked example.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reslab._version import __version__
+
+if TYPE_CHECKING:  # what a type checker sees; at run time each is imported on first use
+    import torch
+
+    from reslab import analysis
+    from reslab import plots as figures
+    from reslab.config import TrainConfig
+    from reslab.runs import RunRecord, gather, load_run
+    from reslab.verdicts import Verdict
 
 __all__ = [
     "__version__",
     "TrainConfig",
     "train_run",
     "load_run",
+    "load_model",
     "gather",
     "summarize",
     "judge",
@@ -44,16 +57,24 @@ _LAZY = {
 }
 
 
-def train_run(config, out, resume: bool = False, progress: bool | None = False, log=print) -> dict | None:
-    """Train the network `config` (a TrainConfig) describes into the run directory `out`, or
-    continue it there with `resume`; returns the last metrics row (None if nothing was left to
-    train). Raises reslab.errors.UserError for bad settings, with a sentence that says why."""
+def train_run(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool | None = False) -> dict:
+    """Train the network `config` describes into the run directory `out`, or continue it there
+    with `resume`; returns the last metrics row. What it says goes to the "reslab" logger
+    (reslab.log). Raises reslab.errors.UserError for bad settings, with a sentence that says why."""
     from reslab.train import train
 
-    return train(config, out, resume=resume, progress=progress, log=log)
+    return train(config, out, resume=resume, progress=progress)
 
 
-def summarize(runs: list) -> list[dict]:
+def load_model(run_dir: str | Path) -> torch.nn.Module:
+    """The trained network of a run directory (its final weights, or its last checkpoint's), in
+    eval mode on the CPU; its inputs are normalised as reslab.evaluate.normalization says."""
+    from reslab.evaluate import load_run_model
+
+    return load_run_model(Path(run_dir))[0]
+
+
+def summarize(runs: list[RunRecord]) -> list[dict]:
     """Table-6 rows of `runs` (RunRecords, e.g. from gather): one per architecture and depth, with
     the mean and standard deviation over seeds of the final training and test error."""
     from pathlib import Path
@@ -63,7 +84,7 @@ def summarize(runs: list) -> list[dict]:
     return rows(Path("."), all_runs=runs)  # the folder is read only when no runs are given
 
 
-def judge(runs: list) -> list:
+def judge(runs: list[RunRecord]) -> list[Verdict]:
     """The paper's claims judged on `runs` (RunRecords): each a Verdict with .claim, .holds (True,
     False or None for unclear), .testable and .text (the measurement behind it)."""
     from reslab.verdicts import degradation_verdicts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import logging
 import platform
 import shlex
 import shutil
@@ -76,12 +77,12 @@ def compiler_works(device: torch.device) -> str | None:
     return None
 
 
-def compiled(net: torch.nn.Module, strict: bool, device: torch.device, log) -> torch.nn.Module:
+def compiled(net: torch.nn.Module, strict: bool, device: torch.device) -> torch.nn.Module:
     """The network to train with: compiled (the same parameters and buffers) or, where compiling
     fails and not `strict` (compile=auto), as it is, with one line saying why."""
     if not strict:
         if why := compiler_works(device):
-            log(f"torch.compile does not work here ({why}); training without it")
+            logging.getLogger(__name__).warning(f"torch.compile does not work here ({why}); training without it")
             return net
         from torch import _dynamo
 

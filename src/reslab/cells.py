@@ -16,6 +16,7 @@ from typing import Protocol
 from reslab import runs
 from reslab.config import TrainConfig
 from reslab.errors import ExperimentInterrupted, UserError
+from reslab.log import silenced
 from reslab.signals import DriverSignals, StopRequest
 
 
@@ -136,7 +137,8 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> Outcome:
 
     try:
         resume = runs.is_run_dir(run_dir)
-        row = train(cfg, run_dir, resume=resume, progress=False, log=lambda *_: None)
+        with silenced("reslab.train", "reslab.progress"):  # the grid speaks for its cells
+            row = train(cfg, run_dir, resume=resume, progress=False)
         return Outcome(run_dir.name, "finished", seconds=time.perf_counter() - t0, row=row)
     except runs.Locked as e:  # another process is training it: its status is that process's to write
         return Outcome(run_dir.name, "busy", str(e), time.perf_counter() - t0)

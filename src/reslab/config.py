@@ -1,11 +1,13 @@
-"""A run's training settings: the one source of their names, defaults and choices (the CLI's
-options are built from them) and of their validation. Imports no torch, so `reslab --help`
-stays fast."""
+"""A run's training settings, each declared once: its name, type, default and, in the field's
+metadata, its command-line help, group and range. The `train`, `experiment` and `demo` options
+are generated from these fields (options.py), and so is their validation. Imports no torch, so
+`reslab --help` stays fast."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from reslab.errors import UserError
 
@@ -21,46 +23,143 @@ CHOICES = {
     "init": ("he", "torch"),
 }
 
+# Where a setting's option is listed in --help.
+GROUPS = {
+    "model": "the network",
+    "data": "the data",
+    "schedule": "the recipe: length, optimiser, learning-rate schedule, initialisation",
+    "run": "how and where it runs (these never change what a run learns)",
+}
+
+
+def setting(default: Any = None, help: str = "", group: str = "schedule", **option: Any) -> Any:
+    """A TrainConfig field with its command-line option: `option` may give flag (default
+    --NAME), metavar, minimum (numbers: the smallest value; strict=True: above it), factory
+    (for a mutable default) and lazy (a help text computed when shown)."""
+    meta = {"help": help, "group": group, **option}
+    factory = option.get("factory")
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
-    arch: str = "resnet"
-    depth: int = 20
-    shortcut: str | None = None  # None: A (the paper's CIFAR choice); B for preact-bottleneck
-    width: int = 16
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    download: bool = True
-    subset: int | None = None
-    image_size: int | None = None  # None: as stored; N: every image resized to NxN by area averaging
-    test_subset: int | None = None  # None: in proportion to subset (all without one); 0: all
-    val_split: int = 0
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    iterations: int | None = None  # at most one of iterations / epochs / scale; default 64k
-    epochs: float | None = None
-    scale: float | None = None
-    schedule: str = "step"  # step: lr / 10 at each milestone (paper); cosine: lr falls to 0 along a half cosine
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
-    linear_warmup: int = 0  # iterations over which the lr rises linearly from warmup_lr to lr (0: none)
-    init: str = "he"  # conv weights: he (He et al. 2015, fan-out, the paper's); torch (PyTorch's default)
-    block_gamma: float = 1.0  # initial scale of every block's last BN (1: BN's default; the paper does not say)
-    warmup: str = "auto"  # auto: on for depth >= 110 (paper); on; off
-    warmup_lr: float = 0.01
-    warmup_error: float = 0.8
-    augment: str = "auto"  # auto: crop+flip on natural images, none on digits; on; off
-    eval_every: int | None = None  # iterations between evaluations; default one epoch
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast where the hardware runs it natively; fp32; bf16
-    device: str = "auto"
-    channels_last: bool = True
-    compile: str = "auto"  # torch.compile the training step; auto: runs of >= 4000 iterations (accel.py)
-    cuda_graphs: str = "auto"  # replay the whole step as a CUDA graph; auto: on CUDA, one process (step.py)
-    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard
-    init_from: str | None = None  # start from these weights (a model.safetensors) instead of He init
-    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not per rank
+    # the network
+    arch: str = setting("resnet", "the architecture", "model", lazy="arch")
+    depth: int = setting(20, "the depth", "model", lazy="depth", minimum=1)
+    shortcut: str | None = setting(
+        None,
+        "A: zero-padding identity (default; B for bottlenecks), B: projection where the shape changes, C: always",
+        "model",
+    )
+    width: int = setting(16, "filters in the first stage", "model", minimum=1)
+    # the data
+    dataset: str = setting(
+        "cifar10", "cifar10, cifar100, mnist, fashion-mnist, digits, synthetic or imagefolder:PATH", "data"
+    )
+    data_dir: str | None = setting(
+        None, "where datasets are found or downloaded (default ~/.cache/reslab/data, or $RESLAB_DATA)", "run"
+    )
+    download: bool = setting(
+        True, "never download; fail with a message if the data is missing", "run", flag="--no-download"
+    )
+    subset: int | None = setting(
+        None, "train on a class-balanced subset of N training images", "data", metavar="N", minimum=1
+    )
+    image_size: int | None = setting(
+        None,
+        "resize every image to NxN by area averaging (default: as stored; 32 for CIFAR)",
+        "data",
+        metavar="N",
+        minimum=8,
+    )
+    test_subset: int | None = setting(
+        None,
+        "evaluate on N class-balanced test images (default: in proportion to --subset, all without it; 0: all)",
+        "data",
+        metavar="N",
+        minimum=0,
+    )
+    val_split: int = setting(
+        0, "hold out N training images for validation (the paper used 5000)", "data", metavar="N", minimum=0
+    )
+    # the recipe
+    batch_size: int = setting(128, "images per mini-batch", minimum=1)
+    lr: float = setting(0.1, "the learning rate after any warm-up", minimum=0, strict=True)
+    momentum: float = setting(0.9, "SGD momentum, from 0 to below 1", minimum=0)
+    weight_decay: float = setting(1e-4, "L2 weight decay", minimum=0)
+    iterations: int | None = setting(None, "length of the run (default: the paper's 64000)", minimum=1)
+    epochs: float | None = setting(None, "length of the run in epochs", minimum=0, strict=True)
+    scale: float | None = setting(None, "length as a fraction of the paper's 64k iterations", minimum=0, strict=True)
+    schedule: str = setting("step", "step: lr / 10 at --milestones (paper); cosine: lr falls to 0 along a half cosine")
+    milestones: list[float] = setting(
+        help="for the step schedule, the fractions of the run at which the lr drops tenfold (0.5,0.75: the "
+        "paper's 32k and 48k of 64k)",
+        metavar="F,F",
+        factory=lambda: [0.5, 0.75],
+    )
+    linear_warmup: int = setting(
+        0,
+        "linear ramp: raise the lr from --warmup-lr to --lr over the first N iterations (0: none)",
+        metavar="N",
+        minimum=0,
+    )
+    init: str = setting(
+        "he",
+        "conv weights: he (He et al. 2015, the paper's) or torch (PyTorch's default, about 1/6 of the squared norm)",
+    )
+    block_gamma: float = setting(
+        1.0,
+        "start every block's last BN with scale G, plain and residual alike: in a residual block it scales "
+        "F(x) against the shortcut (1: BN's own default, which the paper does not change)",
+        metavar="G",
+        minimum=0,
+    )
+    warmup: str = setting(
+        "auto",
+        "the paper's low-lr start: lr --warmup-lr until training error < --warmup-error, then --lr "
+        "(auto: on for depth >= 110, as in the paper)",
+    )
+    warmup_lr: float = setting(
+        0.01, "the lr that the paper's low-lr start and the linear ramp begin at", minimum=0, strict=True
+    )
+    warmup_error: float = setting(
+        0.8,
+        "the paper's low-lr start ends once training error falls below this fraction (the paper's 80%%)",
+        minimum=0,
+        strict=True,
+    )
+    augment: str = setting("auto", "pad-crop-flip (auto: on for natural images, off for digits)")
+    eval_every: int | None = setting(None, "iterations between evaluations (default: one epoch)", minimum=1)
+    seed: int = setting(0, "the seed of weights, data order and augmentation", minimum=0)
+    # how and where it runs
+    precision: str = setting(
+        "auto", "auto: bf16 autocast where the hardware runs it natively (CUDA, AVX-512 BF16), else fp32", "run"
+    )
+    device: str = setting("auto", "auto (a GPU if there is one, else the CPU), cpu, cuda or cuda:N", "run")
+    channels_last: bool = setting(
+        True, "keep activations in the contiguous layout instead of channels_last", "run", flag="--no-channels-last"
+    )
+    compile: str = setting("auto", "torch.compile the training step (auto: for runs of 4000 iterations or more)", "run")
+    cuda_graphs: str = setting(
+        "auto",
+        "record the whole training step as a CUDA graph per lr phase and replay it (auto: on a CUDA device, "
+        "one process; several times faster for these small nets)",
+        "run",
+    )
+    tensorboard: bool = setting(
+        False, "also write TensorBoard event files to RUN/tensorboard (needs: pip install 'reslab[tensorboard]')", "run"
+    )
+    init_from: str | None = setting(
+        None,
+        "start from these weights (a model.safetensors, for example of a constructed net) instead of He init",
+        "model",
+        metavar="FILE",
+    )
+    sync_bn: bool = setting(
+        False,
+        "under torchrun: BatchNorm statistics over the whole global batch (default: per process, as in the paper)",
+        "run",
+    )
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -72,16 +171,9 @@ class TrainConfig:
 
     def check_types(self) -> None:
         """Every field of the type it must have (a config.json may come from anyone)."""
-        kinds: dict[str, type | tuple[type, ...]] = {
-            "str": str, "int": int, "float": (int, float), "bool": bool, "list[float]": list,
-            "str | None": (str, type(None)), "int | None": (int, type(None)), "float | None": (int, float, type(None)),
-        }  # fmt: skip
         for f in fields(self):
             v = getattr(self, f.name)
-            ok = isinstance(v, kinds[str(f.type)]) and not (isinstance(v, bool) and f.type != "bool")
-            if f.type == "list[float]":
-                ok = ok and all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in v)
-            if not ok:
+            if not of_type(v, str(f.type)):
                 raise UserError(f"the training setting {f.name} must be {str(f.type).replace('|', 'or')}, got {v!r}.")
 
     def model_config(self, num_classes: int, in_channels: int):
@@ -107,47 +199,82 @@ class TrainConfig:
 
     def check_values(self) -> None:
         """Every setting in its range (types checked already): for a config typed, given with
-        --config or read back from a run alike."""
+        --config or read back from a run alike. The ranges are the fields' own (setting())."""
         if sum(v is not None for v in (self.iterations, self.epochs, self.scale)) > 1:
             raise UserError("give at most one of --iterations, --epochs and --scale.")
-        for name in ("iterations", "epochs", "scale", "batch_size", "lr", "warmup_lr", "width", "block_gamma"):
-            v = getattr(self, name)
-            if v is not None and not (v > 0 and math.isfinite(v)):
-                raise UserError(f"--{name.replace('_', '-')} must be a positive finite number, got {v}.")
-        for name in ("momentum", "weight_decay"):
-            v = getattr(self, name)
-            if not (0 <= v < (1 if name == "momentum" else math.inf)):
-                limits = "from 0 to below 1" if name == "momentum" else "0 or more and finite"
-                raise UserError(f"--{name.replace('_', '-')} must be {limits}, got {v}.")
-        if not 0 <= self.seed < 2**63:
-            raise UserError(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed}.")
-        if not 0 < self.warmup_error <= 1 or not all(0 < m <= 1 for m in self.milestones):
-            raise UserError("warmup_error and the milestones are fractions between 0 and 1.")
-        if self.test_subset is not None and self.test_subset < 0:
-            raise UserError(f"--test-subset must be 0 (all) or more, got {self.test_subset}.")
+        for f in fields(self):
+            problem = out_of_range(f.name, getattr(self, f.name))
+            if problem:
+                raise UserError(f"{flag(f.name)} {problem}.")
         if self.cuda_graphs == "on" and self.schedule != "step":
             raise UserError("--cuda-graphs on needs the step schedule (a graph holds one lr); use --cuda-graphs off.")
-        if self.linear_warmup < 0:
-            raise UserError(f"--linear-warmup must be 0 or more iterations, got {self.linear_warmup}.")
-        if self.image_size is not None and not 8 <= self.image_size <= 1024:
-            raise UserError(f"--image-size must be from 8 to 1024 pixels, got {self.image_size}.")
-        if self.val_split < 0:
-            raise UserError(f"--val-split must be 0 or more, got {self.val_split}.")
-        for name in ("eval_every", "subset"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, got {v}.")
-        if self.depth <= 0:
-            raise UserError(f"--depth must be a positive whole number, got {self.depth}.")
-        for name, choices in CHOICES.items():
-            v = getattr(self, name)
-            if v not in choices and not (name == "shortcut" and v is None):
-                raise UserError(
-                    f"--{name.replace('_', '-')} takes {', '.join(choices[:-1])} or {choices[-1]}, got '{v}'."
-                )
+
+
+def of_type(v: Any, kind: str) -> bool:
+    """Whether `v`, read from JSON or YAML, is of the annotated type `kind` (bool is no number)."""
+    if v is None:
+        return kind.endswith("| None")
+    base = kind.removesuffix(" | None")
+    if base == "list[float]":
+        return isinstance(v, list) and all(of_type(m, "float") for m in v)
+    if isinstance(v, bool):
+        return base == "bool"
+    kinds: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
+    return isinstance(v, kinds[base])
+
+
+# Upper limits beside the fields' minimums: fractions, and sizes and lengths a machine can hold.
+MAXIMUM = {
+    "momentum": 1,
+    "warmup_error": 1,
+    "image_size": 1024,
+    "seed": 2**63 - 1,
+    "iterations": 10**9,
+    "epochs": 10**6,
+    "scale": 10**4,
+    "linear_warmup": 10**9,
+    "eval_every": 10**9,
+    "depth": 10**4,
+    "width": 4096,
+    "batch_size": 2**20,
+}
+
+
+def out_of_range(name: str, v: Any) -> str | None:
+    """What is wrong with setting `name` = `v` (of the right type), or None."""
+    meta = SETTINGS[name].metadata
+    if name in CHOICES and v is not None and v not in CHOICES[name]:
+        return f"takes {', '.join(CHOICES[name][:-1])} or {CHOICES[name][-1]}, got '{v}'"
+    if name == "milestones":
+        return (
+            None if all(0 < m <= 1 and math.isfinite(m) for m in v) else f"are fractions of the run (0 to 1), got {v}"
+        )
+    if v is None or isinstance(v, (str, bool)):
+        return None
+    low, strict, high = meta.get("minimum"), meta.get("strict", False), MAXIMUM.get(name, math.inf)
+    in_range = math.isfinite(v) and (low is None or (v > low if strict else v >= low))
+    in_range = in_range and (v < high if name == "momentum" else v <= high)
+    if in_range:
+        return None
+    return f"must be {describe_range(low, strict, high, name)}, got {v}"
+
+
+def describe_range(low, strict: bool, high, name: str) -> str:
+    if name == "momentum":
+        return "from 0 to below 1"
+    lower = "finite" if low is None else ("a positive finite number" if strict and low == 0 else f"{low} or more")
+    return lower if high == math.inf else f"{lower} and at most {high:,}"
+
+
+def flag(name: str) -> str:
+    """A setting's command-line option, as typed."""
+    return SETTINGS[name].metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+SETTINGS = {f.name: f for f in fields(TrainConfig)}
 
 
 def default(name: str):
-    """A training setting's default, for the CLI's options."""
-    f = next(f for f in fields(TrainConfig) if f.name == name)
+    """A training setting's default."""
+    f = SETTINGS[name]
     return f.default_factory() if callable(f.default_factory) else f.default

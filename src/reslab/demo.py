@@ -4,11 +4,14 @@ first two analyses (responses, the constructed solution)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reslab.config import TrainConfig
 from reslab.presets import CPU
+
+if TYPE_CHECKING:
+    from reslab.experiment import GridResult
 
 # The demo's settings on top of the user's, the same for every net (plain and residual alike):
 # the CPU preset's recipe (reslab.presets.CPU). The lr rises linearly from 0.01 to 0.1 over the
@@ -31,12 +34,12 @@ def demo(
     backend=None,
     overwrite=False,
     first_seed: int = 0,
-) -> int:
+) -> GridResult:
     """plain and ResNet at each depth on `asked.dataset`, sized to take under a minute on a CPU:
-    8 epochs of digits (88 iterations), or 8 of a 5,000-image subset of real images on a CPU."""
-    t0 = time.perf_counter()
+    8 epochs of digits (88 iterations), or 8 of a 5,000-image subset of real images on a CPU.
+    Returns what the grid and the analyses found, with the report written."""
     from reslab.accel import resolve_device
-    from reslab.experiment import finish, run_grid, split_archs
+    from reslab.experiment import report, run_grid, split_archs
 
     on_cpu = resolve_device(asked.device).type == "cpu"
     digits = asked.dataset == "digits"
@@ -48,11 +51,9 @@ def demo(
     spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
     arch_list = split_archs(archs)
     seed_list = list(range(first_seed, first_seed + seeds))
-    outcomes = run_grid(out, base, arch_list, depths, seed_list, spec, backend, overwrite)
-    demo_analyses(out, arch_list, depths, first_seed)
-    code = finish(out, outcomes)
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
-    return code
+    result = run_grid(out, base, arch_list, depths, seed_list, spec, backend, overwrite)
+    result.findings = demo_analyses(out, arch_list, depths, first_seed)
+    return report(out, result)
 
 
 def warmup_iterations(epochs: float, steps_per_epoch: int) -> int:
@@ -69,9 +70,10 @@ def steps_per_epoch(asked: TrainConfig, subset: int | None) -> int:
     return max(1, subset // min(asked.batch_size, subset))
 
 
-def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0) -> None:
+def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0) -> list[str]:
     """The why, in seconds: layer responses of every net, and the constructed solution from the
-    shallowest to the deepest net of each architecture, compared with SGD's."""
+    shallowest to the deepest net of each architecture, compared with SGD's; returns the lines
+    that say what they found."""
     from reslab import runs
     from reslab.analysis import construct, responses
     from reslab.verdicts import mark
@@ -79,10 +81,9 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0)
     # This experiment's runs only (its cells, one recipe), never others left in the folder.
     finished = [r.dir for r in runs.gather(out)[0] if r.state == "finished" and (r.dir / "model.safetensors").exists()]
     if not finished:
-        return
+        return []
     r = responses.analyze(finished, out)
-    for f in r["findings"]:
-        print(f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}")
+    lines = [f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}" for f in r["findings"]]
     lo, hi = min(depths), max(depths)
     sources = [out / f"{arch}-{lo}-seed{seed}" for arch in archs]
     sources = [s for s in sources if hi > lo and s in finished]
@@ -90,8 +91,9 @@ def demo_analyses(out: Path, archs: list[str], depths: list[int], seed: int = 0)
         c = construct.analyze(source, hi, out, draw=source == sources[-1])  # one figure shows them all
         scratch = f"; SGD from scratch reached {c['scratch_train_error']:.1%}" if "scratch" in c else ""
         arch = c["arch"]
-        print(
+        lines.append(
             f"constructed {arch}-{hi} from {arch}-{lo}: {construct.outputs_text(c)}, "
             f"training error {c['constructed_train_error']:.1%}{scratch} (in eval mode on the training "
             "images; the table's training error is the running error of the last epoch's batches)"
         )
+    return lines

@@ -3,7 +3,7 @@ validation errors, `reslab eval`, the analyses), and loading a run's network to 
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,9 @@ def load_run_model(run_dir: Path) -> tuple[CifarNet, runs.RunConfig]:
     status = runs.read_status(run_dir)
     if status["state"] != "finished":
         at = f" at iteration {status['iteration']} of {status['total']}" if "total" in status else ""
-        print(
-            f"reslab: note: {run_dir} is not a finished run (it is {status['state']}{at}); the weights of its "
-            "last checkpoint are used.",
-            file=sys.stderr,
+        logging.getLogger(__name__).warning(
+            f"note: {run_dir} is not a finished run (it is {status['state']}{at}); the weights of its last "
+            "checkpoint are used."
         )
     weights = run_dir / "model.safetensors"
     state: Any
@@ -119,22 +118,45 @@ def load_run_model(run_dir: Path) -> tuple[CifarNet, runs.RunConfig]:
 
 
 def evaluate_run(
-    run_dir: Path, dataset: str | None = None, data_dir: str | None = None, download: bool = True, device: str = "auto"
+    run_dir: Path,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+    device: str = "auto",
+    precision: str = "run",
 ) -> dict:
-    """Test loss and error of a run's weights, normalised as the run was trained."""
-    from reslab.data import load_dataset, resize
+    """Test loss and error of a run's weights, normalised as the run was trained. On the run's own
+    dataset it scores the test images the run scored, in the precision it scored them in
+    (precision "run"), so the error is its last metrics row's; "fp32" or "bf16" choose."""
+    from reslab.data import load_dataset, prepare, resize
 
     model, config = load_run_model(run_dir)
     name = dataset or config.dataset
-    data = resize(load_dataset(name, data_dir or config.train.data_dir, download), config.train.image_size)
+    t = config.train
+    data = resize(load_dataset(name, data_dir or t.data_dir, download), t.image_size)
     m = config.model
     if data.image_shape[0] != m.in_channels or data.num_classes > m.num_classes:
         raise UserError(
             f"{name} ({plural(data.image_shape[0], 'channel')}, {plural(data.num_classes, 'class')}) does not "
             f"fit the network of {run_dir} ({plural(m.in_channels, 'channel')}, {plural(m.num_classes, 'class')})."
         )
+    own = name == config.dataset and config.imported is None
+    if own:  # the same held-out and test images as the run (imported nets: the whole test set)
+        data = prepare(data, t.subset, t.val_split, t.seed, t.test_subset)
+    as_run = precision == "run"
+    chosen = (config.resolved.precision or "fp32") if as_run else precision
     dev = accel.resolve_device(device)
     mean, std = normalization(config, dev)
-    model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loss, error = score(model, data.test_x.to(dev), data.test_y.to(dev), mean, std, "fp32")
-    return {"dataset": name, "images": len(data.test_y), "loss": loss, "error": error}
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+    loss, error = score(
+        model, data.test_x.to(dev), data.test_y.to(dev), mean, std, chosen, channels_last=t.channels_last
+    )
+    return {
+        "dataset": name,
+        "images": len(data.test_y),
+        "loss": loss,
+        "error": error,
+        "precision": chosen,
+        "as_run": as_run and own,
+    }

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -34,6 +34,9 @@ from reslab.cells import (
 from reslab.config import TrainConfig
 from reslab.errors import ExperimentInterrupted, UserError
 from reslab.summary import write_summary
+from reslab.verdicts import Verdict
+
+log = logging.getLogger(__name__).info
 
 
 def grid(base: TrainConfig, archs: list[str], depths: list[int], seeds: list[int]) -> list[TrainConfig]:
@@ -92,7 +95,7 @@ def refuse_stale(exp_dir: Path, stale: dict[str, list[str]], overwrite: bool) ->
         )
 
 
-def remove_stale(exp_dir: Path, cells: list[TrainConfig], log) -> None:
+def remove_stale(exp_dir: Path, cells: list[TrainConfig]) -> None:
     """--overwrite: delete the runs trained with other settings, so they train anew. Called with
     the experiment's lock held, so no other reslab process is running this experiment."""
     import shutil
@@ -116,55 +119,51 @@ def split_archs(text: str) -> list[str]:
     return archs
 
 
+@dataclasses.dataclass
+class GridResult:
+    """What a grid (demo or experiment) found: each cell's outcome, the Table-6 rows, the verdicts,
+    the crossovers, the runs left out of the summary (with why) and the report written."""
+
+    outcomes: list[Outcome]
+    summary: list[dict]
+    verdicts: list[Verdict]
+    crossovers: list[dict]
+    skipped: list[tuple[str, str]]
+    report: Path | None = None
+    findings: list[str] = dataclasses.field(default_factory=list)  # the analyses' lines (the demo's)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.state != "finished"]
+
+
 def run_grid(
     out: Path, base: TrainConfig, archs, depths, seeds: list[int], spec: dict, backend=None, overwrite=False
-) -> list[Outcome]:
-    """Train the grid (demo and experiment alike), print the table and verdicts; returns the
-    cells' outcomes."""
-    from reslab.models import display
+) -> GridResult:
+    """Train the grid (demo and experiment alike) and judge it; the report is written by report()."""
     from reslab.runs import gather
-    from reslab.summary import crossover_text, crossovers, summarize, summary_table
-    from reslab.verdicts import degradation_verdicts, mark
+    from reslab.summary import crossovers, summarize
+    from reslab.verdicts import degradation_verdicts
 
     cells = grid(base, archs, depths, seeds)
-    print(
+    log(
         f"training {len(cells)} network{'s' if len(cells) != 1 else ''} into {out}: {', '.join(archs)} x depths "
         f"{', '.join(map(str, depths))} x seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} "
         f"on {base.dataset}"
     )
     outcomes = run_experiment(out, cells, backend, spec, overwrite)
     together, skipped = gather(out)
-    for name, why in skipped:
-        print(f"left out of the summary: {name}: {why}")
     summary = summarize(out, all_runs=together)
-    print()
-    print(summary_table(summary))
-    print()
-    for v in degradation_verdicts(summary, together):
-        print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
-    found = crossovers(together)
-    if found:
-        print(
-            "the deeper net's training error stays below the shallower one's: "
-            + "; ".join(
-                f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])} {crossover_text(c)}"
-                for c in found
-            )
-        )
-    return outcomes
+    verdicts = degradation_verdicts(summary, together)
+    return GridResult(outcomes, summary, verdicts, crossovers(together), skipped)
 
 
-def finish(out: Path, outcomes: list[Outcome]) -> int:
-    """Write the report and say which runs did not finish (exit status 1 if any)."""
+def report(out: Path, result: GridResult) -> GridResult:
+    """Write the report of a grid's directory into the result."""
     from reslab.report import write_report
 
-    print(f"\nreport: {write_report(out)}")
-    failed = [o for o in outcomes if o.state != "finished"]
-    if failed:
-        names = ", ".join(f"{o.name} ({o.state})" for o in failed)
-        print(f"{len(failed)} run(s) did not finish: {names}", file=sys.stderr)
-        return 1
-    return 0
+    result.report = write_report(out)
+    return result
 
 
 def default_jobs(n_cells: int, runs_per_gpu: int = 1) -> int:
@@ -181,8 +180,8 @@ class GridProgress:
     """While cells train, says every `every` seconds how far the grid is, from the cells'
     status.json files (which every backend's workers keep up to date)."""
 
-    def __init__(self, exp_dir: Path, cells: list[TrainConfig], log, every: float = 60.0):
-        self.exp_dir, self.log, self.every = Path(exp_dir), log, every
+    def __init__(self, exp_dir: Path, cells: list[TrainConfig], every: float = 60.0):
+        self.exp_dir, self.every = Path(exp_dir), every
         # A step of these nets costs in proportion to their depth (every stage's convs have the
         # same MACs), so a ResNet-56 cell is about 3 of a ResNet-20's in the ETA.
         self.weights = {cell_name(c): float(c.depth) for c in cells}
@@ -193,7 +192,7 @@ class GridProgress:
             return
         self.last = time.perf_counter()
         statuses = {name: runs.read_status(self.exp_dir / name) for name in self.weights}
-        self.log(progress_line(statuses, self.last - self.start, self.weights))
+        log(progress_line(statuses, self.last - self.start, self.weights))
 
 
 def progress_line(statuses: dict[str, dict], elapsed: float, weights: dict[str, float] | None = None) -> str:
@@ -233,7 +232,6 @@ def run_experiment(
     backend: Backend | None = None,
     spec: dict | None = None,
     overwrite: bool = False,
-    log=print,
     progress_every: float = 60.0,
 ) -> list[Outcome]:
     """Run every cell not yet finished on `backend` (default: LocalBackend(), one process per
@@ -264,7 +262,7 @@ def run_experiment(
         if unfinished:
             stack.enter_context(runner.joined())  # a cluster is joined before anything is written
         stack.enter_context(experiment_lock(exp_dir))  # before anything is deleted or written
-        remove_stale(exp_dir, cells, log)
+        remove_stale(exp_dir, cells)
         record = {
             "kind": "degradation",  # a grid of nets by depth: the only kind so far
             "command": command_line(),
@@ -293,7 +291,7 @@ def run_experiment(
             outcomes[outcome.name] = outcome
             log(describe_outcome(outcome, done, len(todo), time.perf_counter() - t0))
 
-        progress = GridProgress(exp_dir, todo, log, progress_every)
+        progress = GridProgress(exp_dir, todo, progress_every)
         try:
             if todo:
                 runner.run(exp_dir, todo, finished, progress)

@@ -9,6 +9,7 @@ std, which the imported run records so that `reslab eval` scores it as it was tr
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def fetch_named(name: str, cache: Path | None = None) -> Path:
     dest = (cache or DEFAULT_DATA_DIR / "pretrained") / file
     if dest.is_file() and md5_of(dest, "sha256") == sha256:
         return dest
-    print(f"downloading {SOURCE}{file} to {dest} ...")
+    logging.getLogger(__name__).info(f"downloading {SOURCE}{file} to {dest} ...")
     return download(SOURCE + file, dest, sha256, "sha256", packed=False)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from reslab.errors import UserError
 class Progress:
     """Closed once, however the loop ends; on a terminal a bar, elsewhere a log line per evaluation."""
 
-    def __init__(self, plan, start: int, progress: bool | None, log):
-        self.plan, self.log = plan, log
+    def __init__(self, plan, start: int, progress: bool | None):
+        self.plan = plan
         if progress is None:
             progress = sys.stderr.isatty()
         self.bar = None
@@ -36,9 +37,9 @@ class Progress:
         )
         if self.bar is not None:
             self.bar.set_postfix_str(text)
-        elif self.log is not None:
+        else:
             cfg, it = self.plan.cfg, f"{row['iteration']:.0f}/{self.plan.total}"
-            self.log(f"{cfg.arch}-{cfg.depth} epoch {row['epoch']:g} it {it}: {text}")
+            logging.getLogger(__name__).info(f"{cfg.arch}-{cfg.depth} epoch {row['epoch']:g} it {it}: {text}")
         if self.board is not None:
             for key, value in row.items():
                 if key not in ("epoch", "iteration") and value is not None:

@@ -5,8 +5,8 @@ once (DriverSignals)."""
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -91,10 +91,9 @@ class DriverSignals(Catching):
     @staticmethod
     def say_stopping(cancelled: int | None) -> None:
         queued = "the queued cells" if cancelled is None else f"{cancelled} queued cell(s)"
-        print(
+        logging.getLogger(__name__).warning(
             f"stopping: {queued} cancelled; the running ones are saving a checkpoint "
-            "(Ctrl-C again to stop them at once)",
-            file=sys.stderr,
+            "(Ctrl-C again to stop them at once)"
         )
 
     @staticmethod

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,7 @@ from reslab.evaluate import normalize
 
 # Real iterations run eagerly (on a side stream on CUDA) before each recording: they create the
 # optimizer's momentum buffers and let cuDNN and autograd set up, as capture requires.
-WARMUP_STEPS = 3
+EAGER_STEPS = 3
 RECORDING = threading.Lock()
 
 
@@ -105,46 +107,46 @@ class Eager:
     def __init__(self, inputs: StepInputs, sums: Sums):
         self.inputs, self.sums = inputs, sums
 
-    def __call__(self, idx: torch.Tensor, lr: float, warming: bool) -> None:
+    def __call__(self, idx: torch.Tensor, lr: float, warming: bool, phase: Hashable | None = None) -> None:
         set_lr(self.inputs.opt, lr)
         train_step(self.inputs, self.sums, idx, warming)
 
 
 class Graphed(Eager):
-    """The step from a static index buffer, recorded once per (lr, warming) phase after
-    WARMUP_STEPS eager iterations, then replayed. On CUDA a recording is a CUDA graph; on a CPU it
+    """The step from a static index buffer, recorded once per phase of the schedule whose lr stays
+    the same (Schedule.phase_key; None: the lr changes at each iteration, so the step runs
+    eagerly) after EAGER_STEPS eager iterations, then replayed. On CUDA a recording is a CUDA graph; on a CPU it
     is the static-buffer step itself, run at each replay (the fallback: the same phases, buffers
     and counting, tested to equal the eager step bit for bit). `strict` (--cuda-graphs on) turns a
     failed recording into an error; otherwise training goes on eagerly, with one line saying why."""
 
-    def __init__(self, inputs: StepInputs, sums: Sums, batch: int, strict: bool = False, log=print):
+    def __init__(self, inputs: StepInputs, sums: Sums, batch: int, strict: bool = False):
         super().__init__(inputs, sums)
         device = inputs.train_x.device
         self.static_idx = torch.zeros(batch, dtype=torch.long, device=device)
         self.graphed = device.type == "cuda"
-        self.strict, self.log = strict, log
-        self.recorded: dict[tuple[float, bool], Any] = {}  # phase -> something with .replay()
-        self.phase: tuple[float, bool] | None = None
+        self.strict = strict
+        self.recorded: dict[Hashable, Any] = {}  # phase -> something with .replay()
+        self.phase: Hashable | None = None
         self.warm = 0
         self.recordings = 0  # phases recorded so far (tests check each phase is recorded once)
 
-    def __call__(self, idx: torch.Tensor, lr: float, warming: bool) -> None:
+    def __call__(self, idx: torch.Tensor, lr: float, warming: bool, phase: Hashable | None = None) -> None:
         self.static_idx.copy_(idx, non_blocking=True)
         set_lr(self.inputs.opt, lr)
-        key = (lr, warming)
-        if key not in self.recorded:
-            if self.phase != key:
-                self.phase, self.warm = key, 0
-            if self.warm < WARMUP_STEPS:  # a real iteration, counted as one
+        if phase is None or phase not in self.recorded:
+            if phase is None or self.phase != phase:
+                self.phase, self.warm = phase, 0
+            if phase is None or self.warm < EAGER_STEPS:  # a real iteration, counted as one
                 self.warm += 1
                 with self.side_stream():
                     train_step(self.inputs, self.sums, self.static_idx, warming)
                 return
-            # The lr only ever goes down (and the warm-up only comes first): a phase that is over is
-            # never replayed again, so its recording (and on CUDA its memory pool) is let go.
-            self.recorded = {key: self.record(warming)}
+            # Phases come one after the other and never return: a phase that is over is never
+            # replayed again, so its recording (and on CUDA its memory pool) is let go.
+            self.recorded = {phase: self.record(warming)}
             self.recordings += 1
-        self.recorded[key].replay()
+        self.recorded[phase].replay()
 
     @contextlib.contextmanager
     def side_stream(self):
@@ -182,7 +184,9 @@ class Graphed(Eager):
                 raise UserError(
                     f"--cuda-graphs on: the training step cannot be recorded as a CUDA graph ({one_line(e)})."
                 ) from None
-            self.log(f"the training step cannot be recorded as a CUDA graph ({one_line(e)}); training eagerly")
+            logging.getLogger(__name__).warning(
+                f"the training step cannot be recorded as a CUDA graph ({one_line(e)}); training eagerly"
+            )
             self.graphed = False
             self.recorded.clear()
             torch.cuda.current_stream().synchronize()

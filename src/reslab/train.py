@@ -13,6 +13,7 @@ are measured in eval mode on the whole split.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -29,13 +30,16 @@ from reslab.config import TrainConfig
 from reslab.data import Dataset, load_dataset, prepare, resize
 from reslab.errors import UserError, one_line
 from reslab.evaluate import score
+from reslab.log import silenced
 from reslab.models import build_model, describe, state_mismatch
 from reslab.progress import Progress
+from reslab.schedule import Schedule
 from reslab.signals import StopRequest
 
+log = logging.getLogger(__name__).info
 PAPER_ITERATIONS = 64_000
 SEEDING = threading.Lock()
-WARMUP_WINDOW = 20  # iterations over which the warm-up's training error is measured
+ERROR_WINDOW = 20  # iterations over which the paper's low-lr start measures the training error
 STOP_VOTE_EVERY = 10  # under torchrun, iterations between the ranks' votes on a stop request
 
 
@@ -45,27 +49,6 @@ def total_iterations(cfg: TrainConfig, steps_per_epoch: int) -> int:
     if cfg.epochs is not None:
         return max(1, round(cfg.epochs * steps_per_epoch))
     return max(1, round(PAPER_ITERATIONS * (cfg.scale if cfg.scale is not None else 1.0)))
-
-
-def lr_at(
-    iteration: int,
-    base_lr: float,
-    milestones: list[int],
-    schedule: str = "step",
-    total: int = 1,
-    ramp: int = 0,
-    ramp_from: float = 0.01,
-) -> float:
-    """The lr of an iteration. A linear warm-up (Goyal et al. 2017) first raises it from
-    `ramp_from` to `base_lr` over `ramp` iterations; then the step schedule divides it by 10 at
-    each milestone passed (paper), or the cosine schedule (Loshchilov & Hutter 2017) lowers it to
-    0 along a half cosine by the end of the run."""
-    if iteration < ramp:
-        return ramp_from + (base_lr - ramp_from) * iteration / ramp
-    if schedule == "cosine":
-        done = (iteration - ramp) / max(1, total - ramp)
-        return base_lr * 0.5 * (1 + math.cos(math.pi * done))
-    return base_lr * 0.1 ** sum(iteration >= m for m in milestones)
 
 
 @dataclass
@@ -84,8 +67,7 @@ class Plan:
     steps_per_epoch: int
     batch_size: int
     total: int
-    milestones: list[int]
-    warmup: bool
+    schedule: Schedule
     augment: bool
     eval_every: int
     compile: bool
@@ -144,8 +126,7 @@ def setup(
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
         total=total,
-        milestones=[round(f * total) for f in cfg.milestones] if cfg.schedule == "step" else [],
-        warmup=warmup,
+        schedule=Schedule.of(cfg, total, warmup),
         augment=augment,
         eval_every=cfg.eval_every or steps_per_epoch,
         compile=accel.resolve_compile(cfg.compile, total, device, group.active),
@@ -165,11 +146,11 @@ def run_config(plan: Plan, model_cfg, mean: list[float], std: list[float]) -> ru
         model=model_cfg,
         resolved=runs.Resolved(
             iterations=plan.total,
-            milestones=plan.milestones,
+            milestones=list(plan.schedule.milestones),
             batch_size=batch_size,
             steps_per_epoch=plan.steps_per_epoch,
             epochs=round(plan.total / plan.steps_per_epoch, 2),
-            warmup=plan.warmup,
+            warmup=plan.schedule.low_lr_start,
             augment=plan.augment,
             augment_pad=default_pad(h) if plan.augment else 0,
             precision=plan.precision,
@@ -209,13 +190,10 @@ def train(
     resume: bool = False,
     data: Dataset | None = None,
     progress: bool | None = None,
-    log=print,
 ) -> dict:
     """Train one network into the run directory `out`; returns its final metrics row. Under
     torchrun every process calls this; rank 0 alone locks and writes the run directory."""
     out = Path(out)
-    quiet = lambda *_: None  # noqa: E731
-    log = log or quiet
     with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
         plan, config = group.together(lambda: setup(cfg, out, data, group, device))
 
@@ -231,15 +209,17 @@ def train(
                     + "; leave out --resume to start a new run there."
                 )
             stack.enter_context(runs.run_lock(out))
-            return check_run_dir(config, out, resume, log)
+            return check_run_dir(config, out, resume)
 
         done = group.decide(start)  # on rank 0; the other ranks get its answer (or its error)
         if done is not None:
             return done
-        return loop(plan, resume, progress if group.main else False, log if group.main else quiet)
+        if not group.main:  # under torchrun, rank 0 speaks for all
+            stack.enter_context(silenced("reslab"))
+        return loop(plan, resume, progress if group.main else False)
 
 
-def check_run_dir(config: runs.RunConfig, out: Path, resume: bool, log) -> dict | None:
+def check_run_dir(config: runs.RunConfig, out: Path, resume: bool) -> dict | None:
     """Refuse to mix runs; write config.json. Returns the final row if the run is already finished."""
     if runs.is_run_dir(out):
         old = runs.read_config(out)
@@ -306,7 +286,7 @@ class TrainState:
             order_gen=torch.Generator().manual_seed(cfg.seed + 1),
             aug_gen=torch.Generator(device=dev).manual_seed(cfg.seed + 2),
             sums=step.Sums.zeros(dev),
-            warmup_until=None if plan.warmup else 0,
+            warmup_until=None if plan.schedule.low_lr_start else 0,
         )
 
     def capture(self, steps_per_epoch: int) -> dict:
@@ -370,31 +350,23 @@ class TrainState:
             if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
                 raise ValueError(f"the running sum {k} is not finite and non-negative")
 
-    def next_batch(self, plan: Plan) -> tuple[torch.Tensor, float, bool]:
-        """This iteration's image indices (a new data order at each epoch's start), lr and
-        whether the warm-up is on."""
+    def next_batch(self, plan: Plan) -> tuple[torch.Tensor, float, bool, tuple | None]:
+        """This iteration's image indices (a new data order at each epoch's start), lr, whether
+        the paper's low-lr start is on, and the schedule's phase (a recorded step's key)."""
         pos = self.iteration % plan.steps_per_epoch
         if pos == 0 or self.perm is None:  # (None: resumed mid-epoch, order_gen as the epoch began)
             self.epoch_order_state = self.order_gen.get_state()
             self.perm = torch.randperm(len(plan.data.train_y), generator=self.order_gen).to(plan.device)
         idx = self.perm[pos * plan.batch_size : (pos + 1) * plan.batch_size]
-        warming = self.warmup_until is None
-        cfg = plan.cfg
-        lr = (
-            cfg.warmup_lr
-            if warming
-            else lr_at(
-                self.iteration, cfg.lr, plan.milestones, cfg.schedule, plan.total, cfg.linear_warmup, cfg.warmup_lr
-            )
-        )
-        return idx, lr, warming
+        low = self.warmup_until is None
+        return idx, plan.schedule.lr_at(self.iteration, low), low, plan.schedule.phase_key(self.iteration, low)
 
 
-def make_step(plan: Plan, ts: TrainState, log) -> step.Eager:
+def make_step(plan: Plan, ts: TrainState) -> step.Eager:
     """The training step of this run: eager, or recorded as CUDA graphs (--cuda-graphs)."""
     net = distributed.wrap(ts.model, plan.group, plan.device)
     if plan.compile:
-        net = accel.compiled(net, plan.cfg.compile == "on", plan.device, log)
+        net = accel.compiled(net, plan.cfg.compile == "on", plan.device)
     inputs = step.StepInputs(
         net=net,
         opt=ts.opt,
@@ -409,7 +381,7 @@ def make_step(plan: Plan, ts: TrainState, log) -> step.Eager:
         memory_format=torch.channels_last if plan.cfg.channels_last else torch.contiguous_format,
     )
     if plan.cuda_graphs:
-        return step.Graphed(inputs, ts.sums, plan.batch_size, strict=plan.cfg.cuda_graphs == "on", log=log)
+        return step.Graphed(inputs, ts.sums, plan.batch_size, strict=plan.cfg.cuda_graphs == "on")
     return step.Eager(inputs, ts.sums)
 
 
@@ -446,7 +418,7 @@ class Journal:
         self.status("finished", f"finished {self.plan.total} iterations", ts.iteration)
 
 
-def resume_from(plan: Plan, ts: TrainState, log) -> None:
+def resume_from(plan: Plan, ts: TrainState) -> None:
     """Load the run's checkpoint into ts; rank 0 reads it and hands it to the others (nodes
     need not share a disk)."""
     path = plan.out / "checkpoint.pt"
@@ -466,31 +438,31 @@ def resume_from(plan: Plan, ts: TrainState, log) -> None:
     log(f"resuming {plan.out} at iteration {ts.iteration} of {plan.total}")
 
 
-def loop(plan: Plan, resume: bool, progress: bool | None, log) -> dict:
+def loop(plan: Plan, resume: bool, progress: bool | None) -> dict:
     plan.data = plan.data.to(plan.device)  # the images live on the training device for the whole run
     ts = TrainState.start(plan)
     if resume:
-        resume_from(plan, ts, log)
+        resume_from(plan, ts)
     journal = Journal(plan)
     journal.metrics(ts.rows)  # drops rows a killed process wrote after its last checkpoint
-    train_step = make_step(plan, ts, log)
+    train_step = make_step(plan, ts)
     if ts.iteration == 0:
         log(plan_text(plan))
-    shown = Progress(plan, ts.iteration, progress, log)
+    shown = Progress(plan, ts.iteration, progress)
     try:
         journal.status("running", iteration=ts.iteration)
         period_start = time.perf_counter()
         compiling = plan.compile  # the first step of a compiled run compiles it (a minute on a CPU)
         with StopRequest() as asked:
             while ts.iteration < plan.total:
-                idx, lr, warming = ts.next_batch(plan)
-                with compile_abortable(asked, compiling, plan, ts, journal, log):
-                    train_step(idx, lr, warming)
+                idx, lr, warming, phase = ts.next_batch(plan)
+                with compile_abortable(asked, compiling, plan, ts, journal):
+                    train_step(idx, lr, warming, phase)
                 compiling = False
                 ts.seen += plan.batch_size // plan.group.world
                 ts.iteration += 1
-                if warming and ts.iteration % WARMUP_WINDOW == 0:
-                    end_warmup(ts, plan, pool_sums(ts, plan.group)["window_wrong"], log)
+                if warming and ts.iteration % ERROR_WINDOW == 0:
+                    end_warmup(ts, plan, pool_sums(ts, plan.group)["window_wrong"])
                 shown.step()
                 if ts.iteration % plan.eval_every == 0 or ts.iteration == plan.total:
                     row = end_period(plan, ts, lr, period_start, journal)
@@ -583,7 +555,7 @@ def diverged(plan: Plan, ts: TrainState, journal: Journal) -> NoReturn:
 
 
 @contextlib.contextmanager
-def compile_abortable(asked: StopRequest, compiling: bool, plan: Plan, ts: TrainState, journal: Journal, log):
+def compile_abortable(asked: StopRequest, compiling: bool, plan: Plan, ts: TrainState, journal: Journal):
     """While the first step compiles, a stop ends the run at once (nothing has changed since the
     last checkpoint)."""
     # One process only: under torchrun the ranks must agree on the step they stop at.
@@ -626,12 +598,7 @@ def plan_text(plan: Plan) -> str:
     iterations are 182 epochs of its 45k-image split, but thousands on a small dataset."""
     epochs = plan.total / plan.steps_per_epoch
     cfg = plan.cfg
-    if cfg.schedule == "cosine":
-        lr = f"lr {cfg.lr:g} falling to 0 along a cosine"
-    else:
-        lr = f"lr drops at {', '.join(f'{m:,}' for m in plan.milestones)}"
-    if cfg.linear_warmup:
-        lr = f"lr rising from {cfg.warmup_lr:g} over the first {cfg.linear_warmup:,} iterations, then {lr}"
+    lr = plan.schedule.describe()
     side = plan.data.image_shape[1]
     text = (
         f"{cfg.arch}-{cfg.depth} on {plan.data.name} ({side}x{side}): {plan.total:,} iterations of {plan.batch_size} "
@@ -677,16 +644,16 @@ def clear_sums(ts: TrainState, window: bool = True) -> None:
         ts.sums.window_wrong.zero_()
 
 
-def end_warmup(ts: TrainState, plan: Plan, window_wrong: float, log) -> None:
+def end_warmup(ts: TrainState, plan: Plan, window_wrong: float) -> None:
     """End the warm-up once the training error over the last window is below the threshold, and
     at the latest at the first lr drop, so that it can never hold the lr at 0.01 for good."""
-    err = window_wrong / (WARMUP_WINDOW * plan.batch_size)
+    err = window_wrong / (ERROR_WINDOW * plan.batch_size)
     ts.sums.window_wrong.zero_()
-    if err < plan.cfg.warmup_error or ts.iteration >= min(plan.milestones, default=plan.total):
+    if err < plan.cfg.warmup_error or ts.iteration >= min(plan.schedule.milestones, default=plan.total):
         ts.warmup_until = ts.iteration
         log(
-            f"warm-up ended at iteration {ts.iteration} (training error {err:.1%} over the last "
-            f"{WARMUP_WINDOW} iterations); lr back to {plan.cfg.lr:g}"
+            f"the paper's low-lr start ended at iteration {ts.iteration} (training error {err:.1%} over the last "
+            f"{ERROR_WINDOW} iterations); lr back to {plan.cfg.lr:g}"
         )
 
 

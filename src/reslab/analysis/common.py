@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from reslab import files, runs
+from reslab.config import SETTINGS
 from reslab.errors import UserError, plural
 from reslab.evaluate import load_run_model, normalization, normalize
 from reslab.models import CifarNet, display
-from reslab.options import DATA_DIR_HELP
 
 
 @dataclass
@@ -107,7 +107,7 @@ def add_run_args(p, runs: bool = True) -> None:
     if runs:
         p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--dataset", help="dataset to use (default: each run's own)")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--data-dir", help=SETTINGS["data_dir"].metadata["help"])
     p.add_argument(
         "--out", help="directory to write analyses/ and figures/ into (default: the runs' experiment directory)"
     )

@@ -10,6 +10,7 @@ make the identity impossible.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -148,7 +149,7 @@ def summary(r: dict) -> list[str]:
     return [f"[{mark(f['holds'], f.get('testable', True))}] {f['claim']}: {f['text']}"]
 
 
-def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=print) -> dict:
+def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0) -> dict:
     """k = 1..max_k residual blocks against 2k plain layers: the same number of 3x3 convs."""
     rows: dict[str, list[dict]] = {"plain": [], "residual": []}
     bar = progress_bar(4 * sum(range(1, max_k + 1)), "identity (convs trained)")  # a stack's cost grows with k
@@ -160,7 +161,9 @@ def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0, log=pri
                 err = identity_error(kind, units, steps=steps, seed=seed)
                 rows[kind].append({"k": units, "convs": 2 * k, "error": err})
                 bar.update(2 * k)
-            log(f"{2 * k} convs: plain {rows['plain'][-1]['error']:.4f}, residual {rows['residual'][-1]['error']:.4f}")
+            logging.getLogger(__name__).info(
+                f"{2 * k} convs: plain {rows['plain'][-1]['error']:.4f}, residual {rows['residual'][-1]['error']:.4f}"
+            )
     finally:
         torch.set_num_threads(threads)
         bar.close()

@@ -8,6 +8,7 @@ set of training images with BN in eval mode (the trained running statistics).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -120,7 +121,6 @@ def analyze(
     dataset=None,
     data_dir=None,
     seed=0,
-    log=print,
 ) -> dict:
     from reslab.accel import resolve_precision
 
@@ -147,7 +147,7 @@ def analyze(
         line = surface(model, x, run.y, [d1], [[a] for a in axis], precision, bar.update)
         grid = surface(model, x, run.y, [d1, d2], coords, precision, bar.update)
         bar.close()
-        log(
+        logging.getLogger(__name__).info(
             f"{run.label}: {len(coords) + len(axis)} evaluations on {len(run.y)} images in "
             f"{time.perf_counter() - t0:.0f} s"
         )

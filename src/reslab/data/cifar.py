@@ -3,6 +3,7 @@ first use, read with an unpickler that rebuilds numpy arrays and nothing else.""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tarfile
@@ -98,7 +99,7 @@ def find_cifar_folder(name: str, data_dir: Path, download_ok: bool) -> Path:
                 f"{name} is not in {data_dir}. Put the folder '{spec['folder']}' there (unpacked from "
                 f"{spec['url']}), or run without --no-download to fetch it."
             )
-        print(f"downloading {spec['url']} to {archive} ...")
+        logging.getLogger(__name__).info(f"downloading {spec['url']} to {archive} ...")
         download(spec["url"], archive, spec["md5"])
     elif md5_of(archive) != spec["md5"]:
         raise UserError(f"{archive} has the wrong checksum (expected md5 {spec['md5']}); delete it and run again.")

@@ -4,6 +4,7 @@ it is read, decoded once, and cached beside the folder keyed by every file's con
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def load_image_folder(root: Path) -> Dataset:
         except Exception:
             arrays = None  # a damaged or stale cache is rebuilt, never trusted
     if arrays is None:
-        print(f"decoding {sum(len(v) for v in files.values())} images in {root} (cached afterwards) ...")
+        logging.getLogger(__name__).info(
+            f"decoding {sum(len(v) for v in files.values())} images in {root} (cached afterwards) ..."
+        )
         (train_x, train_y), (test_x, test_y) = decode_images(files["train"]), decode_images(files["test"])
         if train_x.shape[1:] != test_x.shape[1:]:
             raise UserError(f"{root}: train images are {train_x.shape[1:]}, test images {test_x.shape[1:]}.")
@@ -167,4 +170,6 @@ def save_npz_atomic(path: Path, **arrays) -> None:
     try:
         atomic_write_bytes(path, buf.getvalue())
     except WriteError:
-        print(f"note: could not write the cache {path}; the images will be decoded again next time.")
+        logging.getLogger(__name__).warning(
+            f"note: could not write the cache {path}; the images will be decoded again next time."
+        )

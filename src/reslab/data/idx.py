@@ -4,6 +4,7 @@ system copy, or downloaded and md5-checked."""
 from __future__ import annotations
 
 import gzip
+import logging
 import struct
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def load_idx(name: str, data_dir: Path, download_ok: bool = True) -> Dataset:
                 f"(from {spec['url']}), or run without --no-download to fetch them."
             )
         for stem, md5 in IDX_FILES[name].items():
-            print(f"downloading {spec['url']}{stem}.gz ...")
+            logging.getLogger(__name__).info(f"downloading {spec['url']}{stem}.gz ...")
             download(f"{spec['url']}{stem}.gz", folder / f"{stem}.gz", md5)
     arrays = {}
     for stem in IDX_FILES[name]:
