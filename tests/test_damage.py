@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import cfg
 
-from reslab import runs
+from reslab import checkpoints, files, runs
 from reslab.cli import main
 from reslab.experiment import LocalBackend, grid, run_experiment
 
@@ -54,7 +54,7 @@ def experiment(tmp_path_factory):
         backend=LocalBackend(1),
         spec={"kind": "degradation"},
     )
-    runs.write_json(exp / "analyses" / "identity.json", IDENTITY)
+    files.write_json(exp / "analyses" / "identity.json", IDENTITY)
     return exp
 
 
@@ -150,11 +150,11 @@ LOOP_DAMAGE = {
 def test_a_damaged_loop_state_in_a_checkpoint_is_refused(experiment, tmp_path, capsys, key):
     run = tmp_path / "r"
     shutil.copytree(experiment / "resnet-8-seed0", run)
-    saved = runs.load_checkpoint(run / "checkpoint.pt")
+    saved = checkpoints.load_checkpoint(run / "checkpoint.pt")
     runs.write_status(run, "interrupted", "test", iteration=saved["iteration"], total=4)
     for bad in LOOP_DAMAGE[key]:
         state = {**saved, "loop": {**saved["loop"], key: bad}}
-        runs.save_checkpoint(run, state)
+        checkpoints.save_checkpoint(run, state)
         argv = ["train", "--config", run / "config.json", "--out", run, "--resume", "--no-progress"]
         assert main([str(a) for a in argv]) == 2, (key, bad)
         err = capsys.readouterr().err

@@ -136,7 +136,11 @@ def write_image_folder(root, n=3, size=(10, 12), fmt="png"):
                 Image.fromarray(g.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.{fmt}")
 
 
-def test_image_folder_is_decoded_and_cached(tmp_path, capsys):
+def test_image_folder_is_decoded_and_cached_in_the_user_cache(tmp_path, caplog, monkeypatch):
+    from reslab.data import folder
+
+    monkeypatch.setattr(folder, "DEFAULT_DATA_DIR", tmp_path / "cache")
+    caplog.set_level("INFO", logger="reslab")
     root = tmp_path / "imgs"
     write_image_folder(root)
     ds = load_dataset(f"imagefolder:{root}")
@@ -145,14 +149,21 @@ def test_image_folder_is_decoded_and_cached(tmp_path, capsys):
     from PIL import Image
 
     assert np.array_equal(ds.train_x[4].numpy().transpose(1, 2, 0), np.asarray(Image.open(root / "train/dog/1.png")))
-    assert "decoding" in capsys.readouterr().out
-    cache = tmp_path / ".imgs.reslab-cache.npz"
-    assert cache.exists()
+    assert "decoding" in caplog.text
+    (cache,) = (tmp_path / "cache" / "imagefolder-cache").iterdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "imgs"]  # nothing beside the user's folder
+    caplog.clear()
     again = load_dataset(f"imagefolder:{root}")
-    assert "decoding" not in capsys.readouterr().out  # served from the cache
+    assert "decoding" not in caplog.text  # served from the cache
     assert torch.equal(again.train_x, ds.train_x)
     cache.write_bytes(b"garbage")  # a damaged cache is rebuilt, not trusted
     assert torch.equal(load_dataset(f"imagefolder:{root}").train_x, ds.train_x)
+    # A cache that an older reslab left beside the folder is still read, and never written.
+    old = tmp_path / ".imgs.reslab-cache.npz"
+    cache.rename(old)
+    caplog.clear()
+    assert torch.equal(load_dataset(f"imagefolder:{root}").train_x, ds.train_x)
+    assert "decoding" not in caplog.text and not cache.exists()
 
 
 def test_image_folder_errors(tmp_path):

@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from reslab import runs
+from reslab import files, runs
 from reslab.cells import cell_name
 from reslab.config import TrainConfig
 from reslab.experiment import GridProgress, LocalBackend, grid, progress_line, run_experiment
@@ -74,7 +74,7 @@ def fake_run(root, arch, depth, seed, train_errors, test_error, params=1000, tra
     """A run directory with given curves, for checking verdicts and the report."""
     d = root / f"{arch}-{depth}-seed{seed}"
     cfg = TrainConfig(arch=arch, depth=depth, seed=seed, dataset="digits")
-    runs.write_json(
+    files.write_json(
         d / "config.json",
         {
             "train": cfg.__dict__,

@@ -10,7 +10,7 @@ import pytest
 from conftest import cfg, refused
 from test_experiment import fake_run
 
-from reslab import runs
+from reslab import files, runs
 from reslab.cli import main
 from reslab.errors import UserError
 from reslab.experiment import LocalBackend, grid, run_experiment
@@ -31,7 +31,7 @@ def identity_result(root):
         "plain": [{"convs": 4, "k": 4, "error": 1.0}],
         "residual": [{"convs": 4, "k": 2, "error": 0.1}],
     }
-    runs.write_json(root / "analyses" / "identity.json", result)
+    files.write_json(root / "analyses" / "identity.json", result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +193,8 @@ def test_a_refused_overwrite_deletes_nothing(tmp_path):
     first = grid(cfg(), ["plain"], [8], [0])
     run_experiment(exp, first, backend=LocalBackend(1))
     other = grid(cfg(lr=0.05), ["plain"], [8], [0])
-    with runs.locked(exp, "held by the test"):  # experiment A is still running
-        with pytest.raises(runs.Locked):
+    with files.locked(exp, "held by the test"):  # experiment A is still running
+        with pytest.raises(files.Locked):
             run_experiment(exp, other, backend=LocalBackend(1), overwrite=True)
     assert runs.read_status(exp / "plain-8-seed0")["state"] == "finished"
     assert runs.read_config(exp / "plain-8-seed0").train.lr == 0.1
@@ -299,7 +299,7 @@ def test_a_temporary_name_that_is_a_link_is_removed_not_followed(tmp_path):
     train(cfg(), run, progress=False)
     target = tmp_path / "keep.tmp"
     target.write_bytes(SECRET)
-    (run / f"{runs.TMP_PREFIX}x.tmp").symlink_to(target)
+    (run / f"{files.TMP_PREFIX}x.tmp").symlink_to(target)
     with runs.run_lock(run):
         pass
-    assert target.read_bytes() == SECRET and not os.path.lexists(run / f"{runs.TMP_PREFIX}x.tmp")
+    assert target.read_bytes() == SECRET and not os.path.lexists(run / f"{files.TMP_PREFIX}x.tmp")

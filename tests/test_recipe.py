@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import refused
 
-from reslab import cli, settings
+from reslab import cli, files, settings
 from reslab.commands import config_from_args
-from reslab.config import TrainConfig
+from reslab.config import TrainConfig, recipe
 from reslab.data import make_dataset, resize
 from reslab.experiment import grid
 from reslab.presets import PRESETS
@@ -163,15 +163,14 @@ def test_figure_titles_name_dataset_budget_and_seeds(tmp_path):
 def test_preset_deviations_are_named_in_the_report(tmp_path):
     from test_experiment import fake_run
 
-    from reslab import runs
     from reslab.report import build_report
 
     d = fake_run(tmp_path, "plain", 20, 0, [0.5, 0.1], 0.1)
-    config = runs.read_json(d / "config.json")
+    config = files.read_json(d / "config.json")
     config["train"].update(PRESETS["cpu"].train, image_size=24)  # the user chose another image size
-    runs.write_json(d / "config.json", config)
-    record = {"kind": "degradation", "preset": "cpu", "cells": [d.name], "recipe": runs.recipe(config["train"])}
-    runs.write_json(tmp_path / "experiment.json", record)
+    files.write_json(d / "config.json", config)
+    record = {"kind": "degradation", "preset": "cpu", "cells": [d.name], "recipe": recipe(config["train"])}
+    files.write_json(tmp_path / "experiment.json", record)
     html = build_report(tmp_path)
     assert "Recipe: the cpu preset" in html
     for dev in PRESETS["cpu"].deviations:

@@ -3,7 +3,7 @@ honest account of imported networks."""
 
 import pytest
 
-from reslab import runs
+from reslab import files
 from reslab.runs import gather
 
 # ---------------------------------------------------------------------------------------------
@@ -18,12 +18,12 @@ def crafted_experiment(root):
     fake_run(root, "plain", 8, 0, [0.5, 0.4], 0.5)
     fake_run(root, "resnet", 8, 0, [0.5, 0.3], 0.4)
     a = root / "analyses"
-    runs.write_json(a / "lesion.json", {"images": CRAFTED, "samples": CRAFTED, "runs": []})
-    runs.write_json(
+    files.write_json(a / "lesion.json", {"images": CRAFTED, "samples": CRAFTED, "runs": []})
+    files.write_json(
         a / "gradients.json",
         {"images": CRAFTED, "points": CRAFTED, "lines": CRAFTED, "runs": [], "shattering": {"rows": []}},
     )
-    runs.write_json(
+    files.write_json(
         a / "landscape.json",
         {
             "images": CRAFTED,
@@ -32,7 +32,7 @@ def crafted_experiment(root):
             "runs": [{"label": "x", "axis": [0], "grid": [[1.0]], "local_minima": CRAFTED}],
         },
     )
-    runs.write_json(
+    files.write_json(
         a / "construct.json",
         {
             "results": [
@@ -48,11 +48,11 @@ def crafted_experiment(root):
             ]
         },
     )
-    runs.write_json(
+    files.write_json(
         a / "identity.json",
         {"steps": 1, "plain": [{"k": CRAFTED, "error": 1.0}], "residual": [{"k": CRAFTED, "error": 0.1}]},
     )
-    runs.write_json(a / "responses.json", {"images": 5, "split": "test", "runs": "not a list", "findings": []})
+    files.write_json(a / "responses.json", {"images": 5, "split": "test", "runs": "not a list", "findings": []})
 
 
 def test_report_escapes_crafted_analysis_files(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import refused
 
-from reslab import cli, runs, settings
+from reslab import checkpoints, cli, runs, settings
 from reslab.presets import PRESETS
 
 GRID_COMMANDS = ("train", "demo", "experiment")
@@ -152,7 +152,7 @@ def test_resume_needs_only_the_run_directory(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "--resume", str(half), "--device", "cpu", "--no-progress"]) == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]  # noqa: E731
     assert strip(runs.read_metrics(half)) == strip(runs.read_metrics(whole))
-    a, b = runs.load_weights(half / "model.safetensors"), runs.load_weights(whole / "model.safetensors")
+    a, b = checkpoints.load_weights(half / "model.safetensors"), checkpoints.load_weights(whole / "model.safetensors")
     assert all(bool((a[k] == b[k]).all()) for k in a)
 
 

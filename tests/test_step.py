@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import small, tiny_data
 
-from reslab import runs, step
+from reslab import checkpoints, runs, step
 from reslab.data import make_synthetic
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model
@@ -82,7 +82,7 @@ def assert_same_run(a, b):
     """Two run directories hold the same metrics (but for wall time) and the same weights, bit for bit."""
     strip = lambda rows: [{k: v for k, v in r.items() if k not in runs.TIMING_FIELDS} for r in rows]  # noqa: E731
     assert strip(runs.read_metrics(a)) == strip(runs.read_metrics(b))
-    wa, wb = runs.load_weights(a / "model.safetensors"), runs.load_weights(b / "model.safetensors")
+    wa, wb = checkpoints.load_weights(a / "model.safetensors"), checkpoints.load_weights(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -10,10 +10,10 @@ import torch
 from conftest import cfg, small, tiny_data
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from reslab import runs
+from reslab import files, runs
+from reslab.checkpoints import load_checkpoint
 from reslab.config import TrainConfig
 from reslab.errors import UserError
-from reslab.runs import load_checkpoint
 from reslab.schedule import Schedule
 from reslab.train import Diverged, setup, total_iterations, train
 
@@ -55,7 +55,7 @@ def test_run_directory_contents(tmp_path):
     assert [r["iteration"] for r in rows] == [6, 12, 18, 24]
     assert all(0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1 for r in rows)
     assert rows[-1]["test_error"] == row["test_error"]
-    config = runs.read_json(d / "config.json")
+    config = files.read_json(d / "config.json")
     assert config["resolved"]["parameters"] > 0 and config["environment"]["torch"] == torch.__version__
     ckpt = load_checkpoint(d / "checkpoint.pt")  # weights_only=True
     assert ckpt["iteration"] == 24
@@ -207,7 +207,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fills_up)
-    with pytest.raises(runs.WriteError, match="checkpoint.pt .No space left on device.*previous version of it is"):
+    with pytest.raises(files.WriteError, match="checkpoint.pt .No space left on device.*previous version of it is"):
         train(small(), out, data=tiny_data(), progress=False)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 6  # the previous checkpoint, intact
@@ -220,7 +220,7 @@ def test_resume_removes_what_a_killed_writer_left(tmp_path):
     out = tmp_path / "r"
     train(small(iterations=12), out, data=tiny_data(), progress=False)
     runs.write_status(out, "interrupted")
-    stale = out / f"{runs.TMP_PREFIX}checkpoint.pt.k1ll3d.tmp"
+    stale = out / f"{files.TMP_PREFIX}checkpoint.pt.k1ll3d.tmp"
     stale.write_bytes(b"half a checkpoint")
     train(small(iterations=12), out, resume=True, data=tiny_data(), progress=False)
     assert not stale.exists()

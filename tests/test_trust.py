@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import EXP_QUICK, QUICK, cfg, copy_run, refused
 
-from reslab import runs
+from reslab import files, runs
 from reslab.cli import main
+from reslab.config import differences
 from reslab.errors import UserError
 from reslab.experiment import LocalBackend, grid, run_experiment
 from reslab.runs import gather
@@ -90,16 +91,16 @@ def test_files_written_before_a_setting_existed_read_as_its_default(tmp_path):
     exp = tmp_path / "exp"
     cells = grid(cfg(), ["plain", "resnet"], [8], [0])
     run_experiment(exp, cells, backend=LocalBackend(1))
-    record = runs.read_json(exp / "experiment.json")
+    record = files.read_json(exp / "experiment.json")
     del record["recipe"]["block_gamma"]
-    runs.write_json(exp / "experiment.json", record)
-    config = runs.read_json(exp / "plain-8-seed0" / "config.json")
+    files.write_json(exp / "experiment.json", record)
+    config = files.read_json(exp / "plain-8-seed0" / "config.json")
     del config["train"]["block_gamma"]
-    runs.write_json(exp / "plain-8-seed0" / "config.json", config)
+    files.write_json(exp / "plain-8-seed0" / "config.json", config)
     together, skipped = gather(exp)
     assert [r.name for r in together] == ["plain-8-seed0", "resnet-8-seed0"] and skipped == []
-    assert runs.differences({"lr": 0.1}, {"lr": 0.1, "block_gamma": 1.0}) == []
-    assert runs.differences({}, {"block_gamma": 0.3}) == ["block_gamma 1 there, 0.3 asked"]
+    assert differences({"lr": 0.1}, {"lr": 0.1, "block_gamma": 1.0}) == []
+    assert differences({}, {"block_gamma": 0.3}) == ["block_gamma 1 there, 0.3 asked"]
     outcomes = run_experiment(exp, cells, backend=LocalBackend(1))  # nothing to retrain
     assert [(o.state, o.skipped) for o in outcomes] == [("finished", True)] * 2
 
@@ -166,11 +167,11 @@ def test_only_reslabs_own_temporary_files_are_cleaned_up(tmp_path):
     out = tmp_path / "r"
     train(cfg(), out, progress=False)
     (out / ".notes.tmp").write_text("mine")
-    (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").write_text("left by a killed writer")
+    (out / f"{files.TMP_PREFIX}metrics.csv.abc.tmp").write_text("left by a killed writer")
     runs.write_status(out, "interrupted")
     train(cfg(), out, resume=True, progress=False)
     assert (out / ".notes.tmp").read_text() == "mine"
-    assert not (out / f"{runs.TMP_PREFIX}metrics.csv.abc.tmp").exists()
+    assert not (out / f"{files.TMP_PREFIX}metrics.csv.abc.tmp").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_import_is_refused_while_another_process_writes_the_directory(tmp_path):
     path = tmp_path / "resnet8.th"
     save_like_original(RefResNet(1), path)
     with runs.run_lock(tmp_path / "r"):  # as a training run holds it
-        with pytest.raises(runs.Locked):
+        with pytest.raises(files.Locked):
             import_checkpoint(path, tmp_path / "r")
     assert not (tmp_path / "r" / "config.json").exists()
 
@@ -212,10 +213,10 @@ def test_figures_are_written_atomically(tmp_path, monkeypatch):
     before = (tmp_path / "f.png").read_bytes()
 
     def disk_full(path, data):
-        raise runs.WriteError("disk full")
+        raise files.WriteError("disk full")
 
     monkeypatch.setattr(runs, "atomic_write_bytes", disk_full)
-    with pytest.raises(runs.WriteError):
+    with pytest.raises(files.WriteError):
         plots.save(plt.figure(figsize=(9, 2)), tmp_path / "f")
     assert (tmp_path / "f.png").read_bytes() == before
 

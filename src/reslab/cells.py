@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from reslab import runs
+from reslab import files, runs
 from reslab.config import TrainConfig
 from reslab.errors import ExperimentInterrupted, UserError
 from reslab.log import silenced
@@ -140,7 +140,7 @@ def train_cell(cfg: TrainConfig, run_dir: Path) -> Outcome:
         with silenced("reslab.train", "reslab.progress"):  # the grid speaks for its cells
             row = train(cfg, run_dir, resume=resume, progress=False)
         return Outcome(run_dir.name, "finished", seconds=time.perf_counter() - t0, row=row)
-    except runs.Locked as e:  # another process is training it: its status is that process's to write
+    except files.Locked as e:  # another process is training it: its status is that process's to write
         return Outcome(run_dir.name, "busy", str(e), time.perf_counter() - t0)
     except (Diverged, Interrupted) as e:
         state = "diverged" if isinstance(e, Diverged) else "interrupted"

@@ -146,6 +146,12 @@ def add_experiment(sub) -> argparse.ArgumentParser:
         help="continue the experiment in --out with the settings it was started with (no other flag needed)",
     )
     add_settings(p, EXPERIMENT, tensorboard=f"also write TensorBoard event files to {TB_GRID}")
+    add_backend_options(p)
+    return p
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Where an experiment's cells train: local processes or a Ray cluster."""
     backend = p.add_argument_group("the backend")
     backend.add_argument(
         "--backend",
@@ -178,7 +184,6 @@ def add_experiment(sub) -> argparse.ArgumentParser:
         default=3,
         help="ray backend: times a run whose worker died is restarted from its checkpoint (default 3)",
     )
-    return p
 
 
 def add_train(sub) -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ def cmd_train(args) -> int:
     elif args.config:
         from dataclasses import asdict
 
-        from reslab.runs import differences
+        from reslab.config import differences
 
         file_values = {k: v for k, v in args.layered.items() if k in asdict(cfg)}
         changed = differences(file_values, {k: getattr(cfg, k) for k in file_values}, ignore=())

@@ -6,7 +6,7 @@ are generated from these fields (options.py), and so is their validation. Import
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from reslab.errors import UserError
@@ -278,3 +278,30 @@ def default(name: str):
     """A training setting's default."""
     f = SETTINGS[name]
     return f.default_factory() if callable(f.default_factory) else f.default
+
+
+# Training settings that say where or how fast a run trains, not what it learns.
+NOT_RECIPE = ("device", "data_dir", "download", "tensorboard", "sync_bn", "compile", "cuda_graphs")
+
+
+def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked")) -> list[str]:
+    """The training settings in which two config.json 'train' sections differ, as 'name old
+    there, new asked' phrases (empty when they describe the same training)."""
+    keys = sorted((set(old) | set(new)) - set(ignore))
+    a, b = labels
+    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731  (30 and 2.0 read as 30 and 2)
+    # A setting added to reslab after a file was written is missing from it, and was its default then.
+    default = asdict(TrainConfig())
+    old, new = {**default, **old}, {**default, **new}
+    return [f"{k} {show(old.get(k))} {a}, {show(new.get(k))} {b}" for k in keys if old.get(k) != new.get(k)]
+
+
+# The grid's varying settings; everything else in a run's training configuration is the recipe.
+GRID_KEYS = ("arch", "depth", "seed")
+
+
+def recipe(train: TrainConfig | dict) -> dict:
+    """What every run of one experiment must share: its training settings less the grid's own and
+    less where or how fast it trains."""
+    train = asdict(train) if isinstance(train, TrainConfig) else train
+    return {k: v for k, v in train.items() if k not in GRID_KEYS and k not in NOT_RECIPE}

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reslab import accel, runs
+from reslab import accel, checkpoints, runs
 from reslab.errors import UserError, plural
 from reslab.models import CifarNet, build_model, check_size, state_mismatch
 
@@ -101,9 +101,9 @@ def load_run_model(run_dir: Path) -> tuple[CifarNet, runs.RunConfig]:
     weights = run_dir / "model.safetensors"
     state: Any
     if weights.exists():
-        state = runs.load_weights(weights, advice="it is damaged; re-run or re-import the run.")
+        state = checkpoints.load_weights(weights, advice="it is damaged; re-run or re-import the run.")
     elif (run_dir / "checkpoint.pt").exists():
-        saved = runs.load_checkpoint(run_dir / "checkpoint.pt")
+        saved = checkpoints.load_checkpoint(run_dir / "checkpoint.pt")
         state = saved.get("model") if isinstance(saved, dict) else None
     else:
         raise UserError(f"{run_dir} has no weights yet (no model.safetensors or checkpoint.pt).")

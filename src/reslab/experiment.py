@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from reslab import files, runs
+from reslab import config, files, runs
 from reslab.accel import command_line
 from reslab.cells import (
     Outcome,
@@ -61,7 +61,7 @@ def experiment_lock(exp_dir: Path):
         f"another reslab process is running the experiment in {exp_dir}; wait for it to finish (or stop it) "
         "before starting this one."
     )
-    with runs.locked(exp_dir, busy):
+    with files.locked(exp_dir, busy):
         yield
 
 
@@ -77,7 +77,7 @@ def stale_cells(exp_dir: Path, cells: list[TrainConfig]) -> dict[str, list[str]]
             continue
         runs.claim_dir(run_dir, "run")
         if runs.is_run_dir(run_dir):
-            changed = runs.differences(dataclasses.asdict(runs.read_config(run_dir).train), dataclasses.asdict(cfg))
+            changed = config.differences(dataclasses.asdict(runs.read_config(run_dir).train), dataclasses.asdict(cfg))
             if changed:
                 stale[run_dir.name] = changed
     return stale
@@ -102,7 +102,7 @@ def remove_stale(exp_dir: Path, cells: list[TrainConfig]) -> None:
 
     stale = stale_cells(exp_dir, cells)
     for name in stale:
-        with runs.locked(exp_dir / name, f"another process is training {exp_dir / name}; stop it first."):
+        with files.locked(exp_dir / name, f"another process is training {exp_dir / name}; stop it first."):
             shutil.rmtree(exp_dir / name)
     if stale:
         log(f"--overwrite: deleted {len(stale)} run(s) trained with other settings: {', '.join(stale)}")
@@ -226,6 +226,30 @@ class Backend(Protocol):
     def run(self, exp_dir: Path, todo: list[TrainConfig], finished, progress) -> None: ...
 
 
+def split_finished(exp_dir: Path, cells: list[TrainConfig]) -> tuple[list[TrainConfig], dict[str, Outcome]]:
+    """The cells still to train, and the outcomes of those already finished."""
+    todo, outcomes = [], {}
+    for cfg in cells:
+        run_dir = exp_dir / cell_name(cfg)
+        if runs.read_status(run_dir)["state"] == "finished":
+            outcomes[run_dir.name] = Outcome(run_dir.name, "finished", skipped=True)
+        else:
+            todo.append(cfg)
+    return todo, outcomes
+
+
+def load_datasets(cells: list[TrainConfig]) -> None:
+    """Load (download, decode) each dataset once before anything is written: a bad dataset is one
+    clear error, and parallel workers do not race to fetch or cache the same files."""
+    from reslab.data import check_sizes, load_dataset
+
+    for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in cells}, key=str):
+        ds = load_dataset(name, data_dir, download)
+        for c in cells:
+            if (c.dataset, c.data_dir, c.download) == (name, data_dir, download):
+                check_sizes(ds, c.subset, c.val_split, c.test_subset)
+
+
 def run_experiment(
     exp_dir: Path,
     cells: list[TrainConfig],
@@ -249,15 +273,7 @@ def run_experiment(
     unfinished = [
         c for c in cells if cell_name(c) in stale or runs.read_status(exp_dir / cell_name(c))["state"] != "finished"
     ]
-    # Load (download, decode) each dataset once before anything is written: a bad dataset is one
-    # clear error, and parallel workers do not race to fetch or cache the same files.
-    from reslab.data import check_sizes, load_dataset
-
-    for name, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in unfinished}, key=str):
-        ds = load_dataset(name, data_dir, download)
-        for c in unfinished:
-            if (c.dataset, c.data_dir, c.download) == (name, data_dir, download):
-                check_sizes(ds, c.subset, c.val_split, c.test_subset)
+    load_datasets(unfinished)
     with contextlib.ExitStack() as stack:
         if unfinished:
             stack.enter_context(runner.joined())  # a cluster is joined before anything is written
@@ -268,16 +284,10 @@ def run_experiment(
             "command": command_line(),
             **(spec or {}),
             "cells": [cell_name(c) for c in cells],
-            "recipe": runs.recipe(cells[0]) if cells else {},
+            "recipe": config.recipe(cells[0]) if cells else {},
         }
         runs.write_experiment(exp_dir, record)
-        todo, outcomes = [], {}
-        for cfg in cells:
-            run_dir = exp_dir / cell_name(cfg)
-            if runs.read_status(run_dir)["state"] == "finished":
-                outcomes[run_dir.name] = Outcome(run_dir.name, "finished", skipped=True)
-            else:
-                todo.append(cfg)
+        todo, outcomes = split_finished(exp_dir, cells)
         if outcomes:
             log(f"{len(outcomes)} of {len(cells)} runs already finished; {len(todo)} to run")
         # Deepest first: the longest runs start early, so parallel workers finish together.

@@ -1,4 +1,5 @@
-"""Reading and writing inside folders that other people and programs can also touch.
+"""Reading and writing inside folders that other people and programs can also touch: atomic
+writes, JSON, the guarded reader and the locks.
 
 reslab never follows a symbolic link it did not make (a lock, a figure or a run folder that is
 a link may point at a user's private file), never blocks on a FIFO, and reads a file only after
@@ -8,10 +9,14 @@ checking, by its size, that reading it is reasonable.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
+from reslab import schema
 from reslab.errors import UserError
 
 # The most entries of a folder reslab inspects before deciding whether it may write into it.
@@ -138,3 +143,93 @@ def entries(path: Path, limit: int = MAX_ENTRIES) -> list[Path] | None:
                 return None
             found.append(Path(entry.path))
     return found
+
+
+# reslab's own temporary files: the only names it ever deletes on its own.
+TMP_PREFIX = ".reslab-tmp-"
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
+class WriteError(UserError):
+    """A file could not be written (disk full, no permission); the previous version is intact."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(
+            f"could not write {path} ({e.strerror or e}); "
+            + ("the previous version of it is intact. " if path.exists() else "")
+            + "Free some disk space or fix the permissions, then run the same command again (with --resume for "
+            "a training run)."
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# The largest JSON file reslab reads back: its own are a few KB (an analysis with curves, a few MB).
+MAX_JSON_BYTES = 64 * 2**20
+
+
+def read_json(path: Path):
+    """A JSON file reslab wrote: a regular file (not a link, FIFO or folder) of a sensible size,
+    holding only finite numbers, texts and lists of sensible sizes, not nested absurdly deep."""
+    data = read_regular(Path(path), MAX_JSON_BYTES, "JSON file")
+    try:
+        value = json.loads(data, parse_constant=refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); the file is damaged.") from None
+    except RecursionError:
+        value = [[]] * (schema.MAX_DEPTH + 2)  # so deep that json itself gave up
+    except ValueError as e:
+        raise UserError(f"{path} is damaged ({e}).") from None
+    if why := schema.sane(value):
+        raise UserError(f"{path} is damaged: it {why}, which no file of reslab's does.")
+    return value
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"it holds {name}, which reslab never writes")
+
+
+class Locked(UserError):
+    """Another process holds a run's lock."""
+
+
+@contextmanager
+def locked(directory: Path, busy: str):
+    """An exclusive lock on `directory` (made if missing) for as long as the block runs; `busy`
+    is the message when another process holds it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write into {directory} ({e.strerror or e}); choose another --out.") from None
+    fd = open_lock(directory / ".lock")
+    try:
+        try:
+            lock_exclusive(fd)
+        except Busy:
+            raise Locked(busy) from None
+        yield
+    finally:
+        os.close(fd)

@@ -87,7 +87,7 @@ def save(fig, path: Path) -> list[Path]:
     import io
 
     from reslab import files
-    from reslab.runs import atomic_write_bytes
+    from reslab.files import atomic_write_bytes
 
     path = Path(path)
     out = []

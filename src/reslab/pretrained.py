@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from reslab import accel, runs
+from reslab import accel, checkpoints, runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model, describe, state_mismatch
@@ -52,12 +52,13 @@ def fetch_named(name: str, cache: Path | None = None) -> Path:
 def read_state_dict(path: Path) -> tuple[dict, dict]:
     """(state dict without DataParallel prefixes, other entries of the file); loads safely."""
     try:
-        obj = runs.safe_torch_load(path)
+        obj = checkpoints.safe_torch_load(path)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist.") from None
     except Exception as e:
         raise UserError(
-            f"{path} cannot be loaded safely as a PyTorch checkpoint ({runs.load_failure(e)}); only tensors and plain "
+            f"{path} cannot be loaded safely as a PyTorch checkpoint ({checkpoints.load_failure(e)}); only tensors "
+            "and plain "
             "containers are accepted."
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
-from reslab import analysis, runs
+from reslab import analysis, config, files, runs
 from reslab.analysis.common import read_result
 from reslab.errors import UserError, plural
 from reslab.models import display
@@ -47,7 +47,7 @@ def common_config(all_runs: list[runs.RunRecord]) -> dict:
     """Training settings shared by every run (the grid's varying keys left out)."""
     configs = [asdict(r.config.train) for r in all_runs]
     keys = [k for k in configs[0] if all(c.get(k) == configs[0][k] for c in configs)]
-    return {k: configs[0][k] for k in keys if k not in runs.GRID_KEYS}
+    return {k: configs[0][k] for k in keys if k not in config.GRID_KEYS}
 
 
 def build_report(exp_dir: Path) -> str:
@@ -349,5 +349,5 @@ def kv_html(d: dict) -> str:
 
 def write_report(exp_dir: Path) -> Path:
     path = Path(exp_dir) / "report.html"
-    runs.atomic_write_text(path, build_report(exp_dir))
+    files.atomic_write_text(path, build_report(exp_dir))
     return path

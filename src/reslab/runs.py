@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reslab import files, schema
-from reslab.config import TrainConfig
-from reslab.errors import UserError, one_line
+from reslab import checkpoints, files, schema
+from reslab.config import TrainConfig, differences, recipe
+from reslab.errors import UserError
 from reslab.models import ModelConfig, display
 
 METRIC_FIELDS = [
@@ -47,74 +44,8 @@ METRIC_FIELDS = [
 TIMING_FIELDS = ("seconds", "images_per_second")
 
 
-# reslab's own temporary files: the only names it ever deletes on its own.
-TMP_PREFIX = ".reslab-tmp-"
 # Files reslab puts in a directory before it holds a run or an experiment (a lock, temporaries).
 OWN_NAMES = (".lock",)
-
-UMASK = os.umask(0)
-os.umask(UMASK)
-
-
-class WriteError(UserError):
-    """A file could not be written (disk full, no permission); the previous version is intact."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise WriteError(
-            f"could not write {path} ({e.strerror or e}); "
-            + ("the previous version of it is intact. " if path.exists() else "")
-            + "Free some disk space or fix the permissions, then run the same command again (with --resume for "
-            "a training run)."
-        ) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-# The largest JSON file reslab reads back: its own are a few KB (an analysis with curves, a few MB).
-MAX_JSON_BYTES = 64 * 2**20
-
-
-def read_json(path: Path):
-    """A JSON file reslab wrote: a regular file (not a link, FIFO or folder) of a sensible size,
-    holding only finite numbers, texts and lists of sensible sizes, not nested absurdly deep."""
-    data = files.read_regular(Path(path), MAX_JSON_BYTES, "JSON file")
-    try:
-        value = json.loads(data, parse_constant=refuse_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); the file is damaged.") from None
-    except RecursionError:
-        value = [[]] * (schema.MAX_DEPTH + 2)  # so deep that json itself gave up
-    except ValueError as e:
-        raise UserError(f"{path} is damaged ({e}).") from None
-    if why := schema.sane(value):
-        raise UserError(f"{path} is damaged: it {why}, which no file of reslab's does.")
-    return value
-
-
-def refuse_constant(name: str):
-    raise ValueError(f"it holds {name}, which reslab never writes")
 
 
 def metrics_text(rows: list[dict]) -> str:
@@ -127,7 +58,7 @@ def metrics_text(rows: list[dict]) -> str:
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    atomic_write_text(Path(run_dir) / "metrics.csv", metrics_text(rows))
+    files.atomic_write_text(Path(run_dir) / "metrics.csv", metrics_text(rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -162,14 +93,14 @@ RUN_STATES = ("new", "running", "finished", "failed", "diverged", "interrupted")
 
 
 def write_status(run_dir: Path, state: str, message: str = "", **extra) -> None:
-    write_json(Path(run_dir) / "status.json", {"state": state, "message": message, **extra})
+    files.write_json(Path(run_dir) / "status.json", {"state": state, "message": message, **extra})
 
 
 def read_status(run_dir: Path) -> dict:
     path = Path(run_dir) / "status.json"
     if not path.exists():
         return {"state": "new", "message": ""}
-    status = read_json(path)
+    status = files.read_json(path)
     if (
         not isinstance(status, dict)
         or status.get("state") not in RUN_STATES
@@ -330,23 +261,9 @@ class RunConfig:
         return norm["mean"], norm["std"]
 
 
-def train_config_of(path: Path, overrides: dict, data_dir: str | None, download: bool) -> TrainConfig:
-    """The training settings of the config.json at `path`, with `overrides` (options given beside
-    it) taking precedence. Where data is kept is this machine's business: never taken from a
-    (possibly foreign) file. A length given in any form replaces the file's."""
-    found = read_json(Path(path))
-    section = found.get("train") if isinstance(found, dict) else None
-    if not isinstance(section, dict):
-        raise UserError(f"--config {path} is not a reslab config.json (it has no 'train' section).")
-    given = {k: v for k, v in section.items() if k not in ("data_dir", "download")}
-    if overrides.keys() & {"iterations", "epochs", "scale"}:
-        given = {k: v for k, v in given.items() if k not in ("iterations", "epochs", "scale")}
-    return TrainConfig.from_dict({**given, **overrides, "data_dir": data_dir, "download": download})
-
-
 def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
-    return RunConfig.from_json(read_json(path), path)
+    return RunConfig.from_json(files.read_json(path), path)
 
 
 @dataclass
@@ -381,22 +298,11 @@ def write_run(out: Path, config: RunConfig, model=None, status: tuple[str, str] 
     out = Path(out)
     text = config.to_json()  # validated before anything is written
     if model is not None:
-        save_weights(model, out / "model.safetensors")
+        checkpoints.save_weights(model, out / "model.safetensors")
         write_metrics(out, [])
     if status is not None:
         write_status(out, *status)
-    write_json(out / "config.json", text)
-
-
-# The grid's varying settings; everything else in a run's training configuration is the recipe.
-GRID_KEYS = ("arch", "depth", "seed")
-
-
-def recipe(train: TrainConfig | dict) -> dict:
-    """What every run of one experiment must share: its training settings less the grid's own and
-    less where or how fast it trains."""
-    train = asdict(train) if isinstance(train, TrainConfig) else train
-    return {k: v for k, v in train.items() if k not in GRID_KEYS and k not in NOT_RECIPE}
+    files.write_json(out / "config.json", text)
 
 
 def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
@@ -434,7 +340,7 @@ def read_experiment(exp_dir: Path) -> dict:
     """experiment.json, checked key by key: the content, not the name, proves a folder is an
     experiment of reslab's (a sweep of another tool's may hold a file of that name)."""
     path = Path(exp_dir) / "experiment.json"
-    record = read_json(path)
+    record = files.read_json(path)
     if not isinstance(record, dict):
         raise UserError(f"{path} is not a reslab experiment file (it needs kind, cells and recipe).")
     if wrong := schema.wrong_experiment_fields(record):
@@ -446,7 +352,7 @@ def write_experiment(exp_dir: Path, record: dict) -> None:
     """experiment.json, checked as a reader will check it before anything is written."""
     if wrong := schema.wrong_experiment_fields(record):
         raise ValueError(f"an experiment record with invalid fields: {wrong}")
-    write_json(Path(exp_dir) / "experiment.json", record)
+    files.write_json(Path(exp_dir) / "experiment.json", record)
 
 
 def load_runs(exp_dir: Path) -> list[RunRecord]:
@@ -470,7 +376,7 @@ def owner(path: Path) -> str | None:
     found = files.entries(path)
     if found is None:
         return None  # too many entries to inspect: not a folder reslab made
-    own_file = lambda p: (p.name in OWN_NAMES or p.name.startswith(TMP_PREFIX)) and files.is_regular(p)  # noqa: E731
+    own_file = lambda p: (p.name in OWN_NAMES or p.name.startswith(files.TMP_PREFIX)) and files.is_regular(p)  # noqa: E731
     if all(own_file(p) for p in found):
         return "empty"
     # A folder of reslab runs and nothing else, as `reslab train` makes them: an experiment may take it.
@@ -515,10 +421,6 @@ def claim_dir(path: Path, kind: str) -> None:
     )
 
 
-class Locked(UserError):
-    """Another process holds a run's lock."""
-
-
 def find_runs(root: Path) -> list[Path]:
     """Run directories at or directly below `root`, sorted by name."""
     root = Path(root)
@@ -536,104 +438,7 @@ def run_lock(run_dir: Path):
     removes temporary files that a killed writer left behind (no one else can be writing)."""
     run_dir = Path(run_dir)
     claim_dir(run_dir, "run")
-    with locked(run_dir, f"another process is writing {run_dir} right now; wait for it to stop."):
-        for stale in run_dir.glob(f"{TMP_PREFIX}*.tmp"):
+    with files.locked(run_dir, f"another process is writing {run_dir} right now; wait for it to stop."):
+        for stale in run_dir.glob(f"{files.TMP_PREFIX}*.tmp"):
             stale.unlink(missing_ok=True)
         yield
-
-
-@contextmanager
-def locked(directory: Path, busy: str):
-    """An exclusive lock on `directory` (made if missing) for as long as the block runs; `busy`
-    is the message when another process holds it."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write into {directory} ({e.strerror or e}); choose another --out.") from None
-    fd = files.open_lock(directory / ".lock")
-    try:
-        try:
-            files.lock_exclusive(fd)
-        except files.Busy:
-            raise Locked(busy) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-# Training settings that say where or how fast a run trains, not what it learns.
-NOT_RECIPE = ("device", "data_dir", "download", "tensorboard", "sync_bn", "compile", "cuda_graphs")
-
-
-def differences(old: dict, new: dict, ignore=NOT_RECIPE, labels=("there", "asked")) -> list[str]:
-    """The training settings in which two config.json 'train' sections differ, as 'name old
-    there, new asked' phrases (empty when they describe the same training)."""
-    keys = sorted((set(old) | set(new)) - set(ignore))
-    a, b = labels
-    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731  (30 and 2.0 read as 30 and 2)
-    # A setting added to reslab after a file was written is missing from it, and was its default then.
-    default = asdict(TrainConfig())
-    old, new = {**default, **old}, {**default, **new}
-    return [f"{k} {show(old.get(k))} {a}, {show(new.get(k))} {b}" for k in keys if old.get(k) != new.get(k)]
-
-
-# ---------------------------------------------------------------------------------------------
-# weights and checkpoints
-
-
-def save_checkpoint(out: Path, state: dict) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(Path(out) / "checkpoint.pt", buf.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint, loaded without unpickling anything but tensors and plain containers."""
-    try:
-        return safe_torch_load(path)
-    except Exception as e:
-        raise UserError(
-            f"{path} cannot be loaded safely ({load_failure(e)}). It is truncated, damaged, or holds objects "
-            "other than tensors, which reslab never unpickles; delete it to restart the run."
-        ) from None
-
-
-def safe_torch_load(path: Path):
-    """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled."""
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_failure(e: Exception) -> str:
-    """A short reason for a failed safe torch.load."""
-    text = str(e)
-    if any(k in text for k in ("Unsupported operand", "invalid load key", "magic number", "zip archive")):
-        return "it is not a PyTorch checkpoint file at all"
-    if "Weights only load failed" in text:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
-    return one_line(e)
-
-
-def save_weights(model, path: Path) -> None:
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors))
-
-
-def load_weights(path: Path, name: str | None = None, advice: str = "") -> dict:
-    """The tensors of a .safetensors file; `name` (default: the path) and `advice` for the message
-    when it cannot be read."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise UserError(
-            f"{name or path} cannot be read as safetensors weights ({one_line(e)})" + (f"; {advice}" if advice else ".")
-        ) from None

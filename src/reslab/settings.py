@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reslab import config
 from reslab.config import SETTINGS, TrainConfig, of_type, out_of_range
 from reslab.errors import UserError
 from reslab.options import int_list, non_negative_int, positive_int
@@ -178,11 +179,9 @@ def refuse_recipe_changes(args: argparse.Namespace, cfg: TrainConfig) -> None:
     refused with the differences (where and how fast it trains may change)."""
     from dataclasses import asdict
 
-    from reslab import runs
-
     old = {k: v for k, v in args.layered.items() if k in SETTINGS}
     new = {k: v for k, v in asdict(cfg).items() if k in old}
-    changed = runs.differences(old, new, ignore=tuple(PLUMBING), labels=("in the run", "asked"))
+    changed = config.differences(old, new, ignore=tuple(PLUMBING), labels=("in the run", "asked"))
     if changed:
         raise UserError(
             f"--resume continues {args.out} with the settings it was started with; these flags change them: "

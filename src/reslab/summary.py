@@ -8,7 +8,7 @@ import io
 import math
 from pathlib import Path
 
-from reslab import runs
+from reslab import files, runs
 
 SUMMARY_FIELDS = [
     "arch",
@@ -171,7 +171,7 @@ def write_summary(exp_dir: Path) -> list[dict]:
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r[k]) for k in SUMMARY_FIELDS})
-    runs.atomic_write_text(Path(exp_dir) / "summary.csv", buf.getvalue())
+    files.atomic_write_text(Path(exp_dir) / "summary.csv", buf.getvalue())
     return rows
 
 

@@ -24,9 +24,9 @@ from typing import NoReturn
 
 import torch
 
-from reslab import accel, distributed, runs, schema, step
+from reslab import accel, checkpoints, distributed, runs, schema, step
 from reslab.augment import default_pad
-from reslab.config import TrainConfig
+from reslab.config import TrainConfig, differences
 from reslab.data import Dataset, load_dataset, prepare, resize
 from reslab.errors import UserError, one_line
 from reslab.evaluate import score
@@ -177,7 +177,7 @@ def run_config(plan: Plan, model_cfg, mean: list[float], std: list[float]) -> ru
 
 
 def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
-    state = runs.load_weights(path, f"--init-from {path}")
+    state = checkpoints.load_weights(path, f"--init-from {path}")
     detail = state_mismatch(model, state)
     if detail:
         raise UserError(f"--init-from {path} does not fit this network ({detail}).")
@@ -223,7 +223,7 @@ def check_run_dir(config: runs.RunConfig, out: Path, resume: bool) -> dict | Non
     """Refuse to mix runs; write config.json. Returns the final row if the run is already finished."""
     if runs.is_run_dir(out):
         old = runs.read_config(out)
-        changed = runs.differences(asdict(old.train), asdict(config.train))
+        changed = differences(asdict(old.train), asdict(config.train))
         if changed:
             raise UserError(
                 f"{out} holds a run trained with other settings ({'; '.join(changed[:6])}); "
@@ -404,7 +404,7 @@ class Journal:
 
     def checkpoint(self, ts: TrainState) -> None:
         if self.writes:
-            runs.save_checkpoint(self.plan.out, ts.capture(self.plan.steps_per_epoch))
+            checkpoints.save_checkpoint(self.plan.out, ts.capture(self.plan.steps_per_epoch))
 
     def period(self, ts: TrainState) -> None:
         """An evaluation's record: the checkpoint first, then the metrics it holds, then the status."""
@@ -414,7 +414,7 @@ class Journal:
 
     def finished(self, ts: TrainState) -> None:
         if self.writes:
-            runs.save_weights(ts.model, self.plan.out / "model.safetensors")
+            checkpoints.save_weights(ts.model, self.plan.out / "model.safetensors")
         self.status("finished", f"finished {self.plan.total} iterations", ts.iteration)
 
 
@@ -423,7 +423,7 @@ def resume_from(plan: Plan, ts: TrainState) -> None:
     need not share a disk)."""
     path = plan.out / "checkpoint.pt"
     main = plan.group.main
-    saved = plan.group.from_main(runs.load_checkpoint(path) if main and path.exists() else None)
+    saved = plan.group.from_main(checkpoints.load_checkpoint(path) if main and path.exists() else None)
     if saved is None:
         return
     try:

@@ -85,13 +85,13 @@ def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
 
 def write_result(out: Path, name: str, result: dict) -> Path:
     path = files.own_folder(Path(out) / "analyses") / f"{name}.json"
-    runs.write_json(path, result)
+    files.write_json(path, result)
     return path
 
 
 def read_result(exp_dir: Path, name: str) -> dict | None:
     path = Path(exp_dir) / "analyses" / f"{name}.json"
-    return runs.read_json(path) if os.path.lexists(path) else None
+    return files.read_json(path) if os.path.lexists(path) else None
 
 
 def progress_bar(total: int, desc: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from reslab.data.dataset import DEFAULT_DATA_DIR, Dataset, make_dataset
 from reslab.data.download import hashed
 from reslab.errors import UserError
-from reslab.runs import WriteError, atomic_write_bytes
+from reslab.files import WriteError, atomic_write_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -100,12 +99,15 @@ def to_uint8(im) -> np.ndarray:
 
 
 def image_folder_cache_path(root: Path) -> Path:
-    """Beside the folder when writable, else in the user cache (keyed by the folder's path)."""
-    beside = root.parent / f".{root.name}.reslab-cache.npz"
-    if os.access(root.parent, os.W_OK):
-        return beside
+    """The decoded images' cache: in the user cache directory ($RESLAB_DATA or ~/.cache/reslab/data),
+    keyed by the folder's path, never among the user's own files."""
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     return DEFAULT_DATA_DIR / "imagefolder-cache" / f"{root.name}-{key}.npz"
+
+
+def old_cache_path(root: Path) -> Path:
+    """Where reslab 0.1 kept the cache, beside the folder: still read, never written."""
+    return root.parent / f".{root.name}.reslab-cache.npz"
 
 
 def folder_fingerprint(root: Path, files: dict) -> str:
@@ -134,14 +136,7 @@ def load_image_folder(root: Path) -> Dataset:
     files, classes = scan_image_folder(root)
     fingerprint = folder_fingerprint(root, files)
     cache = image_folder_cache_path(root)
-    arrays = None
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["fingerprint"]) == fingerprint:
-                    arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-        except Exception:
-            arrays = None  # a damaged or stale cache is rebuilt, never trusted
+    arrays = read_cache(cache, fingerprint) or read_cache(old_cache_path(root), fingerprint)
     if arrays is None:
         logging.getLogger(__name__).info(
             f"decoding {sum(len(v) for v in files.values())} images in {root} (cached afterwards) ..."
@@ -160,6 +155,19 @@ def load_image_folder(root: Path) -> Dataset:
         classes,
         info={"source": str(root)},
     )
+
+
+def read_cache(path: Path, fingerprint: str) -> dict | None:
+    """The cached arrays when `path` holds those of this very folder; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == fingerprint:
+                return {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+    except Exception:
+        pass  # a damaged or stale cache is rebuilt, never trusted
+    return None
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:

@@ -1,0 +1,69 @@
+"""Checkpoints and weights: a run's resumable state (checkpoint.pt, loaded without unpickling
+anything but tensors and plain containers) and its final weights (model.safetensors)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from reslab.errors import UserError, one_line
+from reslab.files import atomic_write_bytes
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(out) / "checkpoint.pt", buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, loaded without unpickling anything but tensors and plain containers."""
+    try:
+        return safe_torch_load(path)
+    except Exception as e:
+        raise UserError(
+            f"{path} cannot be loaded safely ({load_failure(e)}). It is truncated, damaged, or holds objects "
+            "other than tensors, which reslab never unpickles; delete it to restart the run."
+        ) from None
+
+
+def safe_torch_load(path: Path):
+    """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_failure(e: Exception) -> str:
+    """A short reason for a failed safe torch.load."""
+    text = str(e)
+    if any(k in text for k in ("Unsupported operand", "invalid load key", "magic number", "zip archive")):
+        return "it is not a PyTorch checkpoint file at all"
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return f"it asks to run {found.group(1)}" if found else "it holds Python objects, not only tensors"
+    return one_line(e)
+
+
+def save_weights(model, path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors))
+
+
+def load_weights(path: Path, name: str | None = None, advice: str = "") -> dict:
+    """The tensors of a .safetensors file; `name` (default: the path) and `advice` for the message
+    when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise UserError(
+            f"{name or path} cannot be read as safetensors weights ({one_line(e)})" + (f"; {advice}" if advice else ".")
+        ) from None
