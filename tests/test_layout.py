@@ -41,3 +41,17 @@ def test_no_public_name_is_shadowed_by_a_submodule():
     for name in reslab.__all__:
         value = getattr(reslab, name)
         assert inspect.ismodule(value) == (name in ("analysis", "figures")), name
+
+
+def test_modules_and_functions_stay_readable_in_one_sitting():
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "reslab"
+    long = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.name}:{node.name} {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long
+    lines = {name: len((src / name).read_text().splitlines()) for name in ("cli.py", "runs.py")}
+    assert lines["cli.py"] < 350 and lines["runs.py"] < 450, lines

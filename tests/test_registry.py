@@ -7,7 +7,7 @@ import pytest
 import torch.nn.functional as F
 
 import reslab
-from reslab import models, plots, runs
+from reslab import models, runs, style
 from reslab.analysis import construct
 from reslab.cli import main
 from reslab.config import TrainConfig
@@ -38,7 +38,7 @@ def test_a_registered_architecture_trains_counts_draws_and_is_judged(toy, tmp_pa
     assert record.label == "Toy-8" and record.config.resolved.parameters == 75_002  # plain-8's, no extra
     fig = error_curves(runs.load_runs(tmp_path))
     assert [ax.get_title() for ax in fig.axes[:1]] == ["toy residual networks"]
-    assert plots.arch_style(toy) == "-" and plots.arch_colour(toy) == "#17becf"  # drawn as a residual net
+    assert style.colour(toy) == "#17becf" and style.colour(toy, 56) != style.colour(toy, 20)  # its own hue family
     found = reslab.judge(runs.load_runs(tmp_path))
     assert any(v.claim.startswith("Deeper Toy nets do not degrade") for v in found)  # residual: expected not to
     assert main(["models", "--depths", "8"]) == 0 and "toy (option A)" in capsys.readouterr().out

@@ -1,29 +1,18 @@
-"""Figures, one function each, written as PNG and SVG. Each draws into a matplotlib Figure of its
-own, in its own style (rc_context): importing reslab or drawing a figure changes neither pyplot's
-backend nor its global settings, so a notebook's own plots stay as they were.
-
-Conventions (as in the paper's Fig. 6): error in % against iterations, training error thin and
-dashed, test error bold and solid, one colour per depth, the same colour for a depth in every
-figure.
-"""
+"""The experiment figures (Fig. 1 / 6, Table 6 drawn, how fast nets train), one function each,
+written as PNG and SVG or returned as a matplotlib Figure, in reslab's one visual grammar
+(style.py): hue is the architecture, lightness the depth, dashed training error, solid test
+error."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import matplotlib
 from matplotlib.figure import Figure
 
-DEPTH_COLOURS = {
-    20: "#1f77b4",
-    32: "#2ca02c",
-    44: "#ff7f0e",
-    56: "#d62728",
-    110: "#9467bd",
-    164: "#8c564b",
-    1202: "#e377c2",
-}
+from reslab import style
+from reslab.style import REFERENCE, net, save, split_handles, styled, subplots
+
+__all__ = ["error_curves", "error_vs_depth", "reach_vs_depth", "figure_title", "save", "styled", "subplots", "Figure"]
 
 
 def registered(arch: str):
@@ -37,16 +26,6 @@ def panel_title(arch: str) -> str:
     return a.panel if (a := registered(arch)) else arch
 
 
-def arch_colour(arch: str) -> str:
-    return a.colour if (a := registered(arch)) else "#7f7f7f"
-
-
-def arch_style(arch: str) -> str:
-    """Plain nets dashed, residual nets solid (the paper's Fig. 6 convention)."""
-    a = registered(arch)
-    return "-" if a is None or a.residual else "--"
-
-
 def drawn_archs(present) -> list[str]:
     """The architectures among `present`, in the registry's order (unknown ones last)."""
     from reslab.models import ARCHS
@@ -54,75 +33,39 @@ def drawn_archs(present) -> list[str]:
     return sorted(set(present), key=lambda a: (list(ARCHS).index(a) if a in ARCHS else len(ARCHS), a))
 
 
-STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11, "svg.fonttype": "none"}
-
-
-def styled(draw):
-    """Draw (and save) a figure in reslab's style, leaving matplotlib's global settings alone."""
-
-    @functools.wraps(draw)
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(STYLE):
-            return draw(*args, **kwargs)
-
-    return wrapper
-
-
-def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
-    """A Figure of its own (not pyplot's) and its axes, like plt.subplots."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(nrows, ncols, **kwargs)
-
-
-def depth_colour(depth: int) -> str:
-    if depth in DEPTH_COLOURS:
-        return DEPTH_COLOURS[depth]
-    # Other depths: neighbouring depths of the same family (6n+2, 9n+2) get different colours.
-    extra = ["#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#e377c2"]
-    return extra[(depth // 6) % len(extra)]
-
-
-def save(fig, path: Path) -> list[Path]:
-    """Write `path` as .png and .svg; returns both paths."""
-    import io
-
-    from reslab import files
-    from reslab.files import atomic_write_bytes
-
-    path = Path(path)
-    out = []
-    files.own_folder(path.parent)  # figures/ as a link would send the files elsewhere
-    for ext in (".png", ".svg"):
-        p = path.with_suffix(ext)
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext[1:], dpi=110, bbox_inches="tight")
-        atomic_write_bytes(p, buf.getvalue())  # a full disk leaves the old figure, never half of one
-        out.append(p)
-    return out
-
-
-def mean_curve(metric_runs: list[list[dict]], key: str) -> tuple[list[float], list[float]]:
-    """Mean of `key` over runs at the iterations all of them evaluated."""
+def curve_band(metric_runs: list[list[dict]], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Iterations, the mean, the lowest and the highest of `key` (in %) over the runs, at the
+    iterations all of them evaluated."""
     by_it: dict[float, list[float]] = {}
     for rows in metric_runs:
         for r in rows:
             if r.get(key) is not None:
-                by_it.setdefault(r["iteration"], []).append(r[key])
+                by_it.setdefault(r["iteration"], []).append(100 * r[key])
     its = sorted(i for i, v in by_it.items() if len(v) == len(metric_runs))
-    return its, [100 * sum(by_it[i]) / len(by_it[i]) for i in its]
+    return (
+        its,
+        [sum(by_it[i]) / len(by_it[i]) for i in its],
+        [min(by_it[i]) for i in its],
+        [max(by_it[i]) for i in its],
+    )
 
 
-# The lower panel's axis is linear up to this error (%) and logarithmic above: 0% is drawn at 0,
-# and the differences near 0% that the verdicts rest on stay visible.
-LINEAR_BELOW = 1.0
+def draw_split(ax, metric_runs: list[list[dict]], arch: str, depth: int, split: str, label: str | None) -> list:
+    """One net's training or test error curve: the mean over seeds with markers at the evaluated
+    points, and the seeds' range as a band."""
+    its, mean, low, high = curve_band(metric_runs, f"{split}_error")
+    kw = net(arch, depth, split)
+    ax.plot(its, mean, label=label, clip_on=False, markevery=max(1, len(its) // 25), **{**kw, "ms": 4})
+    if len(metric_runs) > 1:
+        ax.fill_between(its, low, high, color=kw["color"], alpha=0.15, lw=0)
+    return mean
 
 
 @styled
 def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> Figure | list[Path]:
-    """Figure 1 / Figure 6: one column per architecture. Top: error (%) against iterations,
-    training dashed, test solid, dotted lines at the lr drops. Bottom: training error alone on a
-    log axis, where the differences near 0% that the verdicts rest on can be seen."""
-    from matplotlib.lines import Line2D
+    """Figure 1 / Figure 6: one panel per architecture, error (%) against iterations, training
+    dashed and test solid, a shade per depth, the seeds' range as a band, dotted lines at the lr
+    drops. Where some net trains below 10%, a second row shows training error on a log axis."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     groups: dict[str, dict[int, list[list[dict]]]] = {}
@@ -132,55 +75,55 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
             groups.setdefault(r.arch, {}).setdefault(r.depth, []).append(r.metrics)
             drops.setdefault(r.arch, r.config.resolved.milestones)
     archs = drawn_archs(groups) or [""]  # "": no run has metrics yet, one empty panel
+    low_end = min([100 * m[-1]["train_error"] for g in groups.values() for ms in g.values() for m in ms] + [100])
+    rows = 2 if low_end < 10 else 1
     fig, axes = subplots(
-        2, len(archs), figsize=(6.4 * len(archs), 8.4), sharey="row", squeeze=False, height_ratios=[3, 2]
+        rows,
+        len(archs),
+        figsize=(6.4 * len(archs), 4.4 + 3.2 * (rows - 1)),
+        sharey="row",
+        squeeze=False,
+        layout="constrained",
     )
-    top = 0.0
+    top = 1.0
     for col, arch in enumerate(archs):
-        ax, low = axes[0][col], axes[1][col]
+        ax = axes[0][col]
         for depth in sorted(groups.get(arch, {})):
-            colour = depth_colour(depth)
             n = len(groups[arch][depth])
-            label = f"{arch}-{depth}" + (f" (mean of {n})" if n > 1 else "")
-            its, train = mean_curve(groups[arch][depth], "train_error")
-            ax.plot(its, train, "--", color=colour, lw=1.2)
-            low.plot(its, train, "--", color=colour, lw=1.6, label=label)
-            its, test = mean_curve(groups[arch][depth], "test_error")
-            ax.plot(its, test, "-", color=colour, lw=2.4, label=label)
+            label = f"{style_label(arch, depth)}" + (f" ({n} seeds)" if n > 1 else "")
+            train = draw_split(ax, groups[arch][depth], arch, depth, "train", label)
+            test = draw_split(ax, groups[arch][depth], arch, depth, "test", None)
+            if rows == 2:
+                draw_split(axes[1][col], groups[arch][depth], arch, depth, "train", None)
             top = max([top, *train, *test])
-        for a in (ax, low):
+        for a in axes[:, col]:
             for i, m in enumerate(drops.get(arch, [])):
-                a.axvline(m, color="#5b6475", ls=":", lw=1.2, label="lr ÷ 10" if a is ax and i == 0 else None)
-            a.grid(alpha=0.3)
+                a.axvline(m, label="lr ÷ 10" if a is ax and i == 0 else None, **REFERENCE)
         ax.set_title(panel_title(arch) if arch else "")
-        low.set_xlabel("iterations")
-        low.set_yscale("symlog", linthresh=LINEAR_BELOW, linscale=0.5)
+        axes[-1][col].set_xlabel("iterations")
         handles, _ = ax.get_legend_handles_labels()
-        styles = [
-            Line2D([], [], color="#333", ls="--", lw=1.2, label="training error"),
-            Line2D([], [], color="#333", ls="-", lw=2.4, label="test error"),
-        ]
-        ax.legend(handles=handles + styles, loc="best", framealpha=0.85, edgecolor="none")
-    axes[0][0].set_ylabel("error (%)")
-    axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    # Tick labels as plain numbers (50, not 5x10^1).
-    axes[1][0].set_ylim(0, 100)
-    axes[1][0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[1][0].yaxis.set_minor_formatter(NullFormatter())
-    axes[1][0].set_ylabel(f"training error (%)\n(log scale above {LINEAR_BELOW:g}%)")
-    if title:
-        fig.suptitle(title, y=1.02)
-    fig.tight_layout()
+        ax.legend(handles=handles + split_handles(), loc="upper right", fontsize=10)
+    style.error_axis(axes[0][0], top)
+    if rows == 2:
+        low = axes[1][0]
+        low.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+        low.set_ylim(0, 100)
+        low.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 50, not 5x10^1
+        low.yaxis.set_minor_formatter(NullFormatter())
+        low.set_ylabel("training error (%)\n(log scale above 1%)")
+    style.title(fig, title)
     return fig if path is None else save(fig, path)
 
 
-def run_style(arch: str, depth: int) -> dict:
-    """Colour by depth; plain nets dashed, residual nets solid."""
-    return {"color": depth_colour(depth), "ls": arch_style(arch), "lw": 2.0}
+def style_label(arch: str, depth: int) -> str:
+    """A net's name as tables give it: plain-20, ResNet-20."""
+    from reslab.models import display
+
+    return display(arch, depth)
 
 
 def figure_title(all_runs: list) -> str:
-    """What every figure of an experiment says it shows: dataset, budget and seeds."""
+    """What every figure of an experiment says it shows: dataset, image size, budget and seeds."""
     done = [r for r in all_runs if r.metrics]
     if not done:
         return ""
@@ -199,56 +142,105 @@ def figure_title(all_runs: list) -> str:
 
 @styled
 def error_vs_depth(summary: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
-    """Table 6 drawn: final error against depth, plain and residual side by side, training error
-    dashed and test error solid, bars for the seeds' standard deviation."""
-    fig, ax = subplots(figsize=(7.2, 5.0))
-    archs = drawn_archs(r["arch"] for r in summary if r["runs"])
-    for arch in archs:
+    """Table 6 drawn (the shape of Fig. 6): final error against depth, one hue per architecture,
+    training dashed and test solid, each depth's point in its shade, the seeds' spread (one
+    standard deviation) as a band. Two depths are drawn as points: a line would claim a shape."""
+    fig, ax = subplots(figsize=(7.4, 5.0), layout="constrained")
+    top = 1.0
+    for arch in drawn_archs(r["arch"] for r in summary if r["runs"]):
         rows = sorted((r for r in summary if r["arch"] == arch and r["runs"]), key=lambda r: r["depth"])
         depths = [r["depth"] for r in rows]
-        for split, ls, lw, what in (("train", "--", 1.6, "training"), ("test", "-", 2.6, "test")):
-            ax.errorbar(
-                depths,
-                [100 * r[f"{split}_error_mean"] for r in rows],
-                yerr=[100 * (r[f"{split}_error_std"] or 0) for r in rows],
-                ls=ls, lw=lw, marker="o", capsize=4, color=arch_colour(arch),
-                label=f"{panel_title(arch)}, {what} error",
-            )  # fmt: skip
+        for split in ("train", "test"):
+            mean = [100 * r[f"{split}_error_mean"] for r in rows]
+            std = [100 * (r[f"{split}_error_std"] or 0) for r in rows]
+            s = style.SPLITS[split]
+            if len(depths) > 2:
+                ax.plot(depths, mean, color=style.colour(arch), ls=s["ls"], lw=s["lw"], zorder=2)
+            if any(std):
+                ax.fill_between(
+                    depths,
+                    [m - d for m, d in zip(mean, std)],
+                    [m + d for m, d in zip(mean, std)],
+                    color=style.colour(arch),
+                    alpha=0.12,
+                    lw=0,
+                )
+            span = 0.04 * (max(depths) - min(depths) or 10)  # a short stroke in the split's dashes at each point
+            for r, m in zip(rows, mean):
+                kw = net(arch, r["depth"], split)
+                stroke = {"color": kw["color"], "ls": kw["ls"], "lw": 3.2, "clip_on": False, "zorder": 3}
+                ax.plot([r["depth"] - span, r["depth"] + span], [m, m], **stroke)
+                dot = {"color": kw["color"], "marker": kw["marker"], "ms": 8, "mec": "white", "clip_on": False}
+                ax.plot([r["depth"]], [m], ls="none", zorder=4, **dot)
+            top = max([top, *mean])
     ax.set_xlabel("depth (layers)")
-    ax.set_ylabel("final error (%)")
     ax.set_xticks(sorted({r["depth"] for r in summary}))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(framealpha=0.85, edgecolor="none", fontsize=10)
-    ax.set_title("Error against depth (paper, Table 6)" + (f"\n{title}" if title else ""), fontsize=12)
-    fig.tight_layout()
+    style.error_axis(ax, top, "final error (%)")
+    ax.legend(handles=arch_handles(summary) + split_handles(), fontsize=10, **BELOW)
+    style.title(fig, "Error against depth (paper, Table 6)" + (f"\n{title}" if title else ""))
     return fig if path is None else save(fig, path)
 
 
+# A legend under the axes, where it hides no point.
+BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 2}
+
+
+def arch_handles(summary: list[dict]) -> list:
+    """Legend entries naming each architecture's hue."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=style.colour(a), label=panel_title(a)) for a in drawn_archs(r["arch"] for r in summary)]
+
+
 @styled
-def reach_vs_depth(summary: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
+def reach_vs_depth(
+    summary: list[dict], path: Path | None = None, title: str = "", budget: int | None = None, every: int | None = None
+) -> Figure | list[Path]:
     """Iterations until the training error first reaches the summary's threshold, against
-    depth; a net that never reaches it is drawn as a hollow marker at the top, labelled."""
-    fig, ax = subplots(figsize=(7.2, 4.6))
+    depth. A net that never reaches it within the budget is marked in a row of its own above
+    the axis, labelled "never"; the budget is a dotted line."""
+    fig, ax = subplots(figsize=(7.4, 4.8), layout="constrained")
     threshold = summary[0]["reach_threshold"] if summary else 0
     done = [r for r in summary if r["runs"]]
-    ceiling = max([r["iterations_to_reach"] or 0 for r in done] + [1]) * 1.15
+    ceiling = budget or max([r["iterations_to_reach"] or 0 for r in done] + [1])
+    never_y = ceiling * 1.12
     for arch in drawn_archs(r["arch"] for r in done):
         rows = sorted((r for r in done if r["arch"] == arch), key=lambda r: r["depth"])
         reached = [r for r in rows if r["iterations_to_reach"] is not None]
-        colour = arch_colour(arch)
-        ax.plot([r["depth"] for r in reached], [r["iterations_to_reach"] for r in reached], marker="o", color=colour,
-                lw=2.2, label=panel_title(arch), ls=arch_style(arch))  # fmt: skip
+        if len(reached) > 2:
+            ax.plot(
+                [r["depth"] for r in reached],
+                [r["iterations_to_reach"] for r in reached],
+                color=style.colour(arch),
+                lw=2.2,
+                zorder=2,
+            )
         for r in rows:
-            if r["iterations_to_reach"] is None:
-                ax.plot([r["depth"]], [ceiling], "o", mfc="white", color=colour, ms=9)
-                ax.annotate("never", (r["depth"], ceiling), textcoords="offset points", xytext=(8, -4), color=colour)
+            y = r["iterations_to_reach"] if r["iterations_to_reach"] is not None else never_y
+            kw = {k: v for k, v in net(arch, r["depth"]).items() if k in ("color", "marker")}
+            ax.plot([r["depth"]], [y], ls="none", ms=9, mec="white", clip_on=False, zorder=3, **kw)
+    if budget:
+        ax.axhline(budget, **REFERENCE, label=f"budget: {budget:,} iterations")
+    ax.set_ylim(0, ceiling * 1.04)
+    if any(r["iterations_to_reach"] is None for r in done):
+        ax.annotate(
+            "never",
+            (0, never_y),
+            xycoords=("axes fraction", "data"),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            annotation_clip=False,
+        )
     ax.set_xlabel("depth (layers)")
-    ax.set_ylabel(f"iterations to {100 * threshold:g}% training error")
+    ax.set_ylabel(
+        f"iterations to {100 * threshold:g}% training error" + (f"\n(evaluated every {every:,})" if every else "")
+    )
     ax.set_xticks(sorted({r["depth"] for r in summary}))
-    ax.set_ylim(0, ceiling * 1.1)
-    ax.grid(alpha=0.3)
-    ax.legend(framealpha=0.85, edgecolor="none")
-    ax.set_title("How fast they train" + (f"\n{title}" if title else ""), fontsize=12)
-    fig.tight_layout()
+    handles = arch_handles(done)
+    if budget:
+        handles += [ax.get_legend_handles_labels()[0][-1]]
+    ax.legend(handles=handles, fontsize=10, **BELOW)
+    style.title(fig, "How fast they train" + (f"\n{title}" if title else ""))
     return fig if path is None else save(fig, path)

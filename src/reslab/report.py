@@ -122,7 +122,10 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.Ru
     parts.append(crossover_section(all_runs))
     if len({r["depth"] for r in summary if r["runs"]}) > 1:
         by_depth = error_vs_depth(summary, exp_dir / "figures" / "error_vs_depth", title)[0]
-        speed = reach_vs_depth(summary, exp_dir / "figures" / "reach_vs_depth", title)[0]
+        done = [r for r in all_runs if r.metrics]
+        budget = max((int(r.final["iteration"]) for r in done), default=None)
+        every = done[0].config.resolved.eval_every if done else None
+        speed = reach_vs_depth(summary, exp_dir / "figures" / "reach_vs_depth", title, budget, every)[0]
         parts.append(
             '<h2>Error and speed against depth</h2><div class="card">'
             + embed_png(by_depth, "final training and test error against depth")

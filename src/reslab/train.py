@@ -537,7 +537,7 @@ def interrupt(plan: Plan, ts: TrainState, period_start: float, journal: Journal)
         ts,
         "interrupted",
         f"interrupted at iteration {ts.iteration} of {plan.total}; checkpoint saved. "
-        f"Resume with the same command and --resume (reslab train ... --out {plan.out} --resume).",
+        f"Resume with: reslab train --resume {plan.out}",
         Interrupted,
     )
 
@@ -573,8 +573,8 @@ def compile_abortable(asked: StopRequest, compiling: bool, plan: Plan, ts: Train
             ts,
             "interrupted",
             f"interrupted while compiling the training step, at iteration {ts.iteration} of {plan.total} "
-            "(nothing was lost: the run is as its last checkpoint left it). Resume with the same command and "
-            f"--resume (reslab train ... --out {plan.out} --resume).",
+            f"(nothing was lost: the run is as its last checkpoint left it). Resume with: reslab train --resume "
+            f"{plan.out}",
             Interrupted,
         )
     finally:

@@ -111,3 +111,12 @@ def add_run_args(p, runs: bool = True) -> None:
     p.add_argument(
         "--out", help="directory to write analyses/ and figures/ into (default: the runs' experiment directory)"
     )
+
+
+def caption(run_dirs: list[Path], images: int, split: str) -> str:
+    """What an analysis figure measured: the nets' data, size, budget and seeds, and the images."""
+    from reslab.plots import figure_title
+
+    records = [runs.load_run(d) for d in run_dirs]
+    trained = figure_title(records) or f"{records[0].config.dataset}, networks trained elsewhere"
+    return f"{trained}; {images:,} {split} images"

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from reslab import style
 from reslab.analysis.common import (
     add_run_args,
     load_split,
@@ -30,6 +31,7 @@ from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.style import colour
 from reslab.summary import pct as pc
 
 
@@ -175,27 +177,35 @@ def budget(config) -> str:
 def plot(results: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
     """The constructed solution as bars: for each construction, the training error of the
     shallow net, of the identity-extended deep net built from it, and of SGD's deep net."""
-    fig, ax = subplots(figsize=(3.2 + 2.6 * len(results), 4.8))
+    from matplotlib.patches import Patch
+
+    fig, ax = subplots(figsize=(3.4 + 2.8 * len(results), 5.0), layout="constrained")
+    # Hue is the architecture, lightness the depth (the shallow net light, the deep nets dark);
+    # the constructed deep net is hatched, SGD's deep net plain.
     bars = [
-        ("source_train_error", "shallow net, trained", "#9aa3b2"),
-        ("constructed_train_error", "deep net, constructed", "#2e9d57"),
-        ("scratch_train_error", "deep net, SGD from scratch", "#d64541"),
+        ("source_train_error", "shallow net, trained by SGD", lambda r: r["from_depth"], ""),
+        ("constructed_train_error", "deeper net, built from it plus identity layers", lambda r: r["depth"], "//"),
+        ("scratch_train_error", "deeper net, trained by SGD from scratch", lambda r: r["depth"], ""),
     ]
-    width = 0.26
-    for j, (key, label, colour) in enumerate(bars):
-        xs = [i + (j - 1) * width for i, r in enumerate(results) if r.get(key) is not None]
-        ys = [100 * r[key] for r in results if r.get(key) is not None]
-        ax.bar(xs, ys, width, color=colour, label=label)
-        for x, y in zip(xs, ys):
-            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=10)
+    width, top = 0.26, max([100 * (r.get(k) or 0) for r in results for k, *_ in bars] + [1])
+    for j, (key, _, depth_of, hatch) in enumerate(bars):
+        for i, r in enumerate(results):
+            if r.get(key) is None:
+                continue
+            x, y, shade = i + (j - 1) * width, 100 * r[key], colour(r["arch"], depth_of(r))
+            # A bar of 0 is drawn as a stroke at 0, with its value above it.
+            ax.bar(x, max(y, top * 0.006), width, color=shade, edgecolor="white" if hatch else shade, hatch=hatch)
+            ax.annotate(f"{y:.1f}%", (x, y), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=10)
     ax.set_xticks(range(len(results)))
     ax.set_xticklabels([f"{r['source_label']} → {display(r['arch'], r['depth'])}" for r in results], fontsize=11)
     ax.set_ylabel("training error (%), eval mode")
-    ax.set_ylim(0, max([100 * (r.get(k) or 0) for r in results for k, _, _ in bars] + [1]) * 1.25)
-    ax.legend(framealpha=0.85, edgecolor="none", fontsize=10, loc="upper left")
-    ax.grid(alpha=0.3, axis="y")
-    ax.set_title("The constructed solution (claim C3)" + (f"\n{title}" if title else ""), fontsize=12)
-    fig.tight_layout()
+    ax.set_ylim(0, top * 1.3)
+    grey = ["#bbbbbb", "#555555", "#555555"]
+    legend = [Patch(facecolor=g, hatch=h, edgecolor="white", label=label) for (_, label, _, h), g in zip(bars, grey)]
+    ax.legend(handles=legend, fontsize=10, loc="upper left")
+    ax.grid(axis="x", visible=False)
+    heading = "A deeper net can do as well as a shallower one: built from it plus identity layers (paper, Sec. 1)"
+    style.title(fig, heading + (f"\n{title}" if title else ""))
     return fig if path is None else save(fig, path)
 
 

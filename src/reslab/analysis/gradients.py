@@ -20,8 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reslab import style
 from reslab.analysis.common import (
     add_run_args,
+    caption,
     load_split,
     output_dir,
     progress_bar,
@@ -30,7 +32,7 @@ from reslab.analysis.common import (
 from reslab.models import CifarNet, build_model
 from reslab.options import int_list, positive_int
 from reslab.page import esc, figure, table
-from reslab.plots import Figure, run_style, save, styled, subplots
+from reslab.plots import Figure, save, styled, subplots
 
 
 def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -176,50 +178,64 @@ def analyze(
     out = output_dir(run_dirs, out)
     result = {"images": len(run.y), "points": points, "lines": lines, "runs": results, "shattering": {"rows": rows}}
     write_result(out, "gradients", result)
-    plot_norms(results, out / "figures" / "gradient_norms")
+    heading = "Gradient norm per layer, one batch"
+    plot_norms(results, out / "figures" / "gradient_norms", f"{heading}\n{caption(run_dirs, len(run.y), 'training')}")
     plot_shattering(result["shattering"], out / "figures" / "shattering")
     return result
 
 
 @styled
-def plot_norms(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
-    fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
+def plot_norms(results: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
+    fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
     for ax, when in zip(axes, ("init", "trained")):
-        for r in results:
+        for r in sorted(results, key=lambda r: -r["depth"]):  # shallow nets drawn last, on top
             values = r["norms"][when]
-            ax.plot(range(1, len(values) + 1), values, label=r["label"], **run_style(r["arch"], r["depth"]))
+            ax.plot(
+                range(1, len(values) + 1), values, label=r["label"], **{**style.net(r["arch"], r["depth"]), "ms": 3}
+            )
         ax.set_yscale("log")
         ax.set_xlabel("3x3 conv layer")
+        style.integer_axis(ax)
         ax.set_title("at initialisation" if when == "init" else "after training")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(frameon=False)
+        ax.legend()
     axes[0].set_ylabel("‖∂L/∂W‖")
-    fig.tight_layout()
+    style.title(fig, title)
     return fig if path is None else save(fig, path)
 
 
 @styled
 def plot_shattering(result: dict, path: Path | None = None) -> Figure | list[Path]:
-    fig, ax = subplots(figsize=(7.5, 4.8))
-    for arch, colour, ls in (("plain", "#d62728", "--"), ("resnet", "#1f77b4", "-")):
+    fig, ax = subplots(figsize=(7.5, 4.8), layout="constrained")
+    for arch in ("plain", "resnet"):
         rows = [r for r in result["rows"] if r["arch"] == arch]
         if rows:
-            ax.errorbar(
-                [r["depth"] for r in rows],
-                [r["correlation"] for r in rows],
-                yerr=[r.get("correlation_std", 0) for r in rows],
-                marker="o",
-                color=colour,
-                ls=ls,
-                lw=2,
-                capsize=4,
-                label=f"{arch} (mean ± std over lines)",
+            depths, mean = [r["depth"] for r in rows], [r["correlation"] for r in rows]
+            std = [r.get("correlation_std", 0) for r in rows]
+            ax.plot(depths, mean, color=style.colour(arch), lw=2.2, label=f"{arch} (mean over lines; band ± std)")
+            ax.fill_between(
+                depths,
+                [m - s for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=style.colour(arch),
+                alpha=0.15,
+                lw=0,
             )
-    ax.set_xlabel("depth")
-    ax.set_ylabel("correlation of neighbouring input gradients")
-    ax.set_title("shattered gradients (at initialisation)")
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+            for r in rows:
+                ax.plot(
+                    [r["depth"]],
+                    [r["correlation"]],
+                    ls="none",
+                    ms=8,
+                    mec="white",
+                    **{k: v for k, v in style.net(arch, r["depth"]).items() if k in ("color", "marker")},
+                )
+    ax.set_xlabel("depth (layers)")
+    ax.set_xticks(sorted({r["depth"] for r in result["rows"]}))
+    ax.set_ylim(0, 1.02)  # 0: fully shattered, 1: every neighbour's gradient the same
+    ax.set_ylabel("correlation of neighbouring\ninput gradients (0: shattered)")
+    ax.legend()
+    style.title(fig, "Shattered gradients, at initialisation (Balduzzi et al. 2017)")
     return fig if path is None else save(fig, path)
 
 

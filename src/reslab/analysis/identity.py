@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reslab import style
 from reslab.analysis.common import (
     progress_bar,
     write_result,
@@ -175,26 +176,30 @@ def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0) -> dict
 
 @styled
 def plot(result: dict, path: Path | None = None) -> Figure | list[Path]:
-    fig, ax = subplots(figsize=(7.5, 4.8))
-    for kind, style in (
-        ("plain", dict(color="#d62728", ls="--", marker="o")),
-        ("residual", dict(color="#1f77b4", ls="-", marker="s")),
-    ):
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = subplots(figsize=(7.5, 4.8), layout="constrained")
+    values = [max(r["error"], 1e-8) for kind in ("plain", "residual") for r in result[kind]]
+    for kind, arch in (("plain", "plain"), ("residual", "resnet")):
         rows = result[kind]
         ax.plot(
             [r["convs"] for r in rows],
             [max(r["error"], 1e-8) for r in rows],
+            color=style.colour(arch),
+            marker="o",
+            lw=2.2,
             label=f"{kind} ({result['unit'][kind]})",
-            lw=2,
-            **style,
         )
-    ax.set_yscale("log")
+    if max(values) / min(values) > 20:  # orders of magnitude apart: a log axis, labelled in plain numbers
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.set_ylim(0, max(values) * 1.1)
     ax.set_xticks([r["convs"] for r in result["plain"]])
     ax.set_xlabel("3x3 convolutions in the stack (2k plain layers, k residual blocks)")
     ax.set_ylabel("relative error ‖f(x) − x‖² / ‖x‖²")
-    ax.set_title("learning the identity mapping")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False)
+    ax.legend()
+    style.title(fig, f"Learning the identity mapping (after {result.get('steps', '?')} steps of training)")
     return fig if path is None else save(fig, path)
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from reslab import style
 from reslab.analysis.common import (
     add_run_args,
+    caption,
     load_split,
     output_dir,
     progress_bar,
@@ -26,7 +28,7 @@ from reslab.errors import UserError
 from reslab.evaluate import score
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
-from reslab.plots import Figure, depth_colour, save, styled
+from reslab.plots import Figure, save, styled
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -168,7 +170,7 @@ def analyze(
     out = output_dir(run_dirs, out)
     result = {"images": images, "resolution": resolution, "span": span, "precision": precision, "runs": results}
     write_result(out, "landscape", result)
-    plot(results, out / "figures" / "landscape")
+    plot(results, out / "figures" / "landscape", caption(run_dirs, len(run.y), "training"))
     return result
 
 
@@ -185,35 +187,58 @@ def local_minima(grid: list[list[float]]) -> int:
 
 
 @styled
-def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
-    """1D slices, 2D contours and surfaces, one column per run. The loss spans orders of
-    magnitude between the trained point and the grid's edges, so it is drawn on a log scale."""
+def plot(results: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
+    """1D slices (one shared y range), 2D contours and surfaces (one shared colour scale, with a
+    colourbar), one column per run. The loss spans orders of magnitude between the trained
+    point and the grid's edges, so it is drawn on a log scale."""
     import numpy as np
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FuncFormatter
 
     n = len(results)
-    fig = Figure(figsize=(6.2 * n, 15))
-    for i, r in enumerate(results):
+    fig = Figure(figsize=(6.2 * n + 1.2, 15), layout="constrained")
+    grids = [np.log10(np.maximum(np.array(r["grid"]), 1e-6)) for r in results]
+    low, high = float(min(g.min() for g in grids)), float(max(g.max() for g in grids))
+    norm = Normalize(low, high)
+    levels = np.linspace(low, high, 25)
+    lines = [v for r in results for v in r["line"]]
+    axes1: list = []
+    axes2: list = []
+    axes3: list = []
+    for i, (r, grid) in enumerate(zip(results, grids)):
         a = np.array(list(r["axis"]))
-        grid = np.log10(np.maximum(np.array(r["grid"]), 1e-6))
-        ax1 = fig.add_subplot(3, n, i + 1)
-        ax1.plot(r["axis"], r["line"], color=depth_colour(r["depth"]), lw=2)
+        ax1 = fig.add_subplot(3, n, i + 1, sharey=axes1[0] if axes1 else None)
+        ax1.plot(r["axis"], r["line"], **{**style.net(r["arch"], r["depth"]), "marker": None})
         ax1.set_yscale("log")
+        ax1.set_ylim(min(lines) / 1.5, max(lines) * 1.5)
+        ax1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax1.set_title(f"{r['label']}: 1D slice")
         ax1.set_xlabel("α")
         ax1.set_ylabel("training loss")
-        ax1.grid(alpha=0.3, which="both")
         ax2 = fig.add_subplot(3, n, n + i + 1)
-        cs = ax2.contour(a, a, grid, levels=np.linspace(grid.min(), grid.max(), 25), cmap="viridis")
-        ax2.clabel(cs, list(cs.levels)[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}")
+        cs = ax2.contour(a, a, grid, levels=levels, cmap="viridis", norm=norm)
+        ax2.clabel(cs, list(cs.levels)[::4], fontsize=8, fmt=lambda v: f"{10**v:.3g}", inline_spacing=2)
         ax2.set_title(f"{r['label']}: contours of the loss")
         ax2.set_xlabel("α (direction 1)")
         ax2.set_ylabel("β (direction 2)")
+        ax2.set_aspect("equal")
         ax3 = fig.add_subplot(3, n, 2 * n + i + 1, projection="3d")
         xx, yy = np.meshgrid(a, a)
-        ax3.plot_surface(xx, yy, grid, cmap="viridis", linewidth=0, antialiased=True)
+        ax3.plot_surface(xx, yy, grid, cmap="viridis", norm=norm, linewidth=0, antialiased=True)
+        ax3.set_zlim(low, high)
         ax3.set_title(f"{r['label']}: surface")
         ax3.set_zlabel("log10 loss")
-    fig.tight_layout()
+        axes1.append(ax1)
+        axes2.append(ax2)
+        axes3.append(ax3)
+    from matplotlib.cm import ScalarMappable
+
+    scale = ScalarMappable(norm=norm, cmap="viridis")
+    for row in (axes2, axes3):
+        fig.colorbar(scale, ax=row, label="log10 training loss", shrink=0.85)
+    style.title(
+        fig, "Loss landscape along two filter-normalised directions (Li et al. 2018)" + (f"\n{title}" if title else "")
+    )
     return fig if path is None else save(fig, path)
 
 

@@ -16,8 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reslab import style
 from reslab.analysis.common import (
     add_run_args,
+    caption,
     load_split,
     output_dir,
     progress_bar,
@@ -27,7 +29,7 @@ from reslab.evaluate import error_rate
 from reslab.models import CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
-from reslab.plots import Figure, run_style, save, styled, subplots
+from reslab.plots import Figure, save, styled, subplots
 from reslab.summary import pct as pc
 
 
@@ -161,23 +163,28 @@ def analyze(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=None
     out = output_dir(run_dirs, out)
     result = {"images": len(run.y), "samples": samples, "runs": results}
     write_result(out, "lesion", result)
-    plot(results, out / "figures" / "lesion")
+    plot(results, out / "figures" / "lesion", caption(run_dirs, len(run.y), "test"))
     return result
 
 
+def deletable_note(r: dict) -> str:
+    """Why a curve of k random deletions ends early: a plain block that changes the shape has
+    no input to pass on, so it cannot be deleted."""
+    can = sum(s["error"] is not None for s in r["single"])
+    return f" (only {can} of its {r['blocks']} blocks can be deleted)" if can < r["blocks"] else ""
+
+
 @styled
-def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
-    fig, (left, right) = subplots(1, 2, figsize=(13, 4.8))
-    for r in results:
-        style = run_style(r["arch"], r["depth"])
+def plot(results: list[dict], path: Path | None = None, title: str = "") -> Figure | list[Path]:
+    fig, (left, right) = subplots(1, 2, figsize=(13, 5.0), layout="constrained")
+    for r in sorted(results, key=lambda r: -r["depth"]):
+        kw = style.net(r["arch"], r["depth"])
         single = [s for s in r["single"] if s["error"] is not None]
         left.plot(
             [s["block"] for s in single],
             [100 * s["error"] for s in single],
-            marker="o",
-            ms=4,
             label=r["label"],
-            **style,
+            **{**kw, "ms": 4},
         )
         down = [s for s in single if s["downsampling"]]
         left.scatter(
@@ -194,20 +201,24 @@ def plot(results: list[dict], path: Path | None = None) -> Figure | list[Path]:
                 [100 * k["error_mean"] for k in r["random"]],
                 yerr=[100 * k["error_std"] for k in r["random"]],
                 capsize=3,
-                label=r["label"],
-                **style,
+                label=r["label"] + deletable_note(r),
+                **kw,
             )
-        left.axhline(100 * r["baseline"], color=style["color"], lw=0.8, alpha=0.6)
+        left.axhline(100 * r["baseline"], **{**style.REFERENCE, "color": kw["color"]})
+    from matplotlib.lines import Line2D
+
     left.set_xlabel("deleted block (circled: downsampling)")
-    left.set_ylabel("test error (%)")
     left.set_title("deleting one block")
     right.set_xlabel("number of random blocks deleted")
-    right.set_ylabel("test error (%)")
     right.set_title("deleting k blocks")
+    top = max([100 * s["error"] for r in results for s in r["single"] if s["error"] is not None] + [1])
     for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
-    fig.tight_layout()
+        style.integer_axis(ax)
+        style.error_axis(ax, top, "test error (%)")
+    intact = Line2D([], [], **style.REFERENCE, label="intact net (dotted, in its colour)")
+    left.legend(handles=left.get_legend_handles_labels()[0] + [intact], fontsize=10)
+    right.legend(fontsize=10)
+    style.title(fig, "Lesions: blocks deleted at test time (Veit et al. 2016)" + (f"\n{title}" if title else ""))
     return fig if path is None else save(fig, path)
 
 

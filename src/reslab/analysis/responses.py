@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from reslab import runs
+from reslab import style
 from reslab.analysis.common import (
     add_run_args,
+    caption,
     load_split,
     output_dir,
     write_result,
@@ -26,7 +27,7 @@ from reslab.analysis.common import (
 from reslab.models import BasicBlock, CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, finding_html, table
-from reslab.plots import Figure, figure_title, run_style, save, styled, subplots
+from reslab.plots import Figure, save, styled, subplots
 from reslab.verdicts import mark
 
 
@@ -259,36 +260,60 @@ def analyze(run_dirs: list[Path], out=None, split="test", limit=None, dataset=No
         "findings_per_channel": findings(results, "std_per_channel"),
     }
     write_result(out, "responses", result)
-    plot(results, out / "figures" / "responses", title=figure_caption(run_dirs, split, len(run.y)))
+    caveat = ""
+    if any(not f.get("testable", True) for f in result["findings"]):
+        trained = [r["iterations"] for r in results if r["iterations"] is not None]
+        caveat = "Not testable here: Fig. 7 concerns fully trained networks" + (
+            f"; these trained {min(trained):,} iterations" if trained else ""
+        )
+    plot(results, out / "figures" / "responses", title=caption(run_dirs, len(run.y), split), caveat=caveat)
     return result
 
 
-def figure_caption(run_dirs: list[Path], split: str, images: int) -> str:
-    """What the nets were trained on and for how long, and which images were measured."""
-    records = [runs.load_run(d) for d in run_dirs]
-    trained = figure_title(records) or f"{records[0].config.dataset}, networks trained elsewhere"
-    return f"{trained}; responses to {images:,} {split} images"
-
-
 @styled
-def plot(results: list[dict], path: Path | None = None, key: str = "std", title: str = "") -> Figure | list[Path]:
-    """Figure 7: response std per 3x3 layer, in layer order (top) and sorted (bottom)."""
-    fig, (top, bottom) = subplots(2, 1, figsize=(10, 8.5))
-    if title:
-        fig.suptitle(title, fontsize=11)
-    for r in sorted(results, key=lambda r: (r["arch"] != "plain", r["depth"])):
+def plot(
+    results: list[dict], path: Path | None = None, key: str = "std", title: str = "", caveat: str = ""
+) -> Figure | list[Path]:
+    """Figure 7: response std per 3x3 layer, in layer order (top: a block's last conv, whose output
+    the shortcut adds to, joined; its first conv faded) and sorted (bottom). One
+    hue per architecture, deeper nets darker; shallow nets are drawn on top. `caveat` (the
+    verdict's "not testable here") is written across the figure."""
+    fig, (top, bottom) = subplots(2, 1, figsize=(10, 8.8), layout="constrained")
+    ordered = sorted(results, key=lambda r: (arch_rank(r["arch"]), r["depth"]))
+    for r in sorted(results, key=lambda r: -r["depth"]):
         values = [layer[key] for layer in r["layers"]]
-        style = run_style(r["arch"], r["depth"])
-        top.plot(range(1, len(values) + 1), values, label=r["label"], **style)
-        bottom.plot(range(1, len(values) + 1), sorted(values, reverse=True), **style)
-    top.set_xlabel("layer index (original)")
-    bottom.set_xlabel("layer index (sorted by magnitude)")
+        kw = {**style.net(r["arch"], r["depth"]), "ms": 4, "zorder": 100 - r["depth"] / 100}
+        last = [i for i, layer in enumerate(r["layers"], 1) if layer["layer"].endswith("conv2")]
+        first = [i for i in range(1, len(values) + 1) if i not in last]
+        top.plot(last, [values[i - 1] for i in last], label=r["label"], **kw)
+        faded = {**kw, "ls": "none", "alpha": 0.4}
+        top.plot(first, [values[i - 1] for i in first], **faded)
+        bottom.plot(range(1, len(values) + 1), sorted(values, reverse=True), **{**kw, "marker": None})
+    top.set_xlabel("3x3 layer, in order (faded: a block's first conv; joined: its last, before the addition)")
+    bottom.set_xlabel("3x3 layer, sorted by response")
     for ax in (top, bottom):
         ax.set_ylabel("std of response")
-        ax.grid(alpha=0.3)
-    top.legend(frameon=False, ncol=3)
-    fig.tight_layout()
+        ax.set_ylim(bottom=0)
+        style.integer_axis(ax)
+    handles, labels = top.get_legend_handles_labels()
+    by_label = dict(zip(labels, handles))
+    columns = [[r["label"] for r in ordered if r["arch"] == a] for a in dict.fromkeys(r["arch"] for r in ordered)]
+    rows = max(len(c) for c in columns)
+    entries = [c[i] if i < len(c) else None for c in columns for i in range(rows)]  # one column per architecture
+    from matplotlib.lines import Line2D
+
+    blank = Line2D([], [], ls="none", label=" ")
+    top.legend([by_label[e] if e else blank for e in entries], [e or " " for e in entries], ncol=len(columns))
+    if caveat:  # the verdict's "not testable here", where the figure is seen
+        top.set_title(caveat, fontsize=11, color="#8a5a00", loc="left")
+    style.title(fig, "Layer responses (paper, Fig. 7)" + (f"\n{title}" if title else ""))
     return fig if path is None else save(fig, path)
+
+
+def arch_rank(arch: str) -> int:
+    from reslab.models import ARCHS
+
+    return list(ARCHS).index(arch) if arch in ARCHS else len(ARCHS)
 
 
 def section(r: dict, exp_dir: Path) -> str:
