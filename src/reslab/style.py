@@ -62,7 +62,7 @@ def styled(draw):
     return wrapper
 
 
-def subplots(nrows: int = 1, ncols: int = 1, figsize=None, layout: str | None = "constrained", **kwargs):
+def subplots(nrows: int = 1, ncols: int = 1, figsize=None, layout: Any = "constrained", **kwargs):
     """A Figure of its own (not pyplot's), laid out so that nothing is cut, and its axes, like
     plt.subplots."""
     fig = Figure(figsize=figsize, layout=layout)
