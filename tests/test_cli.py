@@ -143,9 +143,9 @@ def test_demo_shows_degradation_on_every_seed(cli, tmp_path):
     r = cli("demo", "--seeds", "3", "--out", tmp_path / "demo", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "degradation observed on 3 of 3 seeds" in r.stdout
-    # Every verdict is settled: yes, NO, or not testable at this budget (with where it can be); never '?'.
+    # Every verdict is settled: yes, NO, or not testable at this budget (with where it can be); never 'unclear'.
     assert "[yes] Deeper residual nets do not degrade" in r.stdout
-    assert "[?]" not in r.stdout and r.stdout.count("[not testable here]") <= 2
+    assert "[unclear]" not in r.stdout and r.stdout.count("[not testable here]") <= 2
 
 
 def test_analyze_commands_on_trained_runs(cli, tmp_path):

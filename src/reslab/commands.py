@@ -73,8 +73,7 @@ def cmd_demo(args) -> int:
 def show_grid(result, quiet: bool) -> int:
     """A grid's table, verdicts and findings (unless quiet), the report's path, and which runs did
     not finish (exit status 1 if any)."""
-    from reslab.models import display
-    from reslab.summary import crossover_text, summary_table
+    from reslab.summary import crossover_line, summary_table
     from reslab.verdicts import mark
 
     if not quiet:
@@ -83,10 +82,8 @@ def show_grid(result, quiet: bool) -> int:
         print(f"\n{summary_table(result.summary)}\n")
         for v in result.verdicts:
             print(f"[{mark(v.holds, v.testable)}] {v.claim}: {v.text}")
-        if result.crossovers:
-            below = [f"{display(c['arch'], c['deep'])} below {display(c['arch'], c['shallow'])} {crossover_text(c)}"
-                     for c in result.crossovers]  # fmt: skip
-            print("the deeper net's training error stays below the shallower one's: " + "; ".join(below))
+        for c in result.crossovers:
+            print(crossover_line(c))
         for line in result.findings:
             print(line)
         print()

@@ -50,6 +50,25 @@ def common_config(all_runs: list[runs.RunRecord]) -> dict:
     return {k: configs[0][k] for k in keys if k not in config.GRID_KEYS}
 
 
+MARKS = (
+    '<p class="note">✓ the measurement agrees with the paper · ✗ it contradicts it · ? too close to call '
+    "(the text says by how much) · – not testable at this budget (the text says where it is)</p>"
+)
+
+
+def report_title(all_runs: list[runs.RunRecord]) -> str:
+    """A title that fits what the report holds."""
+    from reslab.models import ARCHS
+
+    kinds = {ARCHS[r.arch].residual for r in all_runs if r.arch in ARCHS}
+    if {True, False} <= kinds and len({r.depth for r in all_runs}) > 1 and any(r.metrics for r in all_runs):
+        return "Deep residual learning: the degradation problem, measured"
+    if not any(r.metrics for r in all_runs):
+        return "Residual networks, analysed"
+    labels = sorted({r.label for r in all_runs})
+    return "Training " + (", ".join(labels) if len(labels) <= 4 else f"{len(labels)} networks")
+
+
 def build_report(exp_dir: Path) -> str:
     exp_dir = Path(exp_dir)
     all_runs, skipped = runs.gather(exp_dir)
@@ -62,7 +81,7 @@ def build_report(exp_dir: Path) -> str:
         )
     summary = summarize(exp_dir, all_runs=all_runs)
     trained = any(r.metrics for r in all_runs)
-    title = "Deep residual learning: the degradation problem, measured" if trained else "Residual networks, analysed"
+    title = report_title(all_runs)
     parts = [f"<h1>{escape(title)}</h1>", subtitle(exp_dir, all_runs)]
     if trained:
         parts += training_sections(exp_dir, summary, all_runs)
@@ -111,7 +130,7 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.Ru
     parts = []
     verdicts = degradation_verdicts(summary, all_runs)
     if verdicts:
-        parts.append("<h2>What the measurements say</h2>" + "".join(verdict_html(v) for v in verdicts))
+        parts.append("<h2>What the measurements say</h2>" + MARKS + "".join(verdict_html(v) for v in verdicts))
     title = figure_title(all_runs)
     figure = error_curves(all_runs, exp_dir / "figures" / "error_curves", title)[0]
     parts.append(
@@ -298,16 +317,26 @@ RECIPE_ROWS = [
     ("width", "width"), ("init", "init"), ("block_gamma", "block BN scale at init"),
     ("init_from", "initial weights"), ("batch_size", "batch size"),
     ("iterations", "iterations"), ("lr", "lr"), ("momentum", "momentum"), ("weight_decay", "weight decay"),
-    ("schedule", "schedule"), ("milestones", "lr drops at"), ("linear_warmup", "linear warm-up"),
-    ("warmup", "warm-up"), ("warmup_lr", "warm-up lr"), ("warmup_error", "warm-up until training error"),
-    ("augment", "augmentation"), ("eval_every", "evaluated every"),
+    ("schedule", "lr schedule"), ("augment", "augmentation"), ("eval_every", "evaluated every"),
 ]  # fmt: skip
 PLUMBING_ROWS = [
     ("precision", "precision"), ("compile", "torch.compile"), ("cuda_graphs", "CUDA graphs"),
     ("channels_last", "channels last"), ("processes", "processes"), ("sync_bn", "synchronised BN"),
     ("tensorboard", "TensorBoard"), ("download", "download"), ("data_dir", "data folder"),
 ]  # fmt: skip
-AUTO = ("augment", "warmup", "precision", "compile", "cuda_graphs")
+AUTO = ("augment", "precision", "compile", "cuda_graphs")
+SCHEDULE_KEYS = ("lr", "schedule", "milestones", "linear_warmup", "warmup_lr", "warmup_error")
+
+
+def schedule_text(shared: dict, resolved: runs.Resolved) -> str | None:
+    """The runs' lr schedule as the Schedule says it; None when they differ in it."""
+    from reslab.config import TrainConfig
+    from reslab.schedule import Schedule
+
+    if resolved.iterations is None or any(k not in shared for k in SCHEDULE_KEYS):
+        return None
+    cfg = TrainConfig(**{k: shared[k] for k in SCHEDULE_KEYS})
+    return Schedule.of(cfg, resolved.iterations, bool(resolved.warmup)).describe()
 
 
 def setting(key: str, shared: dict, resolved: runs.Resolved, data: runs.DataInfo):
@@ -321,9 +350,8 @@ def setting(key: str, shared: dict, resolved: runs.Resolved, data: runs.DataInfo
     if key == "iterations":
         total, epochs = resolved.iterations, resolved.epochs
         return None if total is None else f"{total:,}" + (f" ({epochs:g} epochs)" if epochs is not None else "")
-    if key == "milestones":
-        drops = resolved.milestones
-        return ", ".join(f"{m:,}" for m in drops) if drops and shared.get("schedule") == "step" else None
+    if key == "schedule":  # the whole schedule in words, each warm-up named for what it is
+        return schedule_text(shared, resolved)
     if key == "eval_every" and resolved.eval_every is not None:
         return f"{resolved.eval_every:,} iterations"
     if key == "processes":
@@ -333,11 +361,6 @@ def setting(key: str, shared: dict, resolved: runs.Resolved, data: runs.DataInfo
         became = getattr(resolved, key)
         became = ("on" if became else "off") if isinstance(became, bool) else became
         return f"{became} (auto)" if value == "auto" else became
-    if key == "linear_warmup":
-        return f"{value:,} iterations" if value else None
-    warm = resolved.warmup is not False
-    if (key == "warmup_error" and not warm) or (key == "warmup_lr" and not warm and not shared.get("linear_warmup")):
-        return None  # no warm-up used it
     if key == "image_size" and value is None:
         return None
     if isinstance(value, bool):

@@ -94,6 +94,10 @@ def crossovers(all_runs: list) -> list[dict]:
                         mean_train_curve([shallow_runs[s] for s in seeds]),
                     ),
                     "per_seed": {s: crossover(curve(deep_runs[s]), curve(shallow_runs[s])) for s in seeds},
+                    "final": (
+                        mean_train_curve([deep_runs[s] for s in seeds])[-1][1],
+                        mean_train_curve([shallow_runs[s] for s in seeds])[-1][1],
+                    ),
                     "total": max(m["iteration"] for s in seeds for m in deep_runs[s]),
                 }
             )
@@ -101,8 +105,43 @@ def crossovers(all_runs: list) -> list[dict]:
 
 
 def crossover_text(c: dict) -> str:
-    """'from iteration 700' or 'never in this budget' (the mean curves)."""
-    return "never in this budget" if c["iteration"] is None else f"from iteration {c['iteration']:,}"
+    """'from iteration 700', 'never in this budget', or a tie at the end (the mean curves)."""
+    if c["iteration"] is not None:
+        return f"from iteration {c['iteration']:,}"
+    deep, shallow = c.get("final", (None, None))
+    if deep is not None and deep == shallow:
+        return f"never: a tie, both at {100 * deep:.1f}% at the end"
+    return "never in this budget"
+
+
+def crossover_line(c: dict) -> str:
+    """A crossover as a tagged sentence: whether the deeper net trains below the shallower one,
+    against the paper's Fig. 6 (residual pairs cross early, plain pairs never do)."""
+    from reslab.models import display
+
+    deep, shallow = display(c["arch"], c["deep"]), display(c["arch"], c["shallow"])
+    mark = crossover_mark(c)
+    if mark == "tie":
+        both = 100 * c["final"][0]
+        return (
+            f"[tie] {deep} and {shallow} end tied in training error (both {both:.1f}%): neither trains below the other"
+        )
+    if c["iteration"] is not None:
+        return f"[{mark}] {deep} trains below {shallow} from iteration {c['iteration']:,} on"
+    return f"[{mark}] {deep} never trains below {shallow} in this budget"
+
+
+def crossover_mark(c: dict) -> str:
+    """Whether a crossover is what the paper's Fig. 6 shows: residual pairs cross (the deeper net
+    ends below), plain pairs never do; a tie at the end settles neither."""
+    from reslab.models import ARCHS
+
+    deep, shallow = c.get("final", (None, None))
+    if c["iteration"] is None and deep is not None and deep == shallow:
+        return "tie"
+    crossed = c["iteration"] is not None
+    residual = ARCHS[c["arch"]].residual if c["arch"] in ARCHS else True
+    return "yes" if crossed == residual else "NO"
 
 
 def choose_threshold(all_runs: list[runs.RunRecord]) -> float:
@@ -136,6 +175,7 @@ def summarize(
             "depth": depth,
             "parameters": members[0].config.parameters,
             "macs": members[0].config.macs,
+            "input": "x".join(map(str, members[0].config.data.image_shape)),  # the image the MACs are counted for
             "runs": len(done),
         }
         for split in ("train", "val", "test"):
@@ -190,7 +230,8 @@ def summary_rows(rows: list[dict], html: bool = False) -> tuple[list[str], list[
     threshold = rows[0]["reach_threshold"] if rows else 0
     err = "error %" if html else "err %"
     head = (
-        ["network", *([] if html else ["params", "MACs (M)"]), "runs", f"train {err}"]
+        ["network", *([] if html else ["params", f"MACs (M, {rows[0].get('input', '?') if rows else '?'})"])]
+        + ["runs", f"train {err}"]
         + ([f"val {err}"] if has_val else [])
         + [
             f"test {err}",

@@ -57,7 +57,7 @@ def mark(holds: bool | None, testable: bool = True) -> str:
     """A verdict's mark on the terminal."""
     if not testable:
         return "not testable here"
-    return {True: "yes", False: "NO", None: "?"}[holds]
+    return {True: "yes", False: "NO", None: "unclear"}[holds]
 
 
 def pc(v: float) -> str:
