@@ -223,3 +223,31 @@ def test_mypy_sees_the_real_types_of_the_public_api(tmp_path):
     )  # fmt: skip
     lines = [line for line in r.stdout.splitlines() if "error:" in line]
     assert len(lines) == 1 and "use.py:3" in lines[0] and "depth" in lines[0], r.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--epochs", "inf"],
+        ["demo", "--epochs", "nan"],
+        ["demo", "--epochs", "1e300"],
+        ["train", "--lr", "nan", "--out", "x"],
+        ["train", "--block-gamma=-inf", "--out", "x"],
+        ["train", "--milestones", "0.5,nan", "--out", "x"],
+        ["experiment", "--scale", "1e9"],
+        ["analyze", "landscape", "run", "--span", "1e308"],
+        ["analyze", "landscape", "run", "--span", "nan"],
+    ],
+)
+def test_every_number_is_finite_and_in_range_when_typed(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "must be" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_missing_tensorboard_is_refused_before_the_run_directory_is_claimed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails, as when not installed
+    refused(capsys, ["train", *QUICK, "--tensorboard", "--out", tmp_path / "r"], "needs the tensorboard package")
+    assert not (tmp_path / "r").exists()  # so the plain retry is not refused as "already holds this run"

@@ -24,8 +24,8 @@ def non_negative_int(text: str) -> int:
     return positive_int(text, minimum=0)
 
 
-def number(minimum: float | None = None, strict: bool = False) -> Callable[[str], float]:
-    """A parser of finite numbers from `minimum` on (above it when strict)."""
+def number(minimum: float | None = None, strict: bool = False, maximum: float | None = None) -> Callable[[str], float]:
+    """A parser of finite numbers from `minimum` on (above it when strict), up to `maximum`."""
 
     def parse(text: str) -> float:
         try:
@@ -39,6 +39,8 @@ def number(minimum: float | None = None, strict: bool = False) -> Callable[[str]
                 "a positive number" if strict and minimum == 0 else f"{'above' if strict else 'at least'} {minimum:g}"
             )
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text}")
         return v
 
     parse.__name__ = "number"  # argparse names the type in its message

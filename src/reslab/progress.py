@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from reslab import files
-from reslab.errors import UserError
+from reslab.errors import UserError, one_line
 
 
 class Progress:
@@ -66,3 +66,7 @@ def check_tensorboard() -> None:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
+    except Exception as e:  # an installed tensorboard that fails to import in another way
+        raise UserError(
+            f"--tensorboard: the tensorboard package fails to import ({one_line(e)}); reinstall it."
+        ) from None

@@ -197,6 +197,11 @@ def train(
     with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
         plan, config = group.together(lambda: setup(cfg, out, data, group, device))
 
+        if cfg.tensorboard and group.main:  # refused before the run directory is claimed
+            from reslab.progress import check_tensorboard
+
+            check_tensorboard()
+
         def start() -> dict | None:
             if resume and not runs.is_run_dir(out):
                 raise UserError(

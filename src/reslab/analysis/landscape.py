@@ -26,7 +26,7 @@ from reslab.analysis.common import (
 )
 from reslab.errors import UserError
 from reslab.evaluate import score
-from reslab.options import positive_int
+from reslab.options import number, positive_int
 from reslab.page import count, esc, figure, table
 from reslab.plots import Figure, save, styled
 
@@ -84,7 +84,12 @@ SLOW = True
 def add_args(p) -> None:
     add_run_args(p)
     p.add_argument("--resolution", type=positive_int, default=21, help="grid points per axis (default 21)")
-    p.add_argument("--span", type=float, default=1.0, help="coordinates run from -span to span (default %(default)s)")
+    p.add_argument(
+        "--span",
+        type=number(0, strict=True, maximum=100),
+        default=1.0,
+        help="coordinates run from -span to span, in units of the weights' own filter norms (default %(default)s)",
+    )
     p.add_argument("--images", type=positive_int, default=2000, help="training images (default 2000)")
     p.add_argument(
         "--precision",
