@@ -1,6 +1,7 @@
 """Import of the common PyTorch CIFAR ResNet checkpoints, checked against an independent
 re-implementation of that code's architecture (written here from its description)."""
 
+import hashlib
 import io
 import pickle
 import tarfile
@@ -80,7 +81,7 @@ def test_import_gives_exactly_the_original_predictions(tmp_path):
     save_like_original(ref, tmp_path / "resnet20.th")
     config = import_checkpoint(tmp_path / "resnet20.th", tmp_path / "run")
     assert config.model.depth == 20 and config.resolved.parameters == 269_722
-    assert config.imported["best_prec1"] == pytest.approx(91.5)
+    assert config.imported["extra"]["best_prec1"] == pytest.approx(91.5)
     assert config.resolved.normalization["mean"] == [0.485, 0.456, 0.406]
     model, _ = load_run_model(tmp_path / "run")
     x = torch.randn(16, 3, 32, 32)
@@ -204,3 +205,53 @@ def test_a_named_checkpoint_is_fetched_once_hash_checked_and_offline_is_one_sent
     assert main(["import", "resnet20", "--out", str(tmp_path / "offline")]) == 2
     err = capsys.readouterr().err
     assert "could not download" in err and "put it at" in err and not (tmp_path / "offline").exists()
+
+
+def test_what_a_checkpoint_says_of_itself_is_data_not_provenance(tmp_path, capsys):
+    """A file's own 'file' and 'sha256' entries cannot forge reslab's; odd entries are left out
+    before anything is written, so the run reads back and reports."""
+    from reslab.cli import main
+    from reslab.runs import read_config
+
+    torch.manual_seed(0)
+    state = {f"module.{k}": v for k, v in RefResNet(1).state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": state, "file": "/etc/forged", "sha256": "0" * 64, "best_prec1": float("nan"),
+                "note": "x" * 20_000, "epochs": 182}, tmp_path / "spoof.th")  # fmt: skip
+    assert main(["import", str(tmp_path / "spoof.th"), "--out", str(tmp_path / "run")]) == 0
+    imported = read_config(tmp_path / "run").imported
+    assert imported["file"] == str((tmp_path / "spoof.th").resolve())
+    assert imported["sha256"] == hashlib.sha256((tmp_path / "spoof.th").read_bytes()).hexdigest()
+    assert imported["extra"] == {"file": "/etc/forged", "sha256": "0" * 64, "epochs": 182}
+    assert "left out of the import" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--std", "0,0,0"], "--std positive"),
+        (["--std", "nan,1,1"], "must be finite"),
+        (["--mean", "inf,0,0"], "must be finite"),
+        (["--dataset", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+    ],
+)
+def test_bad_normalisation_or_dataset_is_refused_at_import(tmp_path, capsys, flags, phrase):
+    from reslab.cli import main
+
+    save_like_original(RefResNet(1), tmp_path / "r.th")
+    assert main(["import", str(tmp_path / "r.th"), "--out", str(tmp_path / "run"), *flags]) == 2
+    assert phrase in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_name_lists_the_names_and_a_pickle_gives_one_sentence(tmp_path, capsys):
+    from reslab.cli import main
+
+    assert main(["import", "resnet110", "--out", str(tmp_path / "run")]) == 2
+    assert "resnet20, resnet32, resnet44, resnet56" in capsys.readouterr().err
+    import pickle
+
+    (tmp_path / "raw.pkl").write_bytes(pickle.dumps({"a": 1}))
+    assert main(["import", str(tmp_path / "raw.pkl"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Warning" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from pathlib import Path
 
 from reslab.errors import UserError, one_line
@@ -34,7 +35,9 @@ def safe_torch_load(path: Path):
     """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns about non-tensor files; reslab says it in one sentence
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_failure(e: Exception) -> str:

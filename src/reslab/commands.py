@@ -4,6 +4,7 @@ library and prints what it returns. Imported once a command runs, so it may brin
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import fields
@@ -156,8 +157,10 @@ def cmd_import(args) -> int:
     path = Path(args.file)
     if args.file in NAMED and not path.exists():
         path = fetch_named(args.file)
+    elif not path.exists() and re.fullmatch(r"resnet\d+", args.file):
+        raise UserError(f"no pretrained network called {args.file}: the names are {', '.join(NAMED)}; or give a file.")
     config = import_checkpoint(path, Path(args.out), args.mean, args.std, args.dataset)
-    extra = (config.imported or {}).get("best_prec1")
+    extra = (config.imported or {}).get("extra", {}).get("best_prec1")
     print(
         f"imported ResNet-{config.model.depth} ({config.parameters:,} parameters) into {args.out}"
         + (f"; the file reports a best test accuracy of {extra:.2f}%" if isinstance(extra, float) else "")

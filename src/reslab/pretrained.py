@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -97,6 +98,47 @@ def infer_config(state: dict, path: Path) -> ModelConfig:
     return ModelConfig("resnet", 6 * n + 2, "A", stem.shape[0], classifier.shape[0], stem.shape[1])
 
 
+def check_normalization(mean: list[float], std: list[float], channels: int) -> tuple[list[float], list[float]]:
+    """The input normalisation given at import: one finite mean and one positive finite std per
+    channel, refused here rather than by every later command."""
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"--mean and --std need {channels} values each.")
+    if not all(math.isfinite(v) for v in [*mean, *std]) or not all(v > 0 for v in std):
+        raise UserError(f"--mean must be finite numbers and --std positive finite numbers, got {mean} and {std}.")
+    return list(mean), list(std)
+
+
+def check_dataset(name: str) -> None:
+    """The dataset named at import must be one reslab knows (its data is not loaded here)."""
+    from reslab.data import DATASETS, SOURCES
+
+    if name not in SOURCES and not (name.startswith("imagefolder:") and len(name) > len("imagefolder:")):
+        raise UserError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+
+
+MAX_EXTRA_TEXT = 200
+
+
+def kept_entries(extra: dict, path: Path) -> dict:
+    """The file's other entries that are plain facts (a short text, a finite number) under a
+    short name, such as best_prec1; the rest are left out, with a note."""
+    kept, left = {}, []
+    for k, v in extra.items():
+        v = v.item() if torch.is_tensor(v) and v.numel() == 1 else v
+        fact = isinstance(v, str) and len(v) <= MAX_EXTRA_TEXT
+        fact = fact or (type(v) in (int, float) and math.isfinite(v) and abs(v) < 1e15)
+        if isinstance(k, str) and 0 < len(k) <= 64 and fact:
+            kept[k] = v
+        else:
+            left.append(str(k)[:40])
+    if left:
+        logging.getLogger(__name__).warning(
+            f"note: {path.name}: entries left out of the import (not a short text or a finite number): "
+            + ", ".join(left[:5])
+        )
+    return kept
+
+
 def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str = "cifar10") -> runs.RunConfig:
     """Write a run directory for the checkpoint at `path`; returns its config.json."""
     path, out = Path(path), Path(out)
@@ -113,9 +155,8 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
             "Only the common CIFAR ResNet layout (conv1, bn1, layer1..3, linear) can be imported."
         )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
-    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-    if len(mean) != cfg.in_channels or len(std) != cfg.in_channels:
-        raise UserError(f"--mean and --std need {cfg.in_channels} values each.")
+    mean, std = check_normalization(mean or IMAGENET_MEAN, std or IMAGENET_STD, cfg.in_channels)
+    check_dataset(dataset)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     config = runs.RunConfig(
         train=TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset),
@@ -131,15 +172,8 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
             classes=CIFAR10_CLASSES if cfg.num_classes == 10 else [str(i) for i in range(cfg.num_classes)],
             image_shape=[cfg.in_channels, 32, 32],
         ),
-        imported={
-            "file": str(path.resolve()),
-            "sha256": digest,
-            **{
-                k: (v.item() if torch.is_tensor(v) else v)
-                for k, v in extra.items()
-                if isinstance(v, (int, float, str)) or (torch.is_tensor(v) and v.numel() == 1)
-            },
-        },
+        # reslab's own provenance; what the file says of itself is data, under its own key.
+        imported={"file": str(path.resolve()), "sha256": digest, "extra": kept_entries(extra, path)},
         environment=accel.environment(torch.device("cpu")),
     )
     with runs.run_lock(out):  # a training run started on the same --out meanwhile is not mixed in
