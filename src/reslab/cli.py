@@ -129,9 +129,17 @@ def add_experiment(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "kind",
         nargs="?",
-        choices=["degradation"],
+        choices=["degradation", "init"],
         default="degradation",
-        help="the experiment (default %(default)s: Fig. 1, Fig. 6, Table 6)",
+        help="degradation (the default): the paper's Fig. 1, Fig. 6, Table 6; init: the same grid at several initial "
+        "scales of every block's last BN (--scales), and how near the identity each residual block starts and ends "
+        "(docs/init.md)",
+    )
+    p.add_argument(
+        "--scales",
+        type=float_list,
+        metavar="G,G",
+        help="init: the initial scales of every block's last BN (default 1,0.3,0.1,0)",
     )
     p.add_argument(
         "--preset",

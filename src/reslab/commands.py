@@ -114,8 +114,39 @@ def cmd_experiment(args) -> int:
                 print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
     cells = (split_archs(args.archs), args.depths, list(range(args.seed, args.seed + args.seeds)))
+    if args.kind == "init":
+        return cmd_init(args, base, cells, {**spec, "kind": "degradation"})
+    if args.scales is not None:
+        raise UserError("--scales belongs to the init experiment: reslab experiment init --scales 1,0.3,0.")
     result = run_grid(out, base, *cells, spec, make_backend(args), args.overwrite)
     return show_grid(report(out, result), args.quiet)
+
+
+def cmd_init(args, base: TrainConfig, cells: tuple[list[str], list[int], list[int]], spec: dict) -> int:
+    """`reslab experiment init`: a grid at each initial scale, then the study across scales."""
+    from reslab import init_study
+    from reslab.verdicts import mark
+
+    scales = args.scales if args.scales is not None else list(init_study.SCALES)
+    if not args.preset and (base.iterations, base.epochs, base.scale) == (None, None, None):
+        from reslab.demo import demo_config  # demo-sized: the demo's recipe (its block scale aside)
+
+        base = demo_config(base)
+    archs, depths, seeds = cells
+    found = init_study.run(Path(args.out), base, archs, depths, seeds, scales, spec, make_backend(args), args.overwrite)
+    if not args.quiet:
+        print()
+        for r in sorted(found["runs"], key=lambda r: (-r["scale"], r["arch"], r["depth"], r["seed"])):
+            ratio = "" if r["end_ratio"] is None else f", blocks' ‖F‖/‖x‖ {r['init_ratio']:.2f} -> {r['end_ratio']:.2f}"
+            print(f"scale {r['scale']:<4g} {r['label']:<10} seed {r['seed']}: training error "
+                  f"{100 * r['train_error']:5.1f}%, test error {100 * r['test_error']:5.1f}%{ratio}")  # fmt: skip
+        print()
+        for v in found["verdicts"]:
+            print(f"[{mark(v['holds'], v['testable'])}] {v['claim']}: {v['text']}")
+        print()
+    print(f"report: {found['report']}")
+    failed = [o for g in found["grids"].values() for o in g.failed]
+    return 1 if failed else 0
 
 
 def make_backend(args):

@@ -38,8 +38,21 @@ def demo(
     """plain and ResNet at each depth on `asked.dataset`, sized to take under a minute on a CPU:
     8 epochs of digits (88 iterations), or 8 of a 5,000-image subset of real images on a CPU.
     Returns what the grid and the analyses found, with the report written."""
-    from reslab.accel import resolve_device
     from reslab.experiment import report, run_grid, split_archs
+
+    base = demo_config(asked)
+    spec = {"kind": "demo", "dataset": asked.dataset, "epochs": base.epochs, "subset": base.subset}
+    arch_list = split_archs(archs)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    result = run_grid(out, base, arch_list, depths, seed_list, spec, backend, overwrite)
+    result.findings = demo_analyses(out, arch_list, depths, first_seed)
+    return report(out, result)
+
+
+def demo_config(asked: TrainConfig) -> TrainConfig:
+    """The demo's recipe on `asked`'s data: 8 epochs (of a 5,000-image subset of real images on a
+    CPU), the linear ramp over the first 10%, a cosine, every block's last BN at 0.3."""
+    from reslab.accel import resolve_device
 
     on_cpu = resolve_device(asked.device).type == "cpu"
     digits = asked.dataset == "digits"
@@ -47,13 +60,7 @@ def demo(
     epochs = EPOCHS if asked.epochs is None else asked.epochs  # --epochs 0 is refused, not taken as unset
     warmup = warmup_iterations(epochs, steps_per_epoch(asked, subset))
     # RECIPE last: a recipe that sets its own linear_warmup (a study's candidate) keeps it.
-    base = dataclasses.replace(asked, subset=subset, epochs=epochs, **{"linear_warmup": warmup, **RECIPE})
-    spec = {"kind": "demo", "dataset": asked.dataset, "epochs": epochs, "subset": subset}
-    arch_list = split_archs(archs)
-    seed_list = list(range(first_seed, first_seed + seeds))
-    result = run_grid(out, base, arch_list, depths, seed_list, spec, backend, overwrite)
-    result.findings = demo_analyses(out, arch_list, depths, first_seed)
-    return report(out, result)
+    return dataclasses.replace(asked, subset=subset, epochs=epochs, **{"linear_warmup": warmup, **RECIPE})
 
 
 def warmup_iterations(epochs: float, steps_per_epoch: int) -> int:

@@ -49,6 +49,10 @@ def layered(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[s
     known = names(parser)
     from_file = read_file(Path(args.config), known) if getattr(args, "config", None) else {}
     values: dict[str, Any] = {}
+    if getattr(args, "kind", None) == "init":  # the init experiment's own defaults, under everything else
+        from reslab.init_study import DEFAULTS
+
+        values.update(DEFAULTS)
     preset = from_file.pop("preset", None) or getattr(args, "preset", None)
     if preset:
         values.update(preset_values(preset, known), **({"preset": preset} if "preset" in known else {}))

@@ -99,13 +99,7 @@ def setup(
     total = total_iterations(cfg, steps_per_epoch)
     mean, std = data.normalization()
     model_cfg = cfg.model_config(data.num_classes, data.image_shape[0])
-    with SEEDING:  # the global generator: cells trained on threads must not draw each other's weights
-        torch.manual_seed(cfg.seed)
-        model = build_model(model_cfg)
-        if cfg.init == "torch":
-            model.torch_default_init()
-        if cfg.block_gamma != 1.0:
-            model.scale_block_gamma(cfg.block_gamma)
+    model = initial_model(cfg, model_cfg)
     if cfg.init_from:
         load_initial_weights(model, Path(cfg.init_from))
     precision = accel.resolve_precision(cfg.precision, device)
@@ -134,6 +128,19 @@ def setup(
         cuda_graphs=cfg.schedule == "step" and step.resolve(cfg.cuda_graphs, device, group.active),
     )
     return plan, run_config(plan, model_cfg, mean, std)
+
+
+def initial_model(cfg: TrainConfig, model_cfg) -> torch.nn.Module:
+    """The network a run starts from: its seed's He (or PyTorch) init, every block's last BN at
+    --block-gamma. The same weights every time, so a run's start can be measured again later."""
+    with SEEDING:  # the global generator: cells trained on threads must not draw each other's weights
+        torch.manual_seed(cfg.seed)
+        model = build_model(model_cfg)
+        if cfg.init == "torch":
+            model.torch_default_init()
+        if cfg.block_gamma != 1.0:
+            model.scale_block_gamma(cfg.block_gamma)
+    return model
 
 
 def run_config(plan: Plan, model_cfg, mean: list[float], std: list[float]) -> runs.RunConfig:
