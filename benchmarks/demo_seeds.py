@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VERDICT = re.compile(r"^\[(yes|NO|\?|not testable here)\] ([^:]+):")
+VERDICT = re.compile(r"^\[(yes|NO|unclear|tie|not testable here)\] ([^:]+):")
 ROW = re.compile(r"^(plain|resnet)-(\d+)\s+[\d,]+\s+[\d.]+\s+\d+\s+([\d.]+)")
 
 
