@@ -158,7 +158,7 @@ def run_one(recipe: str, net: str, seed: int, dataset: str) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    train(cfg, run_dir, progress=False, log=lambda *_: None)
+    train(cfg, run_dir, progress=False)
     wall = time.perf_counter() - t0
     return row(
         recipe, net, seed, dataclasses.asdict(cfg), read_metrics(run_dir),

@@ -139,7 +139,7 @@ def for_net(base: TrainConfig, net: str, **changes) -> TrainConfig:
 
 def alone(base: TrainConfig, data, nets: list, tmp: Path, out: dict, save) -> dict:
     for net in nets:
-        train(for_net(base, net), tmp / "alone" / net, data=data, progress=False, log=None)
+        train(for_net(base, net), tmp / "alone" / net, data=data, progress=False)
         out[net] = steady(tmp / "alone" / net)
         print(f"alone {net}: {out[net]['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
         save()
@@ -152,7 +152,7 @@ def graphed(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: di
     choice = "on" if torch.cuda.is_available() else "auto"
     for net in nets:
         try:
-            train(for_net(base, net, cuda_graphs=choice), tmp / "graphed" / net, data=data, progress=False, log=None)
+            train(for_net(base, net, cuda_graphs=choice), tmp / "graphed" / net, data=data, progress=False)
             out[net] = steady(tmp / "graphed" / net)
             out[net]["vs_eager"] = out[net]["images_per_second"] / alone[net]["images_per_second"]
             print(f"graphed {net}: {out[net]['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
@@ -176,9 +176,7 @@ def concurrent(base: TrainConfig, net: str, ks: list, tmp: Path, out: dict, save
     for k in ks:
         exp = tmp / f"concurrent-{k}"
         t = time.perf_counter()
-        outcomes = run_experiment(
-            exp, grid(base, [c.arch], [c.depth], list(range(k))), LocalBackend(k, k), log=lambda *_: None
-        )
+        outcomes = run_experiment(exp, grid(base, [c.arch], [c.depth], list(range(k))), LocalBackend(k, k))
         wall = time.perf_counter() - t
         if bad := first_failure(outcomes):
             out[k] = {"error": bad}
@@ -208,7 +206,7 @@ def all_at_once(base: TrainConfig, nets: list, tmp: Path, out: dict, save, share
     cells = [for_net(base, net, cuda_graphs=graphs) for net in nets]
     t = time.perf_counter()
     jobs = len(cells) if share == "processes" else 1
-    outcomes = run_experiment(exp, cells, LocalBackend(jobs, len(cells), share), log=lambda *_: None)
+    outcomes = run_experiment(exp, cells, LocalBackend(jobs, len(cells), share))
     wall = time.perf_counter() - t
     if bad := first_failure(outcomes):
         out["error"] = bad
@@ -270,7 +268,7 @@ def host_syncs(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, s
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
                 try:
-                    train(cfg, tmp / f"syncs-{n}", data=data, progress=False, log=None)
+                    train(cfg, tmp / f"syncs-{n}", data=data, progress=False)
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
             counts[n] = sum("synchronizing" in str(w.message) for w in caught)
@@ -305,7 +303,7 @@ def accuracy(base: TrainConfig, data, iterations: int, tmp: Path, out: dict, sav
             cuda_graphs=cuda_graphs,
         )
         try:
-            row = train(cfg, tmp / f"accuracy-{name.replace(' ', '-')}", data=data, progress=False, log=None)
+            row = train(cfg, tmp / f"accuracy-{name.replace(' ', '-')}", data=data, progress=False)
         except Exception as e:  # noqa: BLE001
             out[name] = {"error": one_line(e)}
             save()
@@ -322,7 +320,7 @@ def compiled(base: TrainConfig, data, nets: list, tmp: Path, out: dict, alone: d
     for net in nets:
         cfg = for_net(base, net, compile="on")
         try:
-            train(cfg, tmp / "compiled" / net, data=data, progress=False, log=None)
+            train(cfg, tmp / "compiled" / net, data=data, progress=False)
         except Exception as e:  # noqa: BLE001 - a failed compile is a result here, not a crash
             out[net] = {"error": one_line(e)}
             save()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -79,10 +80,28 @@ def reslab_loop(arch, depth, steps, precision, data) -> float:
             device="cpu",
             compile=LONG_RUN_COMPILE,
         )
-        # Only the evaluation reports count (not, say, the line announcing compilation).
-        report = lambda msg: stamps.append(time.perf_counter()) if " epoch " in msg else None  # noqa: E731
-        train(cfg, Path(tmp) / "run", data=data, progress=False, log=report)
+        # Only the evaluation lines count (not, say, the line announcing compilation).
+        handler = Stamps(stamps)
+        logger = logging.getLogger("reslab.progress")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            train(cfg, Path(tmp) / "run", data=data, progress=False)
+        finally:
+            logger.removeHandler(handler)
     return 2 * steps * BATCH / (stamps[2] - stamps[0])
+
+
+class Stamps(logging.Handler):
+    """The time of each evaluation line the training loop logs."""
+
+    def __init__(self, stamps: list[float]):
+        super().__init__()
+        self.stamps = stamps
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if " epoch " in record.getMessage():
+            self.stamps.append(time.perf_counter())
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

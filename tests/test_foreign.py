@@ -276,7 +276,9 @@ def test_flags_beside_config_override_the_file(capsys, tmp_path):
     out = tmp_path / "r2"
     argv = ["train", "--config", run / "config.json", "--seed", "1", "--epochs", "0.1", "--no-progress", "--out", out]
     assert main([str(a) for a in argv]) == 0
-    assert "--epochs, --seed as given on the command line" in capsys.readouterr().out
+    assert "except: epochs None there, 0.1 asked; iterations 4 there, None asked; seed 0 there, 1 asked" in (
+        capsys.readouterr().out
+    )
     got = runs.read_config(out).train
     assert (got.seed, got.epochs, got.iterations, got.arch, got.batch_size) == (1, 0.1, None, "plain", 32)
 

@@ -215,7 +215,7 @@ def test_figures_are_written_atomically(tmp_path, monkeypatch):
     def disk_full(path, data):
         raise files.WriteError("disk full")
 
-    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full)
+    monkeypatch.setattr(files, "atomic_write_bytes", disk_full)
     with pytest.raises(files.WriteError):
         plots.save(plt.figure(figsize=(9, 2)), tmp_path / "f")
     assert (tmp_path / "f.png").read_bytes() == before

@@ -223,7 +223,8 @@ def of_type(v: Any, kind: str) -> bool:
     return isinstance(v, kinds[base])
 
 
-# Upper limits beside the fields' minimums: fractions, and sizes and lengths a machine can hold.
+# Upper limits beside the fields' minimums: fractions, and sizes and lengths a machine can hold (depth and
+# width are bounded by the network's size, models.check_size, which says how large it would be).
 MAXIMUM = {
     "momentum": 1,
     "warmup_error": 1,
@@ -234,8 +235,6 @@ MAXIMUM = {
     "scale": 10**4,
     "linear_warmup": 10**9,
     "eval_every": 10**9,
-    "depth": 10**4,
-    "width": 4096,
     "batch_size": 2**20,
 }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab import config
-from reslab.config import SETTINGS, TrainConfig, of_type, out_of_range
+from reslab.config import SETTINGS, TrainConfig, flag, of_type, out_of_range
 from reslab.errors import UserError
 from reslab.options import int_list, non_negative_int, positive_int
 from reslab.presets import PRESETS
@@ -105,7 +105,8 @@ def read_file(path: Path, known: dict) -> dict:
         found = {k: v for k, v in found["train"].items() if k not in MACHINE}  # a run's config.json
     if not isinstance(found, dict):
         raise UserError(
-            f"--config {path} must hold a mapping of settings to values, like the one --print-config prints."
+            f"--config {path} is not a reslab config.json or settings file: it must hold a mapping of settings to "
+            "values, like the one --print-config prints."
         )
     found = {str(k).replace("-", "_"): v for k, v in found.items()}
     unknown = sorted(k for k in found if k not in known and k != "preset" and k not in SETTINGS)
@@ -127,9 +128,8 @@ def check_value(name: str, v: Any, action: argparse.Action | None, where: str) -
     else:
         problem = other_value_problem(v, action)
     if problem:
-        raise UserError(
-            f"{where}: {name} {problem}, got {v!r}." if "got" not in problem else f"{where}: {name} {problem}."
-        )
+        label = flag(name) if name in SETTINGS else name
+        raise UserError(f"{where}: {label} {problem}" + ("." if "got" in problem else f", got {v!r}."))
 
 
 def other_value_problem(v: Any, action: argparse.Action | None) -> str | None:
