@@ -51,7 +51,7 @@ def row(arch, depth, scale, seed, err, init_ratio=None, end_ratio=None, signal=1
         "init_ratio": init_ratio,
         "end_ratio": end_ratio,
         "init_signal": signal,
-        "end": {"blocks": [{"ratio": r} for r in ratios]},
+        "end": {"blocks": [{"block": i + 1, "ratio": r} for i, r in enumerate(ratios)]},
     }
 
 

@@ -42,7 +42,8 @@ def measure(model: torch.nn.Module, x: torch.Tensor, train_mode: bool) -> dict:
         shortcut = getattr(block, "shortcut", None)
         if shortcut is not None:
             ratio = ratio_of(s["f"], shortcut(s["x"]))
-            rows.append({"block": i + 1, "kind": "residual", "ratio": ratio})
+            reshapes = s["x"].shape != s["y"].shape  # a downsampling block: its shortcut subsamples (and pads)
+            rows.append({"block": i + 1, "kind": "residual", "ratio": ratio, "downsampling": reshapes})
         else:
             rows.append({"block": i + 1, "kind": "plain", "gain": ratio_of(s["y"], s["x"])})
     features = seen[len(blocks) - 1]["y"].mean(dim=(2, 3))

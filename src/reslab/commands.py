@@ -99,7 +99,7 @@ def show_grid(result, quiet: bool) -> int:
 def cmd_experiment(args) -> int:
     from reslab.experiment import report, run_grid, split_archs
 
-    if args.resume and not (Path(args.out) / "experiment.json").exists():
+    if args.resume and not any((Path(args.out) / f).exists() for f in ("experiment.json", "init.json")):
         raise UserError(f"--resume: {args.out} holds no experiment to continue (no experiment.json).")
     base = config_from_args(args)
     if args.resume and args.layered:

@@ -141,14 +141,13 @@ def near_identity(rows: list[dict]) -> Verdict:
     res = [r for r in by(rows, arch="resnet") if r["end_ratio"] is not None]
     if not res:
         return Verdict(claim, None, "needs finished ResNets.", False)
-    worst = max(res, key=lambda r: max(b["ratio"] for b in r["end"]["blocks"] if b["ratio"] is not None))
-    largest = max(b["ratio"] for b in worst["end"]["blocks"] if b["ratio"] is not None)
+    blocks = [(b["ratio"], b, r) for r in res for b in r["end"]["blocks"] if b["ratio"] is not None]
+    largest, block, run = max(blocks, key=lambda t: t[0])
     means = ", ".join(f"{r['label']} at {r['scale']:g}: {r['end_ratio']:.2f}" for r in res)
-    text = (
-        f"mean ‖F(x)‖ / ‖shortcut‖ after training: {means}; the largest single block: {largest:.2f} ({worst['label']}, "
-    )
-    text += f"scale {worst['scale']:g})."
-    text += " (A downsampling block's shortcut carries zeros in half its channels, so its ratio runs higher.)"
+    where = f"block {block['block']} of {run['label']} at scale {run['scale']:g}"
+    if block.get("downsampling"):
+        where += ", a downsampling block, whose shortcut carries zeros in half its channels"
+    text = f"mean ‖F(x)‖ / ‖shortcut‖ after training: {means}; the largest single block: {largest:.2f} ({where})."
     return Verdict(claim, all(r["end_ratio"] < NEAR for r in res), text)
 
 

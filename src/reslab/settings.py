@@ -155,16 +155,37 @@ def resumed(args: argparse.Namespace, known: dict) -> dict:
     from reslab import runs
 
     out = Path(resume_dir(args))
+    if (out / "init.json").exists() and "scales" in known:  # an init experiment: its grid and one scale's recipe
+        record = files_json(out / "init.json")
+        scales = record.get("scales") if isinstance(record, dict) else None
+        if not isinstance(scales, list) or not scales or not (out / f"scale-{scales[0]:g}").is_dir():
+            raise UserError(f"{out}/init.json is not an init experiment's record; run the experiment again.")
+        values = resumed_grid(out / f"scale-{scales[0]:g}", known)
+        values.pop("block_gamma", None)
+        return {**values, "scales": scales, "kind": "init"}
     if (out / "experiment.json").exists() and "archs" in known:
-        record = runs.read_experiment(out)
-        seeds = sorted({int(c.rsplit("seed", 1)[1]) for c in record["cells"]})
-        values = {**record["recipe"], "archs": record.get("archs"), "depths": record.get("depths")}
-        values.update(seeds=len(seeds), seed=seeds[0])
-        return {k: v for k, v in values.items() if k in known and v is not None}
+        return resumed_grid(out, known)
     if runs.is_run_dir(out) and "arch" in known:
         train = runs.read_config(out).train
         return {k: v for k, v in vars(train).items() if k in known and k not in MACHINE}
     return {}
+
+
+def resumed_grid(exp: Path, known: dict) -> dict:
+    """The settings of the experiment in `exp`, from its experiment.json."""
+    from reslab import runs
+
+    record = runs.read_experiment(exp)
+    seeds = sorted({int(c.rsplit("seed", 1)[1]) for c in record["cells"]})
+    values = {**record["recipe"], "archs": record.get("archs"), "depths": record.get("depths")}
+    values.update(seeds=len(seeds), seed=seeds[0])
+    return {k: v for k, v in values.items() if k in known and v is not None}
+
+
+def files_json(path: Path):
+    from reslab import files
+
+    return files.read_json(path)
 
 
 def resume_dir(args: argparse.Namespace) -> str:
