@@ -102,7 +102,7 @@ def error_curves(all_runs: list, path: Path | None = None, title: str = "") -> F
         ax.set_title(panel_title(arch) if arch else "")
         axes[-1][col].set_xlabel("iterations")
         handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + split_handles(), loc="upper right", fontsize=10)
+        axes[-1][col].legend(handles=handles + split_handles(), fontsize=10, **BELOW)
     style.error_axis(axes[0][0], top)
     if rows == 2:
         low = axes[1][0]
