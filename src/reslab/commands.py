@@ -111,7 +111,8 @@ def cmd_experiment(args) -> int:
         if not args.quiet:
             print(f"preset {preset.name}: {preset.summary}; departures from the paper:")
             for d in preset.in_force(vars(args)):
-                print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
+                if not (args.kind == "init" and "block_gamma" in d.fields):  # init varies it: --scales
+                    print(f"  {d.setting}: {d.preset} (paper: {d.paper})")
     out = Path(args.out)
     cells = (split_archs(args.archs), args.depths, list(range(args.seed, args.seed + args.seeds)))
     if args.kind == "init":
