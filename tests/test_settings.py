@@ -251,3 +251,15 @@ def test_a_missing_tensorboard_is_refused_before_the_run_directory_is_claimed(tm
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails, as when not installed
     refused(capsys, ["train", *QUICK, "--tensorboard", "--out", tmp_path / "r"], "needs the tensorboard package")
     assert not (tmp_path / "r").exists()  # so the plain retry is not refused as "already holds this run"
+
+
+def test_a_setting_the_recipe_cannot_use_is_refused_with_why(tmp_path, capsys):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("schedule: cosine\nmilestones: [0.25, 0.5]\n")
+    for argv in (
+        ["experiment", "--preset", "cpu", "--milestones", "0.25,0.5", "--out", tmp_path / "e"],
+        ["train", "--config", yaml_file, "--dataset", "digits", "--out", tmp_path / "r"],
+    ):
+        refused(capsys, argv, "the cosine schedule has none")
+    refused(capsys, ["train", *QUICK, "--linear-warmup", "500", "--out", tmp_path / "r"], "longer than the run")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()

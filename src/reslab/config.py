@@ -206,6 +206,11 @@ class TrainConfig:
             problem = out_of_range(f.name, getattr(self, f.name))
             if problem:
                 raise UserError(f"{flag(f.name)} {problem}.")
+        if self.schedule == "cosine" and self.milestones != default("milestones"):
+            raise UserError(
+                "--milestones are the step schedule's lr drops; the cosine schedule has none. Leave them out, or "
+                "use --schedule step."
+            )
         if self.cuda_graphs == "on" and self.schedule != "step":
             raise UserError("--cuda-graphs on needs the step schedule (a graph holds one lr); use --cuda-graphs off.")
 

@@ -97,6 +97,11 @@ def setup(
         )
     steps_per_epoch = max(1, n // batch_size)  # the last incomplete batch of an epoch is dropped
     total = total_iterations(cfg, steps_per_epoch)
+    if cfg.linear_warmup > total:
+        raise UserError(
+            f"--linear-warmup {cfg.linear_warmup} is longer than the run ({total:,} iterations): the lr would never "
+            "reach --lr. Give a shorter ramp or a longer run."
+        )
     mean, std = data.normalization()
     model_cfg = cfg.model_config(data.num_classes, data.image_shape[0])
     model = initial_model(cfg, model_cfg)
