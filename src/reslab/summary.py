@@ -230,7 +230,14 @@ def summary_rows(rows: list[dict], html: bool = False) -> tuple[list[str], list[
     threshold = rows[0]["reach_threshold"] if rows else 0
     err = "error %" if html else "err %"
     head = (
-        ["network", *([] if html else ["params", f"MACs (M, {rows[0].get('input', '?') if rows else '?'})"])]
+        [
+            "network",
+            *(
+                []
+                if html
+                else ["params", "MACs (M" + (f", {rows[0]['input']})" if rows and rows[0].get("input") else ")")]
+            ),
+        ]
         + ["runs", f"train {err}"]
         + ([f"val {err}"] if has_val else [])
         + [
