@@ -14,6 +14,7 @@ import yaml
 from conftest import refused
 
 from reslab import checkpoints, cli, runs, settings
+from reslab.options import float_list, int_list
 from reslab.presets import PRESETS
 
 GRID_COMMANDS = ("train", "demo", "experiment")
@@ -45,8 +46,8 @@ def a_value(action: argparse.Action):
     if action.choices:
         choice = next(c for c in action.choices if c != action.default)
         return [str(choice)], choice
-    if isinstance(action.default, list):
-        return ["0.25,0.5" if isinstance(action.default[0], float) else "8,14"], None
+    if action.type in (float_list, int_list):
+        return ["0.25,0.5" if action.type is float_list else "8,14"], None
     if isinstance(action.default, float) or action.dest in ("epochs", "scale"):
         return ["0.5"], 0.5
     if action.type is not None and action.dest not in ("dataset", "device"):
