@@ -157,14 +157,7 @@ def error_vs_depth(summary: list[dict], path: Path | None = None, title: str = "
             if len(depths) > 2:
                 ax.plot(depths, mean, color=style.colour(arch), ls=s["ls"], lw=s["lw"], zorder=2)
             if any(std):
-                ax.fill_between(
-                    depths,
-                    [m - d for m, d in zip(mean, std)],
-                    [m + d for m, d in zip(mean, std)],
-                    color=style.colour(arch),
-                    alpha=0.12,
-                    lw=0,
-                )
+                style.band(ax, depths, mean, std, style.colour(arch), alpha=0.12)
             span = 0.04 * (max(depths) - min(depths) or 10)  # a short stroke in the split's dashes at each point
             for r, m in zip(rows, mean):
                 kw = net(arch, r["depth"], split)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -126,6 +127,13 @@ def split_handles(splits=("train", "test")) -> list:
         Line2D([], [], color="#333333", ls=SPLITS[s]["ls"], lw=SPLITS[s]["lw"], label=SPLITS[s]["label"])
         for s in splits
     ]
+
+
+def band(ax, xs: Sequence, mean: Sequence[float], spread: Sequence[float], colour: str, alpha: float = 0.15) -> None:
+    """The spread around a mean (the seeds', the lines') as a band in the line's colour."""
+    low = [m - d for m, d in zip(mean, spread)]
+    high = [m + d for m, d in zip(mean, spread)]
+    ax.fill_between(xs, low, high, color=colour, alpha=alpha, lw=0)
 
 
 def integer_axis(ax, which: str = "x") -> None:

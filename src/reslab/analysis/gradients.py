@@ -213,14 +213,7 @@ def plot_shattering(result: dict, path: Path | None = None) -> Figure | list[Pat
             depths, mean = [r["depth"] for r in rows], [r["correlation"] for r in rows]
             std = [r.get("correlation_std", 0) for r in rows]
             ax.plot(depths, mean, color=style.colour(arch), lw=2.2, label=f"{arch} (mean over lines; band ± std)")
-            ax.fill_between(
-                depths,
-                [m - s for m, s in zip(mean, std)],
-                [m + s for m, s in zip(mean, std)],
-                color=style.colour(arch),
-                alpha=0.15,
-                lw=0,
-            )
+            style.band(ax, depths, mean, std, style.colour(arch))
             for r in rows:
                 ax.plot(
                     [r["depth"]],
