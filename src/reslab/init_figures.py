@@ -7,12 +7,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from reslab import style
+from reslab.init_verdicts import by
 from reslab.models import display
 from reslab.style import REFERENCE, net, save, split_handles, styled, subplots
-
-
-def group(rows: list[dict], **keys) -> list[dict]:
-    return [r for r in rows if all(r[k] == v for k, v in keys.items())]
 
 
 def caption(found: dict) -> str:
@@ -31,7 +28,7 @@ def gap_vs_scale(found: dict, path: Path | None = None) -> Figure | list[Path]:
     for arch in ("plain", "resnet"):
         per_scale = []
         for s in scales:
-            seeds = {r["seed"] for r in group(rows, arch=arch, scale=s)}
+            seeds = {r["seed"] for r in by(rows, arch=arch, scale=s)}
             gaps = [seed_gap(rows, arch, s, seed, depths[-1], depths[0]) for seed in sorted(seeds)]
             per_scale.append([g for g in gaps if g is not None])
         points = [(x, g) for x, g in zip(xs, per_scale) if g]
@@ -63,8 +60,8 @@ def gap_vs_scale(found: dict, path: Path | None = None) -> Figure | list[Path]:
 
 
 def seed_gap(rows: list[dict], arch: str, scale: float, seed: int, deep: int, shallow: int) -> float | None:
-    d = group(rows, arch=arch, scale=scale, seed=seed, depth=deep)
-    s = group(rows, arch=arch, scale=scale, seed=seed, depth=shallow)
+    d = by(rows, arch=arch, scale=scale, seed=seed, depth=deep)
+    s = by(rows, arch=arch, scale=scale, seed=seed, depth=shallow)
     return d[0]["train_error"] - s[0]["train_error"] if d and s else None
 
 
@@ -77,7 +74,7 @@ def ratios(found: dict, path: Path | None = None) -> Figure | list[Path]:
     first = min((r["seed"] for r in res), default=0)
     fig, axes = subplots(2, len(scales), figsize=(3.6 * len(scales) + 1, 6.6), sharey="row", squeeze=False)
     for col, s in enumerate(scales):
-        for r in sorted(group(res, scale=s, seed=first), key=lambda r: -r["depth"]):
+        for r in sorted(by(res, scale=s, seed=first), key=lambda r: -r["depth"]):
             for row, when in enumerate(("init", "end")):
                 values = [b["ratio"] for b in r[when]["blocks"]]
                 axes[row][col].plot(
@@ -103,8 +100,8 @@ def curves(found: dict, path: Path | None = None) -> Figure | list[Path]:
     fig, axes = subplots(1, len(scales), figsize=(3.8 * len(scales) + 1, 4.6), sharey=True, squeeze=False)
     for ax, s in zip(axes[0], scales):
         for arch in ("plain", "resnet"):
-            for depth in sorted({r["depth"] for r in group(rows, arch=arch, scale=s)}):
-                runs_ = group(rows, arch=arch, scale=s, depth=depth)
+            for depth in sorted({r["depth"] for r in by(rows, arch=arch, scale=s)}):
+                runs_ = by(rows, arch=arch, scale=s, depth=depth)
                 its = [c[0] for c in runs_[0]["curve"]]
                 for split, k in (("train", 1), ("test", 2)):
                     mean = [100 * sum(r["curve"][i][k] for r in runs_) / len(runs_) for i in range(len(its))]

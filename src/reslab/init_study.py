@@ -30,7 +30,7 @@ def scale_dir(out: Path, scale: float) -> Path:
     return Path(out) / f"scale-{scale:g}"
 
 
-def check_out(out: Path, scales: list[float]) -> None:
+def check_out(out: Path) -> None:
     """OUT holds nothing but this experiment's own files and scale folders (or is new)."""
     from reslab import files
 
@@ -68,7 +68,7 @@ def run(
         raise UserError(f"--scales must be numbers from 0 to below 100, got {scales}.")
     if len(depths) < 2:
         raise UserError("experiment init compares two depths at each scale: give --depths with two or more.")
-    check_out(out, scales)
+    check_out(out)
     grids = {}
     for scale in scales:
         cfg = dataclasses.replace(base, block_gamma=scale)

@@ -13,6 +13,7 @@ is measured, and step.EAGER_STEPS, the eager steps before a recording, are not s
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,11 @@ class Schedule:
 
     def phases(self) -> list[Phase]:
         """The planned phases in order (the paper's low-lr start, whose end is measured, aside)."""
+        return list(self.planned)
+
+    @functools.cached_property
+    def planned(self) -> tuple[Phase, ...]:
+        """The phases, worked out once: the training step asks for its phase at every iteration."""
         found: list[Phase] = []
         ramp = min(self.ramp, self.total)
         if ramp:
@@ -71,18 +77,18 @@ class Schedule:
         if self.kind == "cosine":
             if ramp < self.total:
                 found.append(Phase("cosine", ramp, self.total, self.lr_at(ramp), 0.0, False))
-            return found
+            return tuple(found)
         bounds = sorted({ramp, *(m for m in self.milestones if ramp < m < self.total), self.total})
         for a, b in zip(bounds, bounds[1:]):
             found.append(Phase("constant", a, b, self.lr_at(a), self.lr_at(a), True))
-        return found
+        return tuple(found)
 
     def phase_key(self, iteration: int, low: bool) -> tuple[str, int] | None:
         """What a recorded training step is keyed by: the phase of an iteration, when its lr stays
         the same through it; None where the lr changes at every iteration (not recordable)."""
         if low:
             return ("low-lr start", 0)
-        for i, p in enumerate(self.phases()):
+        for i, p in enumerate(self.planned):
             if p.start <= iteration < p.end:
                 return ("phase", i) if p.constant else None
         return None

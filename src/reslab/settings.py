@@ -152,13 +152,15 @@ def other_value_problem(v: Any, action: argparse.Action | None) -> str | None:
 
 def resumed(args: argparse.Namespace, known: dict) -> dict:
     """The settings of the run (train) or experiment being resumed: its directory is enough."""
-    from reslab import runs
+    from reslab import files, runs
 
     out = Path(resume_dir(args))
     if (out / "init.json").exists() and "scales" in known:  # an init experiment: its grid and one scale's recipe
-        record = files_json(out / "init.json")
+        record = files.read_json(out / "init.json")
         scales = record.get("scales") if isinstance(record, dict) else None
-        if not isinstance(scales, list) or not scales or not (out / f"scale-{scales[0]:g}").is_dir():
+        if not isinstance(scales, list) or not scales or not all(of_type(s, "float") for s in scales):
+            scales = None
+        if scales is None or not (out / f"scale-{scales[0]:g}").is_dir():
             raise UserError(f"{out}/init.json is not an init experiment's record; run the experiment again.")
         values = resumed_grid(out / f"scale-{scales[0]:g}", known)
         values.pop("block_gamma", None)
@@ -180,12 +182,6 @@ def resumed_grid(exp: Path, known: dict) -> dict:
     values = {**record["recipe"], "archs": record.get("archs"), "depths": record.get("depths")}
     values.update(seeds=len(seeds), seed=seeds[0])
     return {k: v for k, v in values.items() if k in known and v is not None}
-
-
-def files_json(path: Path):
-    from reslab import files
-
-    return files.read_json(path)
 
 
 def resume_dir(args: argparse.Namespace) -> str:
