@@ -206,6 +206,11 @@ def train(
     """Train one network into the run directory `out`; returns its final metrics row. Under
     torchrun every process calls this; rank 0 alone locks and writes the run directory."""
     out = Path(out)
+    if resume and not runs.is_run_dir(out):  # said before any data is loaded or downloaded
+        damaged = " (it has a checkpoint but no config.json: it is damaged)" if (out / "checkpoint.pt").exists() else ""
+        raise UserError(
+            f"--resume: {out} holds no run to resume{damaged}; leave out --resume to start a new run there."
+        )
     with distributed.session(cfg.device) as (group, device), contextlib.ExitStack() as stack:
         plan, config = group.together(lambda: setup(cfg, out, data, group, device))
 
@@ -215,16 +220,6 @@ def train(
             check_tensorboard()
 
         def start() -> dict | None:
-            if resume and not runs.is_run_dir(out):
-                raise UserError(
-                    f"--resume: {out} holds no run to resume"
-                    + (
-                        " (it has a checkpoint but no config.json: it is damaged)"
-                        if (out / "checkpoint.pt").exists()
-                        else ""
-                    )
-                    + "; leave out --resume to start a new run there."
-                )
             stack.enter_context(runs.run_lock(out))
             return check_run_dir(config, out, resume)
 
