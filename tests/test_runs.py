@@ -4,6 +4,7 @@ layout still read and resume."""
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 from conftest import small as conftest_small
@@ -63,6 +64,7 @@ def test_runs_of_the_previous_layout_read_and_resume(tmp_path):
     del d["train"]["cuda_graphs"], d["resolved"]["cuda_graphs"]
     (out / "config.json").write_text(json.dumps(d))
     runs.write_status(out, "interrupted")  # as if stopped before its end
+    shutil.rmtree(out / ".reslab")  # nor did it keep records of what it wrote: its run files are adopted
     assert runs.load_run(out).config.train.cuda_graphs == "auto"
     row = train(small(iterations=24), out, resume=True, data=data, progress=False)
     assert row["iteration"] == 24 and runs.read_status(out)["state"] == "finished"

@@ -8,8 +8,13 @@ import re
 import warnings
 from pathlib import Path
 
+from reslab import files
 from reslab.errors import UserError, one_line
 from reslab.files import atomic_write_bytes
+
+# The largest checkpoint or weights file reslab reads: its CIFAR networks need a few MB (ResNet-110
+# with its momentum buffers, about 14 MB), so anything near this is not one of them.
+MAX_BYTES = 2**30
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
@@ -24,6 +29,8 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint, loaded without unpickling anything but tensors and plain containers."""
     try:
         return safe_torch_load(path)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(
             f"{path} cannot be loaded safely ({load_failure(e)}). It is truncated, damaged, or holds objects "
@@ -31,13 +38,15 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
 
 
-def safe_torch_load(path: Path):
-    """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled."""
+def safe_torch_load(path: Path, follow: bool = False):
+    """torch.load of tensors and plain containers only (weights_only): nothing else is unpickled.
+    Read through the guarded reader (`follow`: a link the user gave is followed)."""
     import torch
 
+    data = files.read_regular(path, MAX_BYTES, "checkpoint", follow)
     with warnings.catch_warnings():  # torch warns about non-tensor files; reslab says it in one sentence
         warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def load_failure(e: Exception) -> str:
@@ -58,14 +67,15 @@ def save_weights(model, path: Path) -> None:
     atomic_write_bytes(path, save(tensors))
 
 
-def load_weights(path: Path, name: str | None = None, advice: str = "") -> dict:
+def load_weights(path: Path, name: str | None = None, advice: str = "", follow: bool = False) -> dict:
     """The tensors of a .safetensors file; `name` (default: the path) and `advice` for the message
-    when it cannot be read."""
+    when it cannot be read; `follow`: a link the user gave is followed."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
+    data = files.read_regular(path, MAX_BYTES, "weights file", follow)
     try:
-        return load_file(path)
+        return load(data)
     except (SafetensorError, OSError) as e:
         raise UserError(
             f"{name or path} cannot be read as safetensors weights ({one_line(e)})" + (f"; {advice}" if advice else ".")

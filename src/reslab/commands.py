@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from reslab import settings
-from reslab.config import TrainConfig
+from reslab.config import TrainConfig, refuse_unused
 from reslab.errors import UserError
 from reslab.presets import PRESETS
 
@@ -31,6 +31,9 @@ def cmd_train(args) -> int:
     if args.out is None:
         raise UserError("give the run directory to write with --out DIR.")
     cfg = config_from_args(args)
+    if not args.resume:
+        cfg.validate()
+        refuse_unused([cfg])
     if args.resume and args.layered:
         settings.refuse_recipe_changes(args, cfg)
     elif args.config:

@@ -215,6 +215,25 @@ class TrainConfig:
             raise UserError("--cuda-graphs on needs the step schedule (a graph holds one lr); use --cuda-graphs off.")
 
 
+def refuse_unused(cells: list[TrainConfig]) -> None:
+    """A setting typed (or given in --config) that none of the runs can use is refused, never
+    silently dropped: the low-lr start's settings where no run warms up that way, the ramp's start
+    where there is no ramp either. (--milestones with the cosine schedule: check_values.)"""
+    warm = any(c.warmup == "on" or c.warmup == "auto" and c.depth >= 110 for c in cells)
+    ramp = any(c.linear_warmup > 0 for c in cells)
+    first = cells[0]
+    if first.warmup_error != default("warmup_error") and not warm:
+        raise UserError(
+            "--warmup-error ends the paper's low-lr start, which no run here uses (--warmup is off, or auto below "
+            "depth 110). Leave it out, or add --warmup on."
+        )
+    if first.warmup_lr != default("warmup_lr") and not warm and not ramp:
+        raise UserError(
+            "--warmup-lr is the lr that the low-lr start (--warmup) and the linear ramp (--linear-warmup) begin "
+            "at, and no run here has either. Leave it out, or add --warmup on or --linear-warmup N."
+        )
+
+
 def of_type(v: Any, kind: str) -> bool:
     """Whether `v`, read from JSON or YAML, is of the annotated type `kind` (bool is no number)."""
     if v is None:

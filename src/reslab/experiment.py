@@ -32,7 +32,7 @@ from reslab.cells import (
     stopped_message,
 )
 from reslab.config import TrainConfig
-from reslab.errors import ExperimentInterrupted, UserError
+from reslab.errors import ExperimentInterrupted, UserError, plural
 from reslab.summary import write_summary
 from reslab.verdicts import Verdict
 
@@ -50,6 +50,7 @@ def grid(base: TrainConfig, archs: list[str], depths: list[int], seeds: list[int
                 cells.append(cfg)
     if not cells:
         raise UserError("the grid is empty: give at least one architecture and one depth.")
+    config.refuse_unused(cells)
     return cells
 
 
@@ -264,6 +265,9 @@ def run_experiment(
     runner = backend if backend is not None else LocalBackend()
     exp_dir = Path(exp_dir)
     runs.claim_dir(exp_dir, "experiment")
+    from reslab.report import OUTPUTS
+
+    files.check_outputs(exp_dir, ["experiment.json", "summary.csv", *OUTPUTS])  # before any training
     if any(c.tensorboard for c in cells):
         from reslab.progress import check_tensorboard
 
@@ -345,6 +349,15 @@ def run_local(
         jobs = min(jobs or n_gpus, max(1, len(todo)))
     else:
         jobs = min(jobs or default_jobs(len(todo), runs_per_gpu), max(1, len(todo)))
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    if (jobs > 1 or streams) and (why := no_workers(ctx)):
+        logging.getLogger(__name__).warning(
+            f"note: worker processes cannot start here ({why}; is /dev/shm missing or read-only?), so the "
+            f"{plural(len(todo), 'run')} train one after another in this process."
+        )
+        jobs, streams = 1, False
     if jobs <= 1 and not streams:
         for i, cfg in enumerate(todo):
             outcome = run_cell(cfg, exp_dir / cell_name(cfg))
@@ -352,10 +365,7 @@ def run_local(
             if outcome.state == "interrupted":  # the user stopped it: the rest of the grid waits too
                 raise ExperimentInterrupted(stopped_message(exp_dir, [outcome], len(todo) - i - 1))
         return
-    import multiprocessing as mp
-
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = mp.get_context("spawn")
     gpus: Any = None
     if torch.cuda.is_available() and any(c.device == "auto" for c in todo):
         gpus = ctx.Queue()
@@ -371,6 +381,16 @@ def run_local(
         else:
             futures = {pool.submit(run_cell, cfg, exp_dir / cell_name(cfg)) for cfg in todo}
         drive(exp_dir, PoolPending(pool, futures), finished, progress)
+
+
+def no_workers(ctx) -> str | None:
+    """Why a pool of worker processes cannot start (its locks need POSIX semaphores, which live in
+    /dev/shm), or None when it can."""
+    try:
+        ctx.Lock()
+    except (OSError, ImportError) as e:
+        return getattr(e, "strerror", None) or str(e)
+    return None
 
 
 class PoolPending:

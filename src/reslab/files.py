@@ -9,6 +9,7 @@ checking, by its size, that reading it is reasonable.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -104,34 +105,60 @@ def lock_exclusive(fd: int) -> None:
         raise Busy from None
 
 
-def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of `path` when it is a regular file (not a link, FIFO or folder) of at most
-    `limit` bytes; else a UserError that says which it is."""
+def open_regular(path: Path, limit: int, what: str = "file", follow: bool = False):
+    """A binary file object of `path` when it is a regular file of at most `limit` bytes; else a
+    UserError that says what it is. `follow`: a symbolic link is followed (a file the user named,
+    such as a checkpoint to import); without it a link is refused (a file inside a folder reslab
+    made). A FIFO, a device or a folder is never opened, so no read can block or run forever."""
     path = Path(path)
     try:
-        st = os.lstat(path)
+        st = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist.") from None
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror or e}).") from None
     if not stat.S_ISREG(st.st_mode):
-        kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO"}
-        kind = next((k for test, k in kinds.items() if test(st.st_mode)), "not a regular file")
-        raise UserError(f"{path} is {kind}, not the {what} reslab wrote; it is not read.")
+        raise UserError(f"{path} is {kind_of(st.st_mode)}, not a {what}; it is not read.")
     if st.st_size > limit:
-        raise UserError(f"{path} is {st.st_size:,} bytes, more than a {what} of reslab's ({limit:,}); it is not read.")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        raise UserError(
+            f"{path} is {st.st_size:,} bytes, more than any {what} reslab reads ({limit:,}); it is not read."
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
-        fd = os.open(path, flags)  # no link, and no wait on a FIFO swapped in since the lstat
+        fd = os.open(path, flags)  # no wait on a FIFO (nor a link) swapped in since the stat
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror or e}).") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UserError(f"{path} is not a regular file; it is not read.")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path} is not a regular file; it is not read.")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path, limit: int, what: str = "file", follow: bool = False) -> bytes:
+    """The bytes of `path`, through open_regular's checks."""
+    with open_regular(path, limit, what, follow) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise UserError(f"{path} grew beyond {limit:,} bytes while it was read; it is not read.")
     return data
+
+
+def kind_of(mode: int) -> str:
+    kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO"}
+    return next((k for test, k in kinds.items() if test(mode)), "not a regular file")
+
+
+def hashed(path: Path, h, follow: bool = False):
+    """`h` updated with a regular file's content, read in 1 MiB blocks (any size, bounded memory)."""
+    with open_regular(path, 2**40, "file", follow) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h
+
+
+def digest(path: Path, follow: bool = False, algorithm: str = "sha256") -> str:
+    """The hash of a regular file, as hex."""
+    return hashed(path, hashlib.new(algorithm), follow).hexdigest()
 
 
 def entries(path: Path, limit: int = MAX_ENTRIES) -> list[Path] | None:
@@ -156,7 +183,21 @@ class WriteError(UserError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all, and only where reslab may: a file that is already there
+    is replaced only when reslab's record says it wrote it (or under --overwrite)."""
     path = Path(path)
+    check_replaceable(path)
+    mine = f"{hashlib.sha256(data).hexdigest()} {len(data)}"
+    # Recorded before the replace as well as after it, so a kill in between leaves a record that
+    # names both the old and the new content: either one is still reslab's.
+    before = recorded(path) if os.path.lexists(path) else set()
+    write_record(path, before | {mine})
+    replace_bytes(path, data, sync=True)
+    write_record(path, {mine})
+
+
+def replace_bytes(path: Path, data: bytes, sync: bool) -> None:
+    """A temporary file in the same folder, renamed over `path`: a kill leaves one or the other."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +205,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         raise WriteError(
@@ -177,6 +219,97 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# What reslab wrote into a folder: FOLDER/.reslab/NAME holds the sha256 and size of the content it
+# last wrote to FOLDER/NAME. A file without a matching record is the user's, and is never replaced.
+RECORDS = ".reslab"
+_overwrite = False
+
+
+class NotOurs(UserError):
+    """A file that reslab would replace but cannot show it wrote."""
+
+
+@contextmanager
+def overwriting(allowed: bool = True):
+    """Within the block, files reslab did not write may be replaced (the commands' --overwrite)."""
+    global _overwrite
+    before, _overwrite = _overwrite, allowed
+    try:
+        yield
+    finally:
+        _overwrite = before
+
+
+def record_of(path: Path) -> Path:
+    return path.parent / RECORDS / path.name
+
+
+def recorded(path: Path) -> set[str]:
+    """The 'sha256 size' entries of reslab's record of `path` (empty when it has none)."""
+    record = record_of(Path(path))
+    if not os.path.lexists(record):
+        return set()
+    try:
+        return set(read_regular(record, 4096, "record of reslab's").decode().split("\n")) - {""}
+    except (UserError, UnicodeDecodeError):
+        return set()  # a damaged record proves nothing
+
+
+def write_record(path: Path, entries: set[str]) -> None:
+    folder = own_folder(path.parent / RECORDS)
+    replace_bytes(folder / path.name, "".join(f"{e}\n" for e in sorted(entries)).encode(), sync=False)
+
+
+def is_ours(path: Path) -> bool:
+    """Whether `path` is a regular file whose content reslab's record says it wrote."""
+    entries = recorded(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not entries or not stat.S_ISREG(st.st_mode):
+        return False
+    sizes = {e.partition(" ")[2] for e in entries}
+    return str(st.st_size) in sizes and f"{digest(path)} {st.st_size}" in entries
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse, naming it, a file at `path` that reslab would replace without having written it."""
+    path = Path(path)
+    try:
+        os.lstat(path)  # a path the file system cannot hold (too long, through a file) is said now
+    except FileNotFoundError:
+        return
+    if _overwrite or is_ours(path):
+        return
+    try:
+        what = "a file" if stat.S_ISREG(os.lstat(path).st_mode) else kind_of(os.lstat(path).st_mode)
+    except OSError:
+        what = "a file"
+    raise NotOurs(
+        f"{path} is {what} that reslab did not write (or that was changed since), so it is not replaced. "
+        "Move it away, or add --overwrite to replace it."
+    )
+
+
+def check_outputs(folder: Path, names: list[str]) -> None:
+    """check_replaceable for every file a command will write under `folder`, before it starts."""
+    for name in names:
+        path = Path(folder) / name
+        for part in reversed(path.relative_to(folder).parents[:-1]):  # figures/ as a link: said as such
+            if os.path.lexists(Path(folder) / part):
+                own_folder(Path(folder) / part, levels=1)
+        check_replaceable(path)
+
+
+def adopt(path: Path) -> None:
+    """Record a regular file already at `path` as reslab's (a run directory written before
+    records existed, which the caller has shown to be reslab's)."""
+    path = Path(path)
+    if is_regular(path) and not recorded(path):
+        write_record(path, {f"{digest(path)} {os.lstat(path).st_size}"})
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -117,12 +117,12 @@ def curves(found: dict, path: Path | None = None) -> Figure | list[Path]:
     return fig if path is None else save(fig, path)
 
 
+FIGURES = {"init_gap": gap_vs_scale, "init_ratios": ratios, "init_curves": curves}
+
+
 def draw_all(out: Path, found: dict) -> dict[str, Path]:
     """Every figure of the experiment, written under OUT/figures; name -> PNG."""
-    return {
-        name: draw(found, Path(out) / "figures" / name)[0]
-        for name, draw in (("init_gap", gap_vs_scale), ("init_ratios", ratios), ("init_curves", curves))
-    }
+    return {name: draw(found, Path(out) / "figures" / name)[0] for name, draw in FIGURES.items()}
 
 
 def page(out: Path, found: dict, figures: dict[str, Path]) -> str:

@@ -41,7 +41,7 @@ def check_out(out: Path) -> None:
     if not out.is_dir():
         raise UserError(f"{out} is not a directory; choose another --out.")
     foreign = [p.name for p in out.iterdir() if p.name not in OWN and not p.name.startswith("scale-")]
-    foreign = [n for n in foreign if n not in (".lock",) and not n.startswith(files.TMP_PREFIX)]
+    foreign = [n for n in foreign if n not in (".lock", files.RECORDS) and not n.startswith(files.TMP_PREFIX)]
     if foreign:
         raise UserError(
             f"{out} holds files that are not an init experiment's ({', '.join(sorted(foreign)[:3])}); "
@@ -69,6 +69,12 @@ def run(
     if len(depths) < 2:
         raise UserError("experiment init compares two depths at each scale: give --depths with two or more.")
     check_out(out)
+    from reslab import files
+    from reslab.init_figures import FIGURES
+
+    files.check_outputs(
+        out, ["init.json", "report.html", *(f"figures/{n}{e}" for n in FIGURES for e in (".png", ".svg"))]
+    )
     grids = {}
     for scale in scales:
         cfg = dataclasses.replace(base, block_gamma=scale)

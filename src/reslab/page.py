@@ -4,12 +4,13 @@ escaped (only markup reslab writes itself, marked Html, goes into the page as it
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from html import escape
 from pathlib import Path
 
 from reslab import files
-from reslab.errors import UserError
+from reslab.errors import UserError, one_line
 
 
 class Html(str):
@@ -38,6 +39,18 @@ def embed_png(path: Path, alt: str) -> str:
     if not data.startswith(PNG_MAGIC):
         raise UserError(f"{path} is not a PNG image; it is not shown.")
     return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{escape(alt)}">'
+
+
+def drawn(name: str, alt: str, draw, *args) -> str:
+    """A figure drawn now by `draw(*args)` (which returns its saved paths), embedded; one that
+    cannot be drawn costs only its own place on the page, with the reason."""
+    try:
+        return embed_png(draw(*args)[0], alt)
+    except UserError as e:
+        return f'<p class="note">The figure {escape(name)} is not shown: {escape(str(e))}</p>'
+    except Exception as e:  # a matplotlib setting or font of this machine: the rest of the report stands
+        logging.getLogger(__name__).debug("drawing %s failed", name, exc_info=True)
+        return f'<p class="note">The figure {escape(name)} could not be drawn here ({escape(one_line(e))}).</p>'
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:

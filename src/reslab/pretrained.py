@@ -8,7 +8,6 @@ std, which the imported run records so that `reslab eval` scores it as it was tr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from reslab import accel, checkpoints, runs
+from reslab import accel, checkpoints, files, runs
 from reslab.config import TrainConfig
 from reslab.errors import UserError
 from reslab.models import ModelConfig, build_model, describe, state_mismatch
@@ -53,9 +52,9 @@ def fetch_named(name: str, cache: Path | None = None) -> Path:
 def read_state_dict(path: Path) -> tuple[dict, dict]:
     """(state dict without DataParallel prefixes, other entries of the file); loads safely."""
     try:
-        obj = checkpoints.safe_torch_load(path)
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist.") from None
+        obj = checkpoints.safe_torch_load(path, follow=True)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(
             f"{path} cannot be loaded safely as a PyTorch checkpoint ({checkpoints.load_failure(e)}); only tensors "
@@ -157,7 +156,7 @@ def import_checkpoint(path: Path, out: Path, mean=None, std=None, dataset: str =
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     mean, std = check_normalization(mean or IMAGENET_MEAN, std or IMAGENET_STD, cfg.in_channels)
     check_dataset(dataset)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = files.digest(path, follow=True)
     config = runs.RunConfig(
         train=TrainConfig(arch="resnet", depth=cfg.depth, shortcut="A", width=cfg.width, dataset=dataset),
         model=cfg,

@@ -16,7 +16,7 @@ from reslab import analysis, config, files, runs
 from reslab.analysis.common import read_result
 from reslab.errors import UserError, plural
 from reslab.models import display
-from reslab.page import Html, embed_png, esc, table, verdict_html
+from reslab.page import Html, drawn, esc, table, verdict_html
 from reslab.summary import crossover_text, crossovers, pct, summarize, summary_rows
 from reslab.verdicts import degradation_verdicts
 
@@ -132,26 +132,41 @@ def training_sections(exp_dir: Path, summary: list[dict], all_runs: list[runs.Ru
     if verdicts:
         parts.append("<h2>What the measurements say</h2>" + MARKS + "".join(verdict_html(v) for v in verdicts))
     title = figure_title(all_runs)
-    figure = error_curves(all_runs, exp_dir / "figures" / "error_curves", title)[0]
-    parts.append(
-        '<h2>Error during training (paper, Fig. 1 and 6)</h2><div class="card">'
-        + embed_png(figure, "training and test error against iterations")
-        + "</div>"
+    figures = exp_dir / "figures"
+    curves = drawn(
+        "error_curves",
+        "training and test error against iterations",
+        error_curves,
+        all_runs,
+        figures / "error_curves",
+        title,
     )
+    parts.append(f'<h2>Error during training (paper, Fig. 1 and 6)</h2><div class="card">{curves}</div>')
     parts.append(crossover_section(all_runs))
     if len({r["depth"] for r in summary if r["runs"]}) > 1:
-        by_depth = error_vs_depth(summary, exp_dir / "figures" / "error_vs_depth", title)[0]
+        by_depth = drawn(
+            "error_vs_depth",
+            "final training and test error against depth",
+            error_vs_depth,
+            summary,
+            figures / "error_vs_depth",
+            title,
+        )
         done = [r for r in all_runs if r.metrics]
         budget = max((int(r.final["iteration"]) for r in done), default=None)
         every = done[0].config.resolved.eval_every if done else None
-        speed = reach_vs_depth(summary, exp_dir / "figures" / "reach_vs_depth", title, budget, every)[0]
+        speed = drawn(
+            "reach_vs_depth",
+            "iterations to the threshold against depth",
+            reach_vs_depth,
+            summary,
+            figures / "reach_vs_depth",
+            title,
+            budget,
+            every,
+        )
         parts.append(
-            '<h2>Error and speed against depth</h2><div class="card">'
-            + embed_png(by_depth, "final training and test error against depth")
-            + "</div>"
-            + '<div class="card">'
-            + embed_png(speed, "iterations to the threshold against depth")
-            + "</div>"
+            f'<h2>Error and speed against depth</h2><div class="card">{by_depth}</div><div class="card">{speed}</div>'
         )
     head, rows = summary_rows(summary, html=True)
     parts.append(
@@ -373,7 +388,14 @@ def kv_html(d: dict) -> str:
     return f'<div class="card kv">{cells}</div>'
 
 
+# What the report writes into its folder (a figure is drawn only when the runs have something for it).
+OUTPUTS = ["report.html"] + [
+    f"figures/{name}{ext}" for name in ("error_curves", "error_vs_depth", "reach_vs_depth") for ext in (".png", ".svg")
+]
+
+
 def write_report(exp_dir: Path) -> Path:
+    files.check_outputs(Path(exp_dir), OUTPUTS)  # nothing written when one of them is the user's
     path = Path(exp_dir) / "report.html"
     files.atomic_write_text(path, build_report(exp_dir))
     return path

@@ -42,10 +42,14 @@ METRIC_FIELDS = [
 ]
 # Columns that depend on wall-clock time, not on the computation; ignored when runs are compared.
 TIMING_FIELDS = ("seconds", "images_per_second")
+# metrics.csv holds one short row per evaluation: a million rows are some 100 MB.
+MAX_METRICS_BYTES = 256 * 2**20
 
 
 # Files reslab puts in a directory before it holds a run or an experiment (a lock, temporaries).
 OWN_NAMES = (".lock",)
+# The files of a run directory, all reslab's.
+RUN_FILES = ("config.json", "metrics.csv", "status.json", "checkpoint.pt", "model.safetensors")
 
 
 def metrics_text(rows: list[dict]) -> str:
@@ -65,22 +69,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
     """metrics.csv as a list of dicts of floats (None where a column is empty); a damaged file is
     one sentence, not a traceback."""
     path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     rows: list[dict] = []
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is not None and list(reader.fieldnames) != METRIC_FIELDS:
-                raise ValueError(f"its columns are {', '.join(reader.fieldnames)[:80]}")
-            for r in reader:
-                if None in r or None in r.values():
-                    raise ValueError(f"row {reader.line_num} has {'too many' if None in r else 'too few'} values")
-                row = {k: (float(v) if v != "" else None) for k, v in r.items()}
-                if row["iteration"] is None or row["train_error"] is None or row["test_error"] is None:
-                    raise ValueError(f"row {reader.line_num} has no iteration or errors")
-                schema.check_row(row, rows[-1] if rows else None, reader.line_num)
-                rows.append(row)
+        text = files.read_regular(path, MAX_METRICS_BYTES, "metrics file").decode()
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames is not None and list(reader.fieldnames) != METRIC_FIELDS:
+            raise ValueError(f"its columns are {', '.join(reader.fieldnames)[:80]}")
+        for r in reader:
+            if None in r or None in r.values():
+                raise ValueError(f"row {reader.line_num} has {'too many' if None in r else 'too few'} values")
+            row = {k: (float(v) if v != "" else None) for k, v in r.items()}
+            if row["iteration"] is None or row["train_error"] is None or row["test_error"] is None:
+                raise ValueError(f"row {reader.line_num} has no iteration or errors")
+            schema.check_row(row, rows[-1] if rows else None, reader.line_num)
+            rows.append(row)
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(
             f"{path} is damaged ({str(e).splitlines()[0][:120]}); it is not the metrics file reslab wrote. "
@@ -376,7 +380,12 @@ def owner(path: Path) -> str | None:
     found = files.entries(path)
     if found is None:
         return None  # too many entries to inspect: not a folder reslab made
-    own_file = lambda p: (p.name in OWN_NAMES or p.name.startswith(files.TMP_PREFIX)) and files.is_regular(p)  # noqa: E731
+    own_file = lambda p: (  # noqa: E731
+        (p.name in OWN_NAMES or p.name.startswith(files.TMP_PREFIX))
+        and files.is_regular(p)
+        or p.name == files.RECORDS
+        and files.is_real_dir(p)
+    )
     if all(own_file(p) for p in found):
         return "empty"
     # A folder of reslab runs and nothing else, as `reslab train` makes them: an experiment may take it.
@@ -441,4 +450,7 @@ def run_lock(run_dir: Path):
     with files.locked(run_dir, f"another process is writing {run_dir} right now; wait for it to stop."):
         for stale in run_dir.glob(f"{files.TMP_PREFIX}*.tmp"):
             stale.unlink(missing_ok=True)
+        if not os.path.lexists(run_dir / files.RECORDS) and is_valid_run(run_dir):
+            for name in RUN_FILES:  # a run written before reslab kept records: its own files are reslab's
+                files.adopt(run_dir / name)
         yield

@@ -114,6 +114,23 @@ def read_file(path: Path, known: dict) -> dict:
         raise UserError(f"--config {path} has settings this command does not take: {', '.join(unknown)[:300]}.")
     for k, v in found.items():
         check_value(k, v, known.get(k), f"--config {path}")
+    # A training setting this command does not take is refused unless it holds its default, so
+    # that no setting of the file is silently dropped (the grid's own axes replace arch, depth, seed).
+    dropped = [
+        k
+        for k, v in found.items()
+        if k in SETTINGS
+        and k not in known
+        and k not in config.GRID_KEYS
+        and k not in MACHINE
+        and v != config.default(k)
+    ]
+    if dropped:
+        raise UserError(
+            f"--config {path} sets {', '.join(config.flag(k) for k in dropped)[:300]}, which this command does not "
+            "take, so it would have no effect. Leave it out of the file"
+            + (", or use reslab experiment, which takes every training setting." if "lr" not in known else ".")
+        )
     return {k: v for k, v in found.items() if k in known or k == "preset"}
 
 

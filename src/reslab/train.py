@@ -189,7 +189,7 @@ def run_config(plan: Plan, model_cfg, mean: list[float], std: list[float]) -> ru
 
 
 def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
-    state = checkpoints.load_weights(path, f"--init-from {path}")
+    state = checkpoints.load_weights(path, f"--init-from {path}", follow=True)
     detail = state_mismatch(model, state)
     if detail:
         raise UserError(f"--init-from {path} does not fit this network ({detail}).")

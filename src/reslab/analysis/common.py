@@ -64,10 +64,34 @@ def load_split(
     return LoadedRun(Path(run_dir), model, config, normalize(x, mean, std), y)
 
 
-def output_dir(run_dirs: list[Path], out: str | Path | None) -> Path:
+# The figures each analysis draws, under OUT/figures (each as .png and .svg).
+FIGURES = {
+    "responses": ["responses"],
+    "lesion": ["lesion"],
+    "gradients": ["gradient_norms", "shattering"],
+    "landscape": ["landscape"],
+    "construct": ["construct"],
+    "identity": ["identity"],
+}
+
+
+def outputs(name: str) -> list[str]:
+    """The files analysis `name` writes, relative to its output folder."""
+    return [f"analyses/{name}.json"] + [f"figures/{f}{ext}" for f in FIGURES[name] for ext in (".png", ".svg")]
+
+
+def output_dir(run_dirs: list[Path], out: str | Path | None, name: str | None = None) -> Path:
     """Where an analysis writes: --out; else the experiment directory holding the runs; else, for
     one run of no experiment, that run's own directory. Never a folder reslab did not make: a
-    standalone run's analysis must not land among other files (or runs) beside it."""
+    standalone run's analysis must not land among other files (or runs) beside it. With the
+    analysis's `name`, a file of the user's where it would write is refused before any work."""
+    found = where(run_dirs, out)
+    if name is not None:
+        files.check_outputs(found, outputs(name))
+    return found
+
+
+def where(run_dirs: list[Path], out: str | Path | None) -> Path:
     if out:
         out = Path(out)
         if out.exists() and not out.is_dir():

@@ -98,7 +98,7 @@ def add_args(p) -> None:
 
 def command(args) -> tuple[dict, Path]:
     compare = Path(args.compare) if args.compare else None
-    out = output_dir([Path(args.source)], args.out)
+    out = output_dir([Path(args.source)], args.out, "construct")
     return analyze(Path(args.source), args.depth, out, compare, args.limit, args.dataset, args.data_dir), out
 
 
@@ -152,7 +152,7 @@ def analyze(
         other = load_split(scratch, "train", limit, dataset, data_dir)
         result["scratch"] = other.dir.name
         result["scratch_train_error"] = error_rate(other.model, other.x, other.y)
-    out = output_dir([source], out)
+    out = output_dir([source], out, "construct")
     # Under analyses/, not beside the trained runs: it is not a run of the experiment's grid.
     save_constructed(
         deep, src.config, out / "analyses" / "constructed" / f"{src.arch}-{depth}-from-{src.depth}", result

@@ -120,7 +120,7 @@ def add_args(p) -> None:
 
 
 def command(args) -> tuple[dict, Path]:
-    out = output_dir(args.runs, args.out)
+    out = output_dir(args.runs, args.out, "gradients")
     return analyze(args.runs, out, args.depths, args.images, args.points, args.dataset, args.data_dir, args.lines), out
 
 
@@ -175,7 +175,7 @@ def analyze(
             spread = correlation_spread(net, run.x[:lines], points, bar.update)
             rows.append({"arch": arch, "depth": depth, **spread})
     bar.close()
-    out = output_dir(run_dirs, out)
+    out = output_dir(run_dirs, out, "gradients")
     result = {"images": len(run.y), "points": points, "lines": lines, "runs": results, "shattering": {"rows": rows}}
     write_result(out, "gradients", result)
     heading = "Gradient norm per layer, one batch"

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reslab import style
+from reslab import files, style
 from reslab.analysis.common import (
+    outputs,
     progress_bar,
     write_result,
 )
@@ -152,6 +153,7 @@ def summary(r: dict) -> list[str]:
 
 def analyze(out: Path, max_k: int = 10, steps: int = 400, seed: int = 0) -> dict:
     """k = 1..max_k residual blocks against 2k plain layers: the same number of 3x3 convs."""
+    files.check_outputs(Path(out), outputs("identity"))
     rows: dict[str, list[dict]] = {"plain": [], "residual": []}
     bar = progress_bar(4 * sum(range(1, max_k + 1)), "identity (convs trained)")  # a stack's cost grows with k
     threads = torch.get_num_threads()

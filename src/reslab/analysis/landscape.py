@@ -100,7 +100,7 @@ def add_args(p) -> None:
 
 
 def command(args) -> tuple[dict, Path]:
-    out = output_dir(args.runs, args.out)
+    out = output_dir(args.runs, args.out, "landscape")
     result = analyze(
         args.runs, out, args.resolution, args.span, args.images, args.precision, args.dataset, args.data_dir
     )
@@ -172,7 +172,7 @@ def analyze(
             }
         )
         results[-1]["local_minima"] = local_minima(results[-1]["grid"])
-    out = output_dir(run_dirs, out)
+    out = output_dir(run_dirs, out, "landscape")
     result = {"images": images, "resolution": resolution, "span": span, "precision": precision, "runs": results}
     write_result(out, "landscape", result)
     plot(results, out / "figures" / "landscape", caption(run_dirs, len(run.y), "training"))

@@ -120,7 +120,7 @@ def add_args(p) -> None:
 
 
 def command(args) -> tuple[dict, Path]:
-    out = output_dir(args.runs, args.out)
+    out = output_dir(args.runs, args.out, "lesion")
     return analyze(args.runs, out, args.limit, args.samples, args.dataset, args.data_dir), out
 
 
@@ -160,7 +160,7 @@ def analyze(run_dirs: list[Path], out=None, limit=None, samples=10, dataset=None
             }
         )
         bar.close()
-    out = output_dir(run_dirs, out)
+    out = output_dir(run_dirs, out, "lesion")
     result = {"images": len(run.y), "samples": samples, "runs": results}
     write_result(out, "lesion", result)
     plot(results, out / "figures" / "lesion", caption(run_dirs, len(run.y), "test"))

@@ -222,7 +222,7 @@ def add_args(p) -> None:
 
 
 def command(args) -> tuple[dict, Path]:
-    out = output_dir(args.runs, args.out)
+    out = output_dir(args.runs, args.out, "responses")
     return analyze(args.runs, out, args.split, args.limit, args.dataset, args.data_dir), out
 
 
@@ -251,7 +251,7 @@ def analyze(run_dirs: list[Path], out=None, split="test", limit=None, dataset=No
                 "layers": layer_responses(run.model, run.x, block_gamma=run.config.train.block_gamma),
             }
         )
-    out = output_dir(run_dirs, out)
+    out = output_dir(run_dirs, out, "responses")
     result = {
         "split": split,
         "images": len(run.y),

@@ -17,12 +17,13 @@ from pathlib import Path
 from reslab.data.cifar import CIFAR, cifar_where, load_cifar
 from reslab.data.dataset import DEFAULT_DATA_DIR, Dataset, make_dataset
 from reslab.data.digits import DIGITS_FILE, digits_arrays, digits_where, load_digits
-from reslab.data.download import download, hashed, md5_of, safe_extract
+from reslab.data.download import download, md5_of, safe_extract
 from reslab.data.folder import load_image_folder
 from reslab.data.idx import IDX, idx_where, load_idx, read_idx
 from reslab.data.splits import balanced_indices, check_sizes, prepare, resize
 from reslab.data.synthetic import make_synthetic
 from reslab.errors import UserError
+from reslab.files import hashed
 
 __all__ = [
     "CIFAR", "DATASETS", "DEFAULT_DATA_DIR", "DIGITS_FILE", "IDX", "SOURCES", "Dataset", "Source",

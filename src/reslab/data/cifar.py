@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from reslab import files
 from reslab.data.dataset import Dataset, make_dataset
 from reslab.data.download import download, md5_of, safe_extract
 from reslab.errors import UserError
@@ -38,13 +39,17 @@ CIFAR: dict[str, dict[str, Any]] = {
     },
 }
 
+# A CIFAR batch is about 31 MB, the archive about 170 MB.
+MAX_BATCH_BYTES = 2**28
+MAX_ARCHIVE_BYTES = 2**31
+
 
 def read_pickle_batch(path: Path) -> dict:
     """One CIFAR pickle batch. Only plain dicts of lists/arrays are accepted (see find_class)."""
     if not path.exists():
         raise UserError(f"{path} is missing: the CIFAR folder is incomplete; delete it and download again.")
     try:
-        with open(path, "rb") as f:
+        with files.open_regular(path, MAX_BATCH_BYTES, "CIFAR batch", follow=True) as f:
             return SafeNumpyUnpickler(f, encoding="bytes").load()
     except UserError:
         raise
@@ -104,7 +109,10 @@ def find_cifar_folder(name: str, data_dir: Path, download_ok: bool) -> Path:
     elif md5_of(archive) != spec["md5"]:
         raise UserError(f"{archive} has the wrong checksum (expected md5 {spec['md5']}); delete it and run again.")
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".unpack-") as tmp:
-        with tarfile.open(archive) as tar:
+        with (
+            files.open_regular(archive, MAX_ARCHIVE_BYTES, "CIFAR archive", follow=True) as f,
+            tarfile.open(fileobj=f) as tar,
+        ):
             safe_extract(tar, Path(tmp))
         os.replace(Path(tmp) / spec["folder"], data_dir / spec["folder"])
     return data_dir / spec["folder"]

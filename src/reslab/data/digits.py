@@ -4,10 +4,13 @@ origin and licence in datasets/README.md): no download."""
 from __future__ import annotations
 
 import functools
+import gzip
+import io
 from pathlib import Path
 
 import numpy as np
 
+from reslab import files
 from reslab.data.dataset import Dataset, make_dataset
 
 DIGITS_FILE = Path(__file__).resolve().parents[1] / "datasets" / "digits.csv.gz"  # origin, licence: README.md there
@@ -16,7 +19,8 @@ DIGITS_FILE = Path(__file__).resolve().parents[1] / "datasets" / "digits.csv.gz"
 @functools.cache  # the analyses load it once per network
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 UCI handwritten digits that ship with reslab, as (images 0..16, labels), read-only."""
-    table = np.loadtxt(DIGITS_FILE, delimiter=",")
+    packed = files.read_regular(DIGITS_FILE, 2**20, "dataset file", follow=True)
+    table = np.loadtxt(io.BytesIO(gzip.decompress(packed)), delimiter=",")
     images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     images.setflags(write=False)
     labels.setflags(write=False)

@@ -3,34 +3,32 @@ member is a plain file inside the destination."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
 
+from reslab import files
 from reslab.errors import UserError
 
 
-def hashed(path: Path, h):
-    """`h` updated with the file's content, read in 1 MiB chunks (a file of any size, bounded memory)."""
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h
-
-
 def md5_of(path: Path, algorithm: str = "md5") -> str:
-    """The file's hash (md5 unless `algorithm` says otherwise), as hex."""
-    return hashed(path, hashlib.new(algorithm)).hexdigest()
+    """The file's hash (md5 unless `algorithm` says otherwise), as hex; a FIFO or device is refused."""
+    return files.digest(path, follow=True, algorithm=algorithm)
 
 
 def download(url: str, dest: Path, md5: str, algorithm: str = "md5", packed: bool = True) -> Path:
     """Fetch `url` to `dest` through a temporary file; keep it only if its hash (md5, or
     `algorithm`) matches. `packed`: an archive, which may also be put there unpacked."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as e:
+        raise UserError(
+            f"cannot write the download into {dest.parent} ({e.strerror or e}). Make that folder writable, or set "
+            f"--data-dir (or RESLAB_DATA) to a folder you can write; or fetch {url} yourself and put it at {dest}."
+        ) from None
     try:
         with os.fdopen(fd, "wb") as out:
             try:

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from reslab.data.dataset import DEFAULT_DATA_DIR, Dataset, make_dataset
-from reslab.data.download import hashed
 from reslab.errors import UserError
-from reslab.files import WriteError, atomic_write_bytes
+from reslab.files import NotOurs, WriteError, atomic_write_bytes, hashed, open_regular, overwriting
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -61,7 +60,11 @@ def decode_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray
     images, shape = [], None
     for path, _ in items:
         try:
-            with warnings.catch_warnings(), Image.open(path) as im:
+            with (
+                warnings.catch_warnings(),
+                open_regular(path, MAX_IMAGE_BYTES, "image", follow=True) as f,
+                Image.open(f) as im,
+            ):
                 # A file that would decode to a huge image is refused before it is decoded.
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im.load()
@@ -125,7 +128,7 @@ def folder_fingerprint(root: Path, files: dict) -> str:
 def file_digest(path: Path) -> bytes:
     """An image's content hash, for the cache's fingerprint."""
     try:
-        return hashed(path, hashlib.blake2b(digest_size=16)).digest()
+        return hashed(path, hashlib.blake2b(digest_size=16), follow=True).digest()
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror or e}); fix its permissions or remove it.") from None
 
@@ -162,7 +165,7 @@ def read_cache(path: Path, fingerprint: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_regular(path, 2**40, "cache") as f, np.load(f, allow_pickle=False) as z:
             if str(z["fingerprint"]) == fingerprint:
                 return {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
     except Exception:
@@ -176,8 +179,9 @@ def save_npz_atomic(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     try:
-        atomic_write_bytes(path, buf.getvalue())
-    except WriteError:
+        with overwriting():  # the cache folder is reslab's alone: a stale cache there is replaced
+            atomic_write_bytes(path, buf.getvalue())
+    except (WriteError, NotOurs):
         logging.getLogger(__name__).warning(
             f"note: could not write the cache {path}; the images will be decoded again next time."
         )

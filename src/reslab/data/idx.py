@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from reslab import files
 from reslab.data.dataset import Dataset, make_dataset
 from reslab.data.download import download
 from reslab.errors import UserError
@@ -53,11 +54,15 @@ IDX_FILES = {  # name -> md5 of the official gzipped file, per dataset
     },
 }
 
+# An IDX file of reslab's datasets is at most some 50 MB (MNIST's training images, unpacked).
+MAX_BYTES = 2**30
+
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped or not) as a uint8 numpy array of its declared shape."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = files.read_regular(path, MAX_BYTES, "dataset file", follow=True)
+        raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise UserError(f"{path} cannot be read ({e}); the file is damaged, replace it.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
