@@ -81,6 +81,10 @@ def test_every_file_a_command_wrote_is_refused_once_the_user_changed_it(capsys, 
     ok(capsys, argv)
     written = [p for p in proj.rglob("*") if p.is_file() and ".reslab" not in p.parts and "r1" not in p.parts]
     assert len(written) >= 3, written
+    if command == "responses":  # what it declares it writes is what it wrote, so it is all checked first
+        from reslab.analysis.common import outputs
+
+        assert set(outputs("responses")) == {str(p.relative_to(proj)) for p in written}
     for path in written:
         original = path.read_bytes()
         path.write_bytes(USER)
@@ -436,3 +440,50 @@ def test_without_dev_shm_an_experiment_trains_in_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "worker processes cannot start here" in done.stderr
     assert (tmp_path / "e" / "report.html").exists()
+
+
+# 6. No half-made run: every check that can refuse comes before the output is claimed.
+
+LATE_FAILURES = {
+    "a dataset that does not exist": ["--dataset", "imagefolder:{tmp}/none"],
+    "an --init-from that is not weights": ["--init-from", "{tmp}/notes.txt"],
+    "a network too big to build": ["--depth", "200000", "--arch", "resnet"],
+}
+
+
+@pytest.mark.parametrize("command", ["train", "demo", "experiment", "experiment init"])
+@pytest.mark.parametrize("failure", list(LATE_FAILURES))
+def test_a_refused_command_leaves_no_output_behind(capsys, tmp_path, command, failure):
+    (tmp_path / "notes.txt").write_text("not weights")
+    extra = [a.format(tmp=tmp_path) for a in LATE_FAILURES[failure]]
+    if command != "train" and ("--init-from" in extra or "--depth" in extra):
+        if "--init-from" in extra and command == "demo":
+            pytest.skip("the demo takes no --init-from")
+        extra = ["--depths", "200000"] if "--depth" in extra else extra
+    if command == "demo" and "--depths" in extra:
+        pytest.skip("the demo's depths are fixed")
+    argv = [*command.split(), "--dataset", "digits", "--iterations", "2", *extra, "--out", tmp_path / "out"]
+    if command == "demo":
+        argv = [a for a in argv if a not in ("--iterations", "2")]
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not (tmp_path / "out").exists(), f"{command} left {sorted(os.listdir(tmp_path / 'out'))} after: {err}"
+
+
+def test_a_read_only_home_costs_only_the_cache(shared_dir, monkeypatch):  # noqa: F811
+    """Clusters often mount HOME read-only: the decoded-image cache there is skipped with a note."""
+    from PIL import Image
+    from test_data import image_folder
+    from test_permissions import reslab_as_user
+
+    image_folder(shared_dir / "imgs", lambda p, i: Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(p))
+    home = shared_dir / "ro-home"
+    home.mkdir()
+    os.chmod(home, 0o555)
+    monkeypatch.delenv("RESLAB_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    argv = ["train", "--dataset", f"imagefolder:{shared_dir / 'imgs'}", "--depth", "8", "--iterations", "2"]
+    done = reslab_as_user(*argv, "--out", shared_dir / "r", home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not write the cache" in done.stderr and "Traceback" not in done.stderr

@@ -7,11 +7,9 @@ layered by settings.py. torch is imported inside the commands, so `reslab --help
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
-from reslab import settings
+from reslab import options, settings
 from reslab.config import SETTINGS
 from reslab.errors import ExperimentInterrupted, UserError
 from reslab.options import add_settings, float_list, int_list, non_negative_int, option_kwargs, positive_int
@@ -209,7 +207,7 @@ def add_train(sub) -> argparse.ArgumentParser:
         "config.json (no other flag needed)",
     )
     p.add_argument("--no-progress", action="store_true", help="one line per evaluation instead of a progress bar")
-    add_overwrite(p)
+    options.add_overwrite(p)
     add_print_config(p)
     add_settings(p, SETTINGS)
     return p
@@ -218,16 +216,8 @@ def add_train(sub) -> argparse.ArgumentParser:
 def add_report(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the self-contained HTML report of a demo or experiment directory")
     p.add_argument("dir", help="a demo or experiment directory, or a run directory")
-    add_overwrite(p)
+    options.add_overwrite(p)
     return p
-
-
-def add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace files in the output folder that reslab did not write (without it, they are refused)",
-    )
 
 
 def add_eval(sub) -> argparse.ArgumentParser:
@@ -263,7 +253,7 @@ def add_import(sub) -> argparse.ArgumentParser:
         "sha256-checked",
     )
     p.add_argument("--out", required=True, help="run directory to write")
-    add_overwrite(p)
+    options.add_overwrite(p)
     p.add_argument(
         "--mean",
         type=float_list,
@@ -306,7 +296,7 @@ def add_analyze_parsers(sub, full: bool) -> None:
         timing = " On a terminal a progress bar shows how far it is and how long it will take." if m.SLOW else ""
         a = asub.add_parser(name, help=m.HELP.split(":")[0].split(";")[0], description=m.HELP + "." + timing)
         m.add_args(a)
-        add_overwrite(a)
+        options.add_overwrite(a)
         add_output_options(a)
 
 
@@ -334,18 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         from reslab import commands, files, limits, log
 
         log.configure(getattr(args, "quiet", False), getattr(args, "verbose", False))
-        if "matplotlib" not in sys.modules:
-            # reslab draws on Figures of its own and opens no window: a backend named in MPLBACKEND
-            # is not needed, and one that does not exist would stop matplotlib's import.
-            os.environ.pop("MPLBACKEND", None)
-        try:
-            with files.overwriting(getattr(args, "overwrite", False)):
-                return commands.COMMANDS[args.command](args)
-        except (OSError, MemoryError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and not limits.out_of_memory(e):
-                raise
-            logging.getLogger("reslab").debug("the cause:", exc_info=True)  # shown with --verbose
-            raise UserError(limits.sentence(e)) from None
+        with limits.as_sentences(), files.overwriting(getattr(args, "overwrite", False)):
+            return commands.COMMANDS[args.command](args)
     except UserError as e:
         from reslab.distributed import RelayedError, env_rank
 

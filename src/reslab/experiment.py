@@ -251,6 +251,19 @@ def load_datasets(cells: list[TrainConfig]) -> None:
                 check_sizes(ds, c.subset, c.val_split, c.test_subset)
 
 
+def check_before_training(exp_dir: Path, cells: list[TrainConfig]) -> None:
+    """What can refuse the experiment, refused before anything is trained or written: a folder
+    of other files, a file of the user's where the report goes, a missing tensorboard."""
+    from reslab.report import OUTPUTS
+
+    runs.claim_dir(exp_dir, "experiment")
+    files.check_outputs(exp_dir, ["experiment.json", "summary.csv", *OUTPUTS])
+    if any(c.tensorboard for c in cells):
+        from reslab.progress import check_tensorboard
+
+        check_tensorboard()
+
+
 def run_experiment(
     exp_dir: Path,
     cells: list[TrainConfig],
@@ -264,14 +277,7 @@ def run_experiment(
     directories and summary."""
     runner = backend if backend is not None else LocalBackend()
     exp_dir = Path(exp_dir)
-    runs.claim_dir(exp_dir, "experiment")
-    from reslab.report import OUTPUTS
-
-    files.check_outputs(exp_dir, ["experiment.json", "summary.csv", *OUTPUTS])  # before any training
-    if any(c.tensorboard for c in cells):
-        from reslab.progress import check_tensorboard
-
-        check_tensorboard()
+    check_before_training(exp_dir, cells)
     stale = stale_cells(exp_dir, cells)
     refuse_stale(exp_dir, stale, overwrite)
     unfinished = [

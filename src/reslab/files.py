@@ -58,7 +58,7 @@ def own_folder(path: Path, levels: int = 1) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(
+        raise WriteError(
             f"could not make the folder {path} ({e.strerror or e}); fix the permissions or free "
             "some disk space, then run the same command again."
         ) from None
@@ -304,12 +304,18 @@ def check_outputs(folder: Path, names: list[str]) -> None:
         check_replaceable(path)
 
 
-def adopt(path: Path) -> None:
-    """Record a regular file already at `path` as reslab's (a run directory written before
-    records existed, which the caller has shown to be reslab's)."""
-    path = Path(path)
-    if is_regular(path) and not recorded(path):
-        write_record(path, {f"{digest(path)} {os.lstat(path).st_size}"})
+def adopt(folder: Path, names: tuple[str, ...]) -> None:
+    """Record the regular files `names` already in `folder` as reslab's (a run directory written
+    before records existed, which the caller has shown to be reslab's)."""
+    for path in (Path(folder) / name for name in names):
+        if is_regular(path) and not recorded(path):
+            write_record(path, {f"{digest(path)} {os.lstat(path).st_size}"})
+
+
+def is_own_entry(path: Path, names: tuple[str, ...]) -> bool:
+    """A lock (one of `names`), temporary file or records folder of reslab's own."""
+    regular = (path.name in names or path.name.startswith(TMP_PREFIX)) and is_regular(path)
+    return regular or path.name == RECORDS and is_real_dir(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -5,12 +5,34 @@ allocator errors) that reaches it into one of these; --verbose shows the origina
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import sys
+from contextlib import contextmanager
+
+from reslab.errors import UserError
 
 # What torch's allocators say when memory runs out (CPU, CUDA, MPS).
 OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "Cannot allocate memory", "MPS backend out of memory")
 
 WHERE = "choose another --out (for a dataset or a download, set --data-dir or RESLAB_DATA to a folder you can write)"
+
+
+@contextmanager
+def as_sentences():
+    """Within the block, the machine's limits become a UserError (one sentence, exit status 2);
+    the original goes to the debug log, which --verbose shows."""
+    if "matplotlib" not in sys.modules:
+        # reslab draws on Figures of its own and opens no window: a backend named in MPLBACKEND is
+        # not needed, and one that does not exist would stop matplotlib's import.
+        os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    except (OSError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not out_of_memory(e):
+            raise
+        logging.getLogger("reslab").debug("the cause:", exc_info=True)
+        raise UserError(sentence(e)) from None
 
 
 def out_of_memory(e: BaseException) -> bool:

@@ -128,6 +128,14 @@ def add_settings(parser: argparse.ArgumentParser, names: Iterable[str], **helps:
         target.add_argument(flag(name), dest=name, **option_kwargs(name, helps.get(name)))
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in the output folder that reslab did not write (without it, they are refused)",
+    )
+
+
 def option_kwargs(name: str, help: str | None = None) -> dict:
     """add_argument's keywords for a training setting: type, choices, default, help."""
     field, meta = SETTINGS[name], SETTINGS[name].metadata

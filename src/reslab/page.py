@@ -46,6 +46,8 @@ def drawn(name: str, alt: str, draw, *args) -> str:
     cannot be drawn costs only its own place on the page, with the reason."""
     try:
         return embed_png(draw(*args)[0], alt)
+    except (files.WriteError, files.NotOurs):
+        raise  # a full disk or a file of the user's in the way stops the report: nothing half-written
     except UserError as e:
         return f'<p class="note">The figure {escape(name)} is not shown: {escape(str(e))}</p>'
     except Exception as e:  # a matplotlib setting or font of this machine: the rest of the report stands

@@ -48,7 +48,6 @@ MAX_METRICS_BYTES = 256 * 2**20
 
 # Files reslab puts in a directory before it holds a run or an experiment (a lock, temporaries).
 OWN_NAMES = (".lock",)
-# The files of a run directory, all reslab's.
 RUN_FILES = ("config.json", "metrics.csv", "status.json", "checkpoint.pt", "model.safetensors")
 
 
@@ -380,12 +379,7 @@ def owner(path: Path) -> str | None:
     found = files.entries(path)
     if found is None:
         return None  # too many entries to inspect: not a folder reslab made
-    own_file = lambda p: (  # noqa: E731
-        (p.name in OWN_NAMES or p.name.startswith(files.TMP_PREFIX))
-        and files.is_regular(p)
-        or p.name == files.RECORDS
-        and files.is_real_dir(p)
-    )
+    own_file = lambda p: files.is_own_entry(p, OWN_NAMES)  # noqa: E731
     if all(own_file(p) for p in found):
         return "empty"
     # A folder of reslab runs and nothing else, as `reslab train` makes them: an experiment may take it.
@@ -451,6 +445,5 @@ def run_lock(run_dir: Path):
         for stale in run_dir.glob(f"{files.TMP_PREFIX}*.tmp"):
             stale.unlink(missing_ok=True)
         if not os.path.lexists(run_dir / files.RECORDS) and is_valid_run(run_dir):
-            for name in RUN_FILES:  # a run written before reslab kept records: its own files are reslab's
-                files.adopt(run_dir / name)
+            files.adopt(run_dir, RUN_FILES)  # a run written before reslab kept records: its files are reslab's
         yield

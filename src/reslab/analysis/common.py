@@ -64,20 +64,12 @@ def load_split(
     return LoadedRun(Path(run_dir), model, config, normalize(x, mean, std), y)
 
 
-# The figures each analysis draws, under OUT/figures (each as .png and .svg).
-FIGURES = {
-    "responses": ["responses"],
-    "lesion": ["lesion"],
-    "gradients": ["gradient_norms", "shattering"],
-    "landscape": ["landscape"],
-    "construct": ["construct"],
-    "identity": ["identity"],
-}
-
-
 def outputs(name: str) -> list[str]:
-    """The files analysis `name` writes, relative to its output folder."""
-    return [f"analyses/{name}.json"] + [f"figures/{f}{ext}" for f in FIGURES[name] for ext in (".png", ".svg")]
+    """The files analysis `name` writes, relative to its output folder: its JSON, and each figure
+    its module's FIGURES names, as .png and .svg."""
+    from reslab.analysis import load
+
+    return [f"analyses/{name}.json"] + [f"figures/{f}{ext}" for f in load(name).FIGURES for ext in (".png", ".svg")]
 
 
 def output_dir(run_dirs: list[Path], out: str | Path | None, name: str | None = None) -> Path:

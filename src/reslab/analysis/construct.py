@@ -78,6 +78,7 @@ def outputs_text(result: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze construct` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["construct"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "build a deeper net from a trained shallower one plus identity layers (Dirac convs with pass-through BN for "
     "plain nets, zeroed residual branches for residual nets); check it computes the same function, and compare "

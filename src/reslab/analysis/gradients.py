@@ -94,6 +94,7 @@ def correlation_spread(model: CifarNet, images: torch.Tensor, points: int = 128,
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze gradients` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["gradient_norms", "shattering"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "per-layer gradient norms at initialisation and after training (train-mode BN, one batch), and the "
     "correlation of input gradients at neighbouring inputs against depth (shattered gradients, at init)"

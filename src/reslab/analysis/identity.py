@@ -127,6 +127,7 @@ def finding(result: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze identity` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["identity"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "train k residual blocks and 2k plain conv-BN-ReLU layers (the same number of 3x3 convs) to reproduce their "
     "(non-negative) input; the relative error left against depth"

@@ -74,6 +74,7 @@ def surface(
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze landscape` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["landscape"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "loss along filter-normalised random directions (Li et al. 2018), 1D and 2D, BN in eval mode, on a fixed "
     "subset of the training images"

@@ -106,6 +106,7 @@ def random_deletions(
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze lesion` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["lesion"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "delete each residual block in turn at test time (keeping its shortcut), then k random blocks (Veit et al. "
     "2016); in plain nets a deleted block passes its input on, where the shape allows"

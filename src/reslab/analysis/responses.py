@@ -205,6 +205,7 @@ def findings(results: list[dict], key: str = "std") -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # `reslab analyze responses` (the parts every analysis has: analysis/__init__.py)
 
+FIGURES = ["responses"]  # under OUT/figures, each as .png and .svg
 HELP = (
     "layer responses (Fig. 7): std of each 3x3 layer's output after BN, before ReLU/addition, over the test set "
     "in eval mode, pooled over images, channels and positions; the mean per-channel std and |gamma| are reported "
