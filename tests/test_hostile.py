@@ -487,3 +487,19 @@ def test_a_read_only_home_costs_only_the_cache(shared_dir, monkeypatch):  # noqa
     done = reslab_as_user(*argv, "--out", shared_dir / "r", home=home)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "could not write the cache" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_tensorboard_that_breaks_on_import_is_one_sentence(capsys, monkeypatch, tmp_path):
+    import importlib.abc
+    import sys
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch.utils.tensorboard":
+                raise AttributeError("module 'numpy' has no attribute 'bool8'")  # a version mismatch, as met
+            return None
+
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    refused(capsys, ["train", "--dataset", "digits", "--tensorboard", "--out", tmp_path / "r"], "fails to import")
+    assert not (tmp_path / "r").exists()
