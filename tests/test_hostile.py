@@ -503,3 +503,19 @@ def test_a_tensorboard_that_breaks_on_import_is_one_sentence(capsys, monkeypatch
     monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
     refused(capsys, ["train", "--dataset", "digits", "--tensorboard", "--out", tmp_path / "r"], "fails to import")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_user_with_no_home_can_still_train(shared_dir):  # noqa: F811
+    """A container's arbitrary user: no HOME and no entry in the password database."""
+    import shutil as sh
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or sh.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as a user the password database does not know")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "RESLAB_DATA")}
+    argv = ["train", "--dataset", "digits", "--depth", "8", "--iterations", "2", "--out", shared_dir / "r"]
+    cmd = ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", sys.executable, "-m", "reslab", *argv]
+    done = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env, cwd=shared_dir, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (shared_dir / "r" / "model.safetensors").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,20 @@ import torch
 
 from reslab.errors import UserError
 
-DEFAULT_DATA_DIR = Path(os.environ.get("RESLAB_DATA", Path.home() / ".cache" / "reslab" / "data"))
+
+def data_root() -> Path:
+    """Where downloads and caches go: $RESLAB_DATA, else ~/.cache/reslab/data. A process with no
+    home (a container's user with neither HOME nor an entry in the password database) uses a
+    folder of its own under the system's temporary directory instead of failing at start."""
+    if os.environ.get("RESLAB_DATA"):
+        return Path(os.environ["RESLAB_DATA"])
+    try:
+        return Path.home() / ".cache" / "reslab" / "data"
+    except RuntimeError:
+        return Path(tempfile.gettempdir()) / f"reslab-{os.getuid()}" / "data"
+
+
+DEFAULT_DATA_DIR = data_root()
 
 
 @dataclass
