@@ -143,8 +143,11 @@ def near_identity(rows: list[dict]) -> Verdict:
         return Verdict(claim, None, "needs finished ResNets.", False)
     blocks = [(b["ratio"], b, r) for r in res for b in r["end"]["blocks"] if b["ratio"] is not None]
     largest, block, run = max(blocks, key=lambda t: t[0])
-    means = ", ".join(f"{r['label']} at {r['scale']:g}: {r['end_ratio']:.2f}" for r in res)
+    seeds = len({r["seed"] for r in res}) > 1
+    name = lambda r: f"{r['label']} at {r['scale']:g}" + (f" (seed {r['seed']})" if seeds else "")  # noqa: E731
+    means = ", ".join(f"{name(r)}: {r['end_ratio']:.2f}" for r in res)
     where = f"block {block['block']} of {run['label']} at scale {run['scale']:g}"
+    where += f", seed {run['seed']}" if seeds else ""
     if block.get("downsampling"):
         where += ", a downsampling block, whose shortcut carries zeros in half its channels"
     text = f"mean ‖F(x)‖ / ‖shortcut‖ after training: {means}; the largest single block: {largest:.2f} ({where})."
