@@ -279,15 +279,12 @@ def check_replaceable(path: Path) -> None:
     """Refuse, naming it, a file at `path` that reslab would replace without having written it."""
     path = Path(path)
     try:
-        os.lstat(path)  # a path the file system cannot hold (too long, through a file) is said now
+        st = os.lstat(path)  # a path the file system cannot hold (too long, through a file) is said now
     except FileNotFoundError:
         return
     if _overwrite or is_ours(path):
         return
-    try:
-        what = "a file" if stat.S_ISREG(os.lstat(path).st_mode) else kind_of(os.lstat(path).st_mode)
-    except OSError:
-        what = "a file"
+    what = "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
     raise NotOurs(
         f"{path} is {what} that reslab did not write (or that was changed since), so it is not replaced. "
         "Move it away, or add --overwrite to replace it."
@@ -297,11 +294,10 @@ def check_replaceable(path: Path) -> None:
 def check_outputs(folder: Path, names: list[str]) -> None:
     """check_replaceable for every file a command will write under `folder`, before it starts."""
     for name in names:
-        path = Path(folder) / name
-        for part in reversed(path.relative_to(folder).parents[:-1]):  # figures/ as a link: said as such
+        for part in reversed(Path(name).parents[:-1]):  # figures/ as a link: said as such
             if os.path.lexists(Path(folder) / part):
-                own_folder(Path(folder) / part, levels=1)
-        check_replaceable(path)
+                own_folder(Path(folder) / part)
+        check_replaceable(Path(folder) / name)
 
 
 def adopt(folder: Path, names: tuple[str, ...]) -> None:
