@@ -187,7 +187,9 @@ def test_a_crafted_config_cannot_write_elsewhere(cli, tmp_path):
     config = json.loads((out / "config.json").read_text())
     config["model"]["depth"] = "../../../escaped"
     (out / "config.json").write_text(json.dumps(config))
-    assert_user_error(cli("analyze", "construct", "--from", out, "--depth", "14"), "model.depth missing")
+    assert_user_error(
+        cli("analyze", "construct", "--from", out, "--depth", "14"), "model.depth: expected `int`, got `str`"
+    )
     config["model"]["depth"], config["model"]["arch"] = 8, "../../escaped"
     (out / "config.json").write_text(json.dumps(config))
     assert_user_error(

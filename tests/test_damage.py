@@ -159,3 +159,53 @@ def test_a_damaged_loop_state_in_a_checkpoint_is_refused(experiment, tmp_path, c
         assert main([str(a) for a in argv]) == 2, (key, bad)
         err = capsys.readouterr().err
         assert "checkpoint.pt does not fit this run" in err, (key, bad, err)
+
+
+ANALYSES = {
+    "responses": ["--limit", "64"],
+    "lesion": ["--samples", "1", "--limit", "64"],
+    "gradients": ["--images", "8", "--points", "8", "--lines", "2", "--depths", "8"],
+    "landscape": ["--resolution", "3", "--images", "16"],
+}
+
+
+@pytest.fixture(scope="module")
+def analysed(experiment, tmp_path_factory):
+    """The experiment with every analysis's result, each written by its own command."""
+    exp = tmp_path_factory.mktemp("analysed") / "exp"
+    shutil.copytree(experiment, exp)
+    shutil.rmtree(exp / "analyses")
+    cells = [str(exp / "plain-8-seed0"), str(exp / "resnet-8-seed0")]
+    for name, options in ANALYSES.items():
+        assert main(["analyze", name, *cells, *options, "--quiet"]) == 0, name
+    assert main(["analyze", "identity", "--steps", "2", "--max-layers", "4", "--out", str(exp), "--quiet"]) == 0
+    argv = ["analyze", "construct", "--from", cells[1], "--depth", "14", "--limit", "64", "--out", str(exp), "--quiet"]
+    assert main(argv) == 0
+    return exp
+
+
+def test_every_damaged_analysis_value_costs_its_own_section(analysed, tmp_path, capsys, no_rendering):
+    """Each value of each analysis's JSON in turn replaced by a damaging one: the report is still
+    written, with that analysis's section saying why it could not be shown (or, where the damage
+    is a value the analysis could have written, the section as usual); never a traceback."""
+    names = sorted(p.stem for p in (analysed / "analyses").glob("*.json"))
+    assert names == ["construct", "gradients", "identity", "landscape", "lesion", "responses"]
+    shown, refused = 0, 0
+    for name in names:
+        rel = f"analyses/{name}.json"
+        doc = json.loads((analysed / rel).read_text())
+        for i, where in enumerate(leaves(doc)):
+            bad = DAMAGE[i % len(DAMAGE)]
+            exp = tmp_path / "exp"
+            shutil.rmtree(exp, ignore_errors=True)
+            shutil.copytree(analysed, exp, ignore=shutil.ignore_patterns("figures"))
+            (exp / rel).write_text(json.dumps(replaced(doc, where, bad)))
+            case = f"{rel} {'.'.join(map(str, where))} = {str(bad)[:40]}"
+            code, err, html = report_of(exp, capsys)  # any exception but a UserError fails the test here
+            assert code == 0, (case, err)
+            assert "Traceback" not in html, case
+            if f"{name}.json could not be shown" in html:
+                refused += 1
+            else:
+                shown += 1
+    assert refused > 100 and shown > 0, (refused, shown)  # some damage is a value that could be

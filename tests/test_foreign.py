@@ -77,6 +77,9 @@ def test_figures_folder_that_is_a_link_is_refused(capsys, tmp_path):
     assert (victim / "error_curves.png").read_bytes() == SECRET
 
 
+IDENTITY = {"steps": 1, "plain": [{"convs": 2, "k": 2, "error": 1.0}], "residual": [{"convs": 2, "k": 1, "error": 0.1}]}
+
+
 def test_analyses_folder_that_is_a_link_is_refused(tmp_path):
     from reslab.analysis.common import write_result
 
@@ -85,7 +88,7 @@ def test_analyses_folder_that_is_a_link_is_refused(tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "analyses").symlink_to(victim)
     with pytest.raises(UserError, match="symbolic link"):
-        write_result(tmp_path / "exp", "identity", {"steps": 1})
+        write_result(tmp_path / "exp", "identity", IDENTITY)
     assert list(victim.iterdir()) == []
 
 

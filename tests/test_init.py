@@ -131,3 +131,10 @@ def test_a_small_init_experiment_runs_reports_and_does_not_train_again(tmp_path,
     assert main(argv) == 0
     assert "4 of 4 runs already finished; 0 to run" in capsys.readouterr().out
     assert (tmp_path / "e" / "scale-1" / "resnet-14-seed0" / "metrics.csv").read_bytes() == before
+    # The record read back on --resume is checked against its schema (init_study.InitRecord).
+    record = tmp_path / "e" / "init.json"
+    assert main(["experiment", "init", "--resume", "--out", str(tmp_path / "e")]) == 0
+    assert "4 of 4 runs already finished" in capsys.readouterr().out
+    record.write_text(record.read_text().replace('"scales": [\n    1.0,', '"scales": [\n    "1",'))
+    assert main(["experiment", "init", "--resume", "--out", str(tmp_path / "e")]) == 2
+    assert "init.json is damaged: scales[0]: expected `float`, got `str`" in capsys.readouterr().err

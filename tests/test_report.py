@@ -18,41 +18,40 @@ def crafted_experiment(root):
     fake_run(root, "plain", 8, 0, [0.5, 0.4], 0.5)
     fake_run(root, "resnet", 8, 0, [0.5, 0.3], 0.4)
     a = root / "analyses"
-    files.write_json(a / "lesion.json", {"images": CRAFTED, "samples": CRAFTED, "runs": []})
+    # Every text an analysis file may hold is crafted; where a number belongs, a text is refused
+    # by the file's schema (identity.json here), so that section says why instead.
+    run = {"run": CRAFTED, "label": CRAFTED, "arch": "resnet", "depth": 8}
+    single = [{"block": 1, "downsampling": False, "error": 0.2}]
+    lesion = {
+        "images": 5,
+        "samples": 1,
+        "runs": [{**run, "baseline": 0.1, "blocks": 1, "single": single, "random": []}],
+    }
+    files.write_json(a / "lesion.json", lesion)
+    row = {"arch": CRAFTED, "depth": 8, "correlation": 0.5, "correlation_std": 0.0, "values": [0.5]}
     files.write_json(
-        a / "gradients.json",
-        {"images": CRAFTED, "points": CRAFTED, "lines": CRAFTED, "runs": [], "shattering": {"rows": []}},
+        a / "gradients.json", {"images": 5, "points": 4, "lines": 1, "runs": [], "shattering": {"rows": [row]}}
     )
-    files.write_json(
-        a / "landscape.json",
-        {
-            "images": CRAFTED,
-            "resolution": CRAFTED,
-            "span": CRAFTED,
-            "runs": [{"label": "x", "axis": [0], "grid": [[1.0]], "local_minima": CRAFTED}],
-        },
-    )
-    files.write_json(
-        a / "construct.json",
-        {
-            "results": [
-                {
-                    "arch": "plain",
-                    "depth": 14,
-                    "source_label": "plain-8",
-                    "identity_blocks": CRAFTED,
-                    "max_abs_difference": 0.0,
-                    "source_train_error": 0.1,
-                    "constructed_train_error": 0.1,
-                }
-            ]
-        },
-    )
-    files.write_json(
-        a / "identity.json",
-        {"steps": 1, "plain": [{"k": CRAFTED, "error": 1.0}], "residual": [{"k": CRAFTED, "error": 0.1}]},
-    )
-    files.write_json(a / "responses.json", {"images": 5, "split": "test", "runs": "not a list", "findings": []})
+    surface = {
+        **run,
+        "axis": [0.0],
+        "line": [1.0],
+        "line_error": [0.5],
+        "grid": [[1.0]],
+        "local_minima": 0,
+        "seconds": 1.0,
+    }
+    landscape = {"images": 5, "resolution": 1, "span": 1.0, "precision": "fp32", "runs": [surface]}
+    files.write_json(a / "landscape.json", landscape)
+    made = {"source": CRAFTED, "source_label": CRAFTED, "arch": "plain", "from_depth": 8, "depth": 14}
+    made |= {"identity_blocks": 3, "images": 5, "max_abs_difference": 0.0, "same_predictions": True}
+    made |= {"source_train_error": 0.1, "constructed_train_error": 0.1}
+    files.write_json(a / "construct.json", {"results": [made]})
+    files.write_json(a / "identity.json", {"steps": 1, "plain": CRAFTED, "residual": []})
+    layers = [{"layer": CRAFTED, "std": 1.0, "std_per_channel": 1.0, "gamma": 1.0}]
+    finding = {"claim": CRAFTED, "holds": None, "text": CRAFTED}
+    responses = {"images": 5, "split": CRAFTED, "runs": [{**run, "layers": layers}], "findings": [finding]}
+    files.write_json(a / "responses.json", responses)
 
 
 def test_report_escapes_crafted_analysis_files(tmp_path):
@@ -62,7 +61,7 @@ def test_report_escapes_crafted_analysis_files(tmp_path):
     html = build_report(tmp_path)
     assert "<script" not in html
     assert html.count("&lt;script&gt;") >= 8
-    assert "analyses/responses.json could not be shown" in html
+    assert "analyses/identity.json could not be shown" in html
 
 
 def test_report_escapes_crafted_files_in_a_real_browser(tmp_path):

@@ -31,15 +31,19 @@ def test_a_config_reads_back_as_it_was_written(tmp_path):
 @pytest.mark.parametrize(
     "section, key, value, phrase",
     [
-        ("train", "lr", "fast", "train section is not valid"),
-        ("train", "colour", "red", "unknown keys: colour"),
-        ("model", "depth", "8", "model.depth missing or of the wrong type"),
-        ("model", "layers", 3, "unknown model fields"),
-        ("resolved", "parameters", 1.5, "resolved.parameters"),
-        ("data", "name", None, "data.name"),
-        ("resolved", "colour", 1, "unknown keys in resolved: colour"),
-        ("data", "colour", 1, "unknown keys in data: colour"),
-        ("resolved", "milestones", [1, "2"], "resolved.milestones"),
+        ("train", "lr", "fast", "train.lr: expected `float`, got `str`"),
+        ("train", "lr", -1.0, "train section is not valid"),
+        ("train", "colour", "red", "train: object contains unknown field `colour`"),
+        ("model", "depth", "8", "model.depth: expected `int`, got `str`"),
+        ("model", "depth", 0, "model.depth: expected `int` >= 1"),
+        ("model", "shortcut", "D", "model.shortcut: expected `str` matching regex"),
+        ("model", "arch", "vgg", "model.arch 'vgg' is not a network reslab builds"),
+        ("model", "layers", 3, "model: object contains unknown field `layers`"),
+        ("resolved", "parameters", 1.5, "resolved.parameters: expected `int`, got `float`"),
+        ("data", "name", None, "data.name: expected `str`, got `null`"),
+        ("resolved", "colour", 1, "resolved: object contains unknown field `colour`"),
+        ("data", "colour", 1, "data: object contains unknown field `colour`"),
+        ("resolved", "milestones", [1, "2"], "resolved.milestones\\[1\\]: expected `int`, got `str`"),
     ],
 )
 def test_a_damaged_field_is_one_sentence_and_nothing_is_written(tmp_path, section, key, value, phrase):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from reslab.errors import UserError
 
@@ -161,20 +161,14 @@ class TrainConfig:
         "run",
     )
 
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown or not d:
-            raise UserError(f"not a reslab training configuration (unknown keys: {', '.join(sorted(unknown)) or '-'}).")
-        return cls(**d)
-
     def check_types(self) -> None:
-        """Every field of the type it must have (a config.json may come from anyone)."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if not of_type(v, str(f.type)):
-                raise UserError(f"the training setting {f.name} must be {str(f.type).replace('|', 'or')}, got {v!r}.")
+        """Every field of the type it must have (a config built in Python, or read from a file)."""
+        from reslab import schema
+
+        try:
+            schema.convert(asdict(self), TrainConfig)
+        except schema.Invalid as e:
+            raise UserError(f"the training setting {e}.") from None
 
     def model_config(self, num_classes: int, in_channels: int):
         from reslab.models import ModelConfig
@@ -234,19 +228,6 @@ def refuse_unused(cells: list[TrainConfig]) -> None:
         )
 
 
-def of_type(v: Any, kind: str) -> bool:
-    """Whether `v`, read from JSON or YAML, is of the annotated type `kind` (bool is no number)."""
-    if v is None:
-        return kind.endswith("| None")
-    base = kind.removesuffix(" | None")
-    if base == "list[float]":
-        return isinstance(v, list) and all(of_type(m, "float") for m in v)
-    if isinstance(v, bool):
-        return base == "bool"
-    kinds: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
-    return isinstance(v, kinds[base])
-
-
 # Upper limits beside the fields' minimums: fractions, and sizes and lengths a machine can hold (depth and
 # width are bounded by the network's size, models.check_size, which says how large it would be).
 MAXIMUM = {
@@ -295,6 +276,7 @@ def flag(name: str) -> str:
 
 
 SETTINGS = {f.name: f for f in fields(TrainConfig)}
+TYPES = get_type_hints(TrainConfig)  # each setting's type, for values read from a file
 
 
 def default(name: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -335,12 +336,32 @@ def read_json(path: Path):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); the file is damaged.") from None
     except RecursionError:
-        value = [[]] * (schema.MAX_DEPTH + 2)  # so deep that json itself gave up
+        value = [[]] * (MAX_DEPTH + 2)  # so deep that json itself gave up
     except ValueError as e:
         raise UserError(f"{path} is damaged ({e}).") from None
-    if why := schema.sane(value):
+    if why := sane(value):
         raise UserError(f"{path} is damaged: it {why}, which no file of reslab's does.")
     return value
+
+
+# Bounds no JSON file of reslab's comes near: deeper nesting, longer texts or lists are damage.
+MAX_DEPTH, MAX_ITEMS = 32, 1_000_000
+
+
+def sane(value, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be one reslab wrote (too deep, too long, not finite), or None."""
+    if depth > MAX_DEPTH:
+        return "nested too deeply"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"holds {value}"
+    if isinstance(value, str) and len(value) > schema.MAX_TEXT:
+        return f"holds a text of {len(value):,} characters"
+    if isinstance(value, (list, dict)):
+        if len(value) > MAX_ITEMS:
+            return f"holds {len(value):,} items"
+        items = value.values() if isinstance(value, dict) else value
+        return next((why for v in items if (why := sane(v, depth + 1))), None)
+    return None
 
 
 def refuse_constant(name: str):

@@ -16,14 +16,30 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
 
 from reslab.errors import UserError
+from reslab.schema import Count, Name, NonNegative, Record, Text, Verdict
 
 SCALES = (1.0, 0.3, 0.1, 0.0)
 MEASURED_IMAGES = 256  # the fixed batch the branches are measured on
 # What `experiment init` changes of the experiment's defaults (a preset or typed options win).
 DEFAULTS = {"depths": [20, 56], "out": "runs/init"}
 OWN = {"init.json", "report.html", "figures"}  # what reslab writes at the top of OUT
+
+
+class InitRecord(Record):
+    """OUT/init.json: the grid, every run's measurements (rows of study(); not read back) and the verdicts."""
+
+    scales: Annotated[list[NonNegative], msgspec.Meta(min_length=1)]
+    archs: list[Name]
+    depths: list[Count]
+    seeds: list[Count]
+    runs: list[dict[str, Any]]
+    title: Text
+    verdicts: list[Verdict]
 
 
 def scale_dir(out: Path, scale: float) -> Path:
@@ -82,9 +98,10 @@ def run(
             scale_dir(out, scale), run_grid(scale_dir(out, scale), cfg, archs, depths, seeds, spec, backend, overwrite)
         )
     found = {"scales": scales, "archs": archs, "depths": depths, "seeds": seeds, **study(out, scales)}
-    from reslab.files import write_json
+    from reslab import files, schema
 
-    write_json(out / "init.json", found)
+    schema.convert(found, InitRecord)  # as a resume will read it
+    files.write_json(out / "init.json", found)
     found["report"] = write_report(out, found)
     found["grids"] = grids
     return found

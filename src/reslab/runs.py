@@ -16,30 +16,21 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from reslab import checkpoints, files, schema
 from reslab.config import TrainConfig, differences, recipe
 from reslab.errors import UserError
-from reslab.models import ModelConfig, display
+from reslab.models import ARCHS, ModelConfig, display
+from reslab.schema import METRIC_FIELDS, Count, DataInfo, Resolved, Status, check_rows
 
-METRIC_FIELDS = [
-    "epoch",
-    "iteration",
-    "lr",
-    "train_loss",
-    "train_error",
-    "val_loss",
-    "val_error",
-    "test_loss",
-    "test_error",
-    "seconds",
-    "images_per_second",
-]
 # Columns that depend on wall-clock time, not on the computation; ignored when runs are compared.
 TIMING_FIELDS = ("seconds", "images_per_second")
 # metrics.csv holds one short row per evaluation: a million rows are some 100 MB.
@@ -79,11 +70,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
         for r in reader:
             if None in r or None in r.values():
                 raise ValueError(f"row {reader.line_num} has {'too many' if None in r else 'too few'} values")
-            row = {k: (float(v) if v != "" else None) for k, v in r.items()}
-            if row["iteration"] is None or row["train_error"] is None or row["test_error"] is None:
-                raise ValueError(f"row {reader.line_num} has no iteration or errors")
-            schema.check_row(row, rows[-1] if rows else None, reader.line_num)
-            rows.append(row)
+            rows.append({k: (float(v) if v != "" else None) for k, v in r.items()})
+        check_rows(rows)
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(
             f"{path} is damaged ({str(e).splitlines()[0][:120]}); it is not the metrics file reslab wrote. "
@@ -92,11 +80,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-RUN_STATES = ("new", "running", "finished", "failed", "diverged", "interrupted")
-
-
 def write_status(run_dir: Path, state: str, message: str = "", **extra) -> None:
-    files.write_json(Path(run_dir) / "status.json", {"state": state, "message": message, **extra})
+    status = Status(state=state, message=message, **extra)  # type: ignore[arg-type]
+    files.write_json(Path(run_dir) / "status.json", msgspec.to_builtins(status))
 
 
 def read_status(run_dir: Path) -> dict:
@@ -104,89 +90,12 @@ def read_status(run_dir: Path) -> dict:
     if not path.exists():
         return {"state": "new", "message": ""}
     status = files.read_json(path)
-    if (
-        not isinstance(status, dict)
-        or status.get("state") not in RUN_STATES
-        or not isinstance(status.get("message", ""), str)
-    ):
-        raise UserError(f"{path} is damaged (no valid state); restore it or delete the run.")
-    counts = [k for k in ("iteration", "total", "pid") if k in status and not schema.is_count(status[k])]
-    texts = [k for k in ("message", "host") if not isinstance(v := status.get(k, ""), str) or len(v) > schema.MAX_TEXT]
-    if counts or texts:
-        raise UserError(f"{path} is damaged ({', '.join(counts + texts)} not valid); restore it or delete the run.")
+    schema.read(status, Status, path)
     return status
 
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").exists()
-
-
-class Section:
-    """A section of config.json as a dataclass: written without the values it does not know
-    (None), read back key by key, every value checked (schema), an unknown key refused."""
-
-    SECTION = ""
-    CHECKS: dict = {}
-    REQUIRED: tuple[str, ...] = ()
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None or k in schema.UNKNOWN_OK}  # type: ignore[call-overload]
-
-    @classmethod
-    def from_json(cls, d: dict, path: Path):
-        unknown = sorted(set(d) - set(cls.CHECKS))
-        bad = [f"{cls.SECTION}.{k}" for k in cls.REQUIRED if k not in d]
-        bad += schema.wrong_fields(cls.SECTION, d, cls.CHECKS)
-        if unknown or bad:
-            what = f"unknown keys in {cls.SECTION}: {', '.join(map(str, unknown))[:200]}" if unknown else ""
-            what = what or f"{', '.join(bad)} missing or of the wrong type"
-            raise UserError(f"{path} is damaged: {what}.")
-        return cls(**d)
-
-
-@dataclass
-class Resolved(Section):
-    """config.json's `resolved`: what a run's settings became (the counts measured on the built
-    network, the length in iterations, what each `auto` chose). None: not recorded, as for a
-    network trained elsewhere (its length) or one built rather than trained."""
-
-    parameters: int
-    macs: int
-    normalization: dict | None = None  # {"mean": [...], "std": [...]}, one value per input channel
-    iterations: int | None = None
-    milestones: list[int] = field(default_factory=list)
-    epochs: float | None = None
-    steps_per_epoch: int | None = None
-    batch_size: int | None = None
-    batch_per_process: int | None = None
-    processes: int | None = None
-    eval_every: int | None = None
-    augment: bool | None = None
-    augment_pad: int | None = None
-    warmup: bool | None = None
-    precision: str | None = None
-    compile: bool | None = None
-    cuda_graphs: bool | None = None
-    batchnorm: str | None = None
-
-    SECTION, CHECKS, REQUIRED = "resolved", schema.RESOLVED, ("parameters", "macs")
-
-
-@dataclass
-class DataInfo(Section):
-    """config.json's `data`: what the run was trained on (sizes None: not recorded, as for a
-    network trained elsewhere)."""
-
-    name: str
-    classes: list[str]
-    image_shape: list[int]  # channels, height, width, after any resizing
-    train_size: int | None = None
-    val_size: int | None = 0
-    test_size: int | None = None
-    source: str | None = None
-    resized_from: list[int] | None = None
-
-    SECTION, CHECKS, REQUIRED = "data", schema.DATA, ("name", "classes", "image_shape")
 
 
 @dataclass
@@ -222,26 +131,14 @@ class RunConfig:
         sections = ("train", "model", "resolved", "data")
         if not isinstance(d, dict) or not all(isinstance(d.get(k), dict) for k in sections):
             raise UserError(f"{path} is not a reslab run configuration (it needs the sections {', '.join(sections)}).")
+        config = schema.read(d, cls, path)
         try:
-            train = TrainConfig.from_dict(d["train"])
-            train.check_types()
-            train.check_values()
-        except (UserError, TypeError) as e:
+            config.train.check_values()
+        except UserError as e:
             raise UserError(f"{path} is damaged: its train section is not valid ({e}).") from None
-        model = ModelConfig.from_dict(d["model"], path)
-        resolved, data = Resolved.from_json(d["resolved"], path), DataInfo.from_json(d["data"], path)
-        extra = {k: d.get(k) for k in ("environment", "imported", "constructed")}
-        bad = [k for k, v in extra.items() if v is not None and not isinstance(v, dict)]
-        if bad:
-            raise UserError(f"{path} is damaged: {', '.join(bad)} missing or of the wrong type.")
-        return cls(
-            train,
-            model,
-            resolved,
-            data,
-            extra["environment"] or {},
-            **{k: extra[k] for k in ("imported", "constructed")},
-        )
+        if config.model.arch not in ARCHS:  # a registry: architectures may be added
+            raise UserError(f"{path} is damaged: model.arch '{config.model.arch}' is not a network reslab builds.")
+        return config
 
     parameters = property(lambda self: self.resolved.parameters)
     macs = property(lambda self: self.resolved.macs)
@@ -249,19 +146,14 @@ class RunConfig:
 
     def normalization(self, path: Path = Path("config.json")) -> tuple[list[float], list[float]]:
         """The per-channel mean and std the run's inputs were normalised with."""
-        norm = self.resolved.normalization
-        ok = isinstance(norm, dict) and all(
-            isinstance(norm.get(k), list)
-            and len(norm[k]) == self.model.in_channels
-            and all(type(v) in (int, float) and math.isfinite(v) for v in norm[k])
-            for k in ("mean", "std")
-        )
-        if not ok or not isinstance(norm, dict) or not all(v > 0 for v in norm["std"]):
+        norm = self.resolved.normalization or {}  # each value a finite number: Resolved
+        mean, std = norm.get("mean", []), norm.get("std", [])
+        if not len(mean) == len(std) == self.model.in_channels or not all(v > 0 for v in std):
             raise UserError(
                 f"{path} has no valid resolved.normalization (a mean and a positive std for each of the "
                 f"network's {self.model.in_channels} input channels)."
             )
-        return norm["mean"], norm["std"]
+        return mean, std
 
 
 def read_config(run_dir: Path) -> RunConfig:
@@ -339,22 +231,46 @@ def gather(exp_dir: Path) -> tuple[list[RunRecord], list[tuple[str, str]]]:
     return together, skipped
 
 
+Cell = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]*-[0-9]+-seed[0-9]+$")]
+
+
+class Experiment(schema.Record):
+    """experiment.json: what was asked (kind, grid, recipe); the recipe is a valid TrainConfig's."""
+
+    kind: Literal["demo", "degradation"]
+    cells: Annotated[list[Cell], msgspec.Meta(min_length=1, max_length=100_000)]
+    recipe: dict[str, Any]
+    archs: Annotated[str, msgspec.Meta(max_length=1000)] | UnsetType = UNSET
+    dataset: Annotated[str, msgspec.Meta(max_length=5000)] | UnsetType = UNSET
+    depths: Annotated[list[Count], msgspec.Meta(max_length=1000)] | UnsetType = UNSET
+    seeds: Count | Annotated[list[Count], msgspec.Meta(max_length=10_000)] | UnsetType = UNSET
+    epochs: Annotated[float, msgspec.Meta(gt=0, le=schema.BIG)] | None | UnsetType = UNSET
+    subset: Count | None | UnsetType = UNSET
+    preset: Annotated[str, msgspec.Meta(max_length=100)] | UnsetType = UNSET
+    command: Annotated[str, msgspec.Meta(max_length=2000)] | UnsetType = UNSET
+
+    def __post_init__(self):
+        try:
+            schema.convert(self.recipe, TrainConfig).check_values()
+        except (schema.Invalid, UserError) as e:
+            raise ValueError(f"recipe.{e}") from None
+
+
 def read_experiment(exp_dir: Path) -> dict:
     """experiment.json, checked key by key: the content, not the name, proves a folder is an
     experiment of reslab's (a sweep of another tool's may hold a file of that name)."""
     path = Path(exp_dir) / "experiment.json"
     record = files.read_json(path)
-    if not isinstance(record, dict):
-        raise UserError(f"{path} is not a reslab experiment file (it needs kind, cells and recipe).")
-    if wrong := schema.wrong_experiment_fields(record):
-        raise UserError(f"{path} is not a valid reslab experiment file ({', '.join(wrong)[:200]}).")
+    try:
+        schema.convert(record, Experiment)
+    except schema.Invalid as e:
+        raise UserError(f"{path} is not a valid reslab experiment file ({e}).") from None
     return record
 
 
 def write_experiment(exp_dir: Path, record: dict) -> None:
     """experiment.json, checked as a reader will check it before anything is written."""
-    if wrong := schema.wrong_experiment_fields(record):
-        raise ValueError(f"an experiment record with invalid fields: {wrong}")
+    schema.convert(record, Experiment)
     files.write_json(Path(exp_dir) / "experiment.json", record)
 
 

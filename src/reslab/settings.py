@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reslab import config
-from reslab.config import SETTINGS, TrainConfig, flag, of_type, out_of_range
+from reslab import config, schema
+from reslab.config import SETTINGS, TYPES, TrainConfig, flag, out_of_range
 from reslab.errors import UserError
 from reslab.options import int_list, non_negative_int, positive_int
 from reslab.presets import PRESETS
@@ -138,7 +138,7 @@ def check_value(name: str, v: Any, action: argparse.Action | None, where: str) -
     """A value read from a file: of the type its option parses to, and in range."""
     if name in SETTINGS:
         kind = str(SETTINGS[name].type)
-        problem = None if of_type(v, kind) else f"must be {kind.replace('|', 'or')}"
+        problem = None if schema.fits(v, TYPES[name]) else f"must be {kind.replace('|', 'or')}"
         problem = problem or out_of_range(name, v)
     elif name == "preset":
         problem = None if v is None or v in PRESETS else f"must be one of {', '.join(PRESETS)}"
@@ -173,11 +173,10 @@ def resumed(args: argparse.Namespace, known: dict) -> dict:
 
     out = Path(resume_dir(args))
     if (out / "init.json").exists() and "scales" in known:  # an init experiment: its grid and one scale's recipe
-        record = files.read_json(out / "init.json")
-        scales = record.get("scales") if isinstance(record, dict) else None
-        if not isinstance(scales, list) or not scales or not all(of_type(s, "float") for s in scales):
-            scales = None
-        if scales is None or not (out / f"scale-{scales[0]:g}").is_dir():
+        from reslab.init_study import InitRecord
+
+        scales = schema.read(files.read_json(out / "init.json"), InitRecord, out / "init.json").scales
+        if not (out / f"scale-{scales[0]:g}").is_dir():
             raise UserError(f"{out}/init.json is not an init experiment's record; run the experiment again.")
         values = resumed_grid(out / f"scale-{scales[0]:g}", known)
         values.pop("block_gamma", None)

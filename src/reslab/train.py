@@ -260,6 +260,16 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+class LoopCounters(schema.Record):
+    """A checkpoint's loop state less its running sums (tensors, checked on their own)."""
+
+    iteration: schema.Count
+    rows: list[schema.MetricsRow]  # metrics.csv so far
+    warmup_until: schema.Count | None  # None: the paper's low-lr start has not ended
+    seen: schema.Count  # images
+    seconds: schema.NonNegative
+
+
 @dataclass
 class TrainState:
     """Everything that changes during training: model, optimizer, the generators of data order
@@ -279,7 +289,7 @@ class TrainState:
     epoch_order_state: torch.Tensor | None = None  # order_gen before this epoch's draw
     perm: torch.Tensor | None = None  # this epoch's data order
 
-    COUNTERS = ("iteration", "rows", "warmup_until", "seen", "seconds")
+    COUNTERS = tuple(LoopCounters.__struct_fields__)
     SUMS = ("loss_sum", "wrong", "window_wrong", "first_bad")
 
     @classmethod
@@ -327,40 +337,16 @@ class TrainState:
         self.aug_gen.set_state(saved["augment_rng"])
         torch.set_rng_state(saved["torch_rng"])
         loop = dict(saved["loop"])
-        for k in self.SUMS:
-            getattr(self.sums, k).copy_(loop.pop(k))
-        for k in self.COUNTERS:
-            setattr(self, k, loop.pop(k))
-        if loop:
-            raise KeyError(f"unknown loop entries {sorted(loop)}")
-        self.check_counters(total)
-        self.sums.iteration.fill_(self.iteration)
-
-    def check_counters(self, total: int) -> None:
-        """The loop state a checkpoint gave back is one training can produce: counters whole and in
-        range, metrics rows as metrics.csv must hold them, running sums finite and not negative."""
-        count = schema.is_count
-        if not (count(self.iteration) and self.iteration <= total):
-            raise ValueError(f"iteration {self.iteration!r} is outside 0..{total}")
-        if not (self.warmup_until is None or count(self.warmup_until) and self.warmup_until <= self.iteration):
-            raise ValueError(f"warmup_until {self.warmup_until!r} is not an iteration done")
-        if not count(self.seen) or type(self.seconds) not in (int, float) or not 0 <= self.seconds < math.inf:
-            raise ValueError("the images seen or the seconds are not counts")
-        if not isinstance(self.rows, list) or len(self.rows) > self.iteration:
-            raise ValueError("the metrics rows are not a list of at most one row per iteration")
-        for i, row in enumerate(self.rows):
-            if not isinstance(row, dict) or set(row) - set(runs.METRIC_FIELDS) or "iteration" not in row:
-                raise ValueError(f"metrics row {i} is not a row of metrics")
-            if not all(v is None or type(v) in (int, float) for v in row.values()):
-                raise ValueError(f"metrics row {i} holds a value that is not a number")
-            numbers = {k: (None if v is None else float(v)) for k, v in row.items()}
-            schema.check_row({**dict.fromkeys(runs.METRIC_FIELDS), **numbers}, self.rows[i - 1] if i else None, i)
-            if row["iteration"] > self.iteration:
-                raise ValueError(f"metrics row {i} is of iteration {row['iteration']}, after the checkpoint's")
-        for k in self.SUMS:
-            t = getattr(self.sums, k)
+        sums = {k: loop.pop(k) for k in self.SUMS}
+        counters = schema.convert(loop, LoopCounters)  # an unknown entry or a misfit is refused
+        check_loop(counters, loop["rows"], total)
+        for k, t in sums.items():
+            getattr(self.sums, k).copy_(t)
             if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
                 raise ValueError(f"the running sum {k} is not finite and non-negative")
+        for k in self.COUNTERS:
+            setattr(self, k, loop[k])  # the rows as they were saved: dicts, as training appends them
+        self.sums.iteration.fill_(self.iteration)
 
     def next_batch(self, plan: Plan) -> tuple[torch.Tensor, float, bool, tuple | None]:
         """This iteration's image indices (a new data order at each epoch's start), lr, whether
@@ -372,6 +358,18 @@ class TrainState:
         idx = self.perm[pos * plan.batch_size : (pos + 1) * plan.batch_size]
         low = self.warmup_until is None
         return idx, plan.schedule.lr_at(self.iteration, low), low, plan.schedule.phase_key(self.iteration, low)
+
+
+def check_loop(counters: LoopCounters, rows: list[dict], total: int) -> None:
+    """What a checkpoint's loop counters say of each other: an iteration within the run, rows in
+    order and none after it, the low-lr start ended at an iteration done."""
+    if counters.iteration > total:
+        raise ValueError(f"iteration {counters.iteration} is outside 0..{total}")
+    if counters.warmup_until is not None and counters.warmup_until > counters.iteration:
+        raise ValueError(f"warmup_until {counters.warmup_until} is not an iteration done")
+    if len(rows) > counters.iteration or rows and rows[-1]["iteration"] > counters.iteration:
+        raise ValueError("the metrics rows are more than one per iteration, or go past the checkpoint's")
+    schema.check_rows(rows)
 
 
 def make_step(plan: Plan, ts: TrainState) -> step.Eager:

@@ -10,16 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reslab.models import ARCHS, display
+from reslab.schema import Verdict
 
 MARGIN = 0.01
-
-
-@dataclass
-class Verdict:
-    claim: str
-    holds: bool | None  # None: this experiment cannot tell
-    text: str
-    testable: bool = True  # False: the claim cannot be tested at this budget (the text says where it can)
 
 
 @dataclass

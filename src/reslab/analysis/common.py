@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from reslab import files, runs
+from reslab import files, runs, schema
+from reslab.analysis import load
 from reslab.config import SETTINGS
 from reslab.errors import UserError, plural
 from reslab.evaluate import load_run_model, normalization, normalize
@@ -67,8 +68,6 @@ def load_split(
 def outputs(name: str) -> list[str]:
     """The files analysis `name` writes, relative to its output folder: its JSON, and each figure
     its module's FIGURES names, as .png and .svg."""
-    from reslab.analysis import load
-
     return [f"analyses/{name}.json"] + [f"figures/{f}{ext}" for f in load(name).FIGURES for ext in (".png", ".svg")]
 
 
@@ -100,14 +99,21 @@ def where(run_dirs: list[Path], out: str | Path | None) -> Path:
 
 
 def write_result(out: Path, name: str, result: dict) -> Path:
+    """OUT/analyses/NAME.json, checked against the analysis's Result as a reader will check it."""
+    schema.convert(result, load(name).Result)
     path = files.own_folder(Path(out) / "analyses") / f"{name}.json"
     files.write_json(path, result)
     return path
 
 
 def read_result(exp_dir: Path, name: str) -> dict | None:
+    """OUT/analyses/NAME.json, every value checked against the analysis's Result (None: not there)."""
     path = Path(exp_dir) / "analyses" / f"{name}.json"
-    return files.read_json(path) if os.path.lexists(path) else None
+    if not os.path.lexists(path):
+        return None
+    result = files.read_json(path)
+    schema.read(result, load(name).Result, path)
+    return result
 
 
 def progress_bar(total: int, desc: str):

@@ -15,7 +15,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
+from msgspec import UNSET, UnsetType
 
 from reslab import style
 from reslab.analysis.common import (
@@ -31,6 +33,7 @@ from reslab.models import ARCHS, CifarNet, ModelConfig, blocks_per_stage, build_
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.schema import Count, Fraction, Name, NonNegative, Record
 from reslab.style import colour
 from reslab.summary import pct as pc
 
@@ -73,6 +76,30 @@ def outputs_text(result: dict) -> str:
     return f"computes different outputs (largest logit difference {diff:.1e}" + (
         ", the same predictions on every image)" if same else ", and changes some predictions)"
     )
+
+
+class Construction(Record):
+    """A deeper net built from a trained shallower one, and SGD's net of that depth where there is one."""
+
+    source: Name
+    source_label: Name
+    arch: Name
+    from_depth: Count
+    depth: Count
+    identity_blocks: Count
+    images: Count
+    max_abs_difference: NonNegative
+    same_predictions: bool
+    source_train_error: Fraction
+    constructed_train_error: Fraction
+    scratch: Name | UnsetType = UNSET
+    scratch_train_error: Fraction | UnsetType = UNSET
+
+
+class Result(Record):
+    """analyses/construct.json: every construction made into this directory."""
+
+    results: list[Construction]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +259,7 @@ def save_constructed(model, source_config, out: Path, result: dict) -> None:
         model=model.config,
         train=dataclasses.replace(source_config.train, depth=model.config.depth),
         # Its own counts; it has not been trained, so no iterations or lr drops of its own.
-        resolved=dataclasses.replace(
+        resolved=msgspec.structs.replace(
             source_config.resolved,
             **{k: None for k in UNTRAINED},
             milestones=[],

@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from reslab.models import CifarNet, build_model
 from reslab.options import int_list, positive_int
 from reslab.page import esc, figure, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.schema import Count, Name, NonNegative, OfRun, Record
 
 
 def conv_gradient_norms(model: CifarNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -89,6 +92,47 @@ def correlation_spread(model: CifarNet, images: torch.Tensor, points: int = 128,
     mean = sum(values) / len(values)
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
     return {"correlation": mean, "correlation_std": std, "values": values}
+
+
+# A correlation, with room for float rounding.
+Correlation = Annotated[float, msgspec.Meta(ge=-1.001, le=1.001)]
+
+
+class Spread(Record):
+    """Correlations of neighbouring input gradients on each line, their mean and std."""
+
+    correlation: Correlation
+    correlation_std: NonNegative
+    values: list[Correlation]
+
+
+class Norms(Record):
+    init: list[NonNegative]
+    trained: list[NonNegative]
+
+
+class GradientsRun(OfRun):
+    norms: Norms
+    correlation_trained: Spread
+
+
+class Shattered(Spread):
+    arch: Name
+    depth: Count
+
+
+class Shattering(Record):
+    rows: list[Shattered]
+
+
+class Result(Record):
+    """analyses/gradients.json."""
+
+    images: Count
+    points: Count
+    lines: Count
+    runs: list[GradientsRun]
+    shattering: Shattering
 
 
 # ---------------------------------------------------------------------------------------------

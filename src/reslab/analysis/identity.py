@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import msgspec
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from reslab.models import BasicBlock, conv3x3
 from reslab.options import positive_int
 from reslab.page import figure, finding_html, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.schema import Count, NonEmpty, NonNegative, Record, Text
 from reslab.verdicts import mark
 
 
@@ -122,6 +124,23 @@ def finding(result: dict) -> dict:
         f"{residual[-1]['error']:.2e}."
     )
     return {"claim": "Stacked nonlinear layers have trouble learning the identity", "holds": holds, "text": text}
+
+
+class Stack(Record):
+    """A stack's error at reproducing its input after training."""
+
+    convs: Count  # 3x3 convolutions
+    k: Count  # plain layers or residual blocks
+    error: NonNegative
+
+
+class Result(Record):
+    """analyses/identity.json."""
+
+    steps: Count
+    plain: NonEmpty[Stack]
+    residual: NonEmpty[Stack]
+    unit: dict[str, Text] = msgspec.field(default_factory=dict)  # what k counts in each stack
 
 
 # ---------------------------------------------------------------------------------------------

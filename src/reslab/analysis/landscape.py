@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -29,6 +30,7 @@ from reslab.evaluate import score
 from reslab.options import number, positive_int
 from reslab.page import count, esc, figure, table
 from reslab.plots import Figure, save, styled
+from reslab.schema import Count, Fraction, NonNegative, Numbers, OfRun, Record
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -69,6 +71,32 @@ def surface(
         for k, p in params.items():
             p.copy_(origin[k])
     return losses
+
+
+class Surface(OfRun):
+    """The loss along one direction (line) and on a grid of two, centred at the trained weights."""
+
+    axis: Numbers
+    line: list[NonNegative]
+    line_error: list[Fraction]
+    grid: list[list[NonNegative]]
+    local_minima: Count
+    seconds: NonNegative
+
+    def __post_init__(self):
+        n = len(self.axis)
+        if not n % 2 or len(self.grid) != n or any(len(row) != n for row in self.grid):
+            raise ValueError("grid is not a square as wide as the axis, with a centre")
+
+
+class Result(Record):
+    """analyses/landscape.json."""
+
+    images: Count
+    resolution: Count
+    span: NonNegative
+    precision: Literal["fp32", "bf16"]
+    runs: list[Surface]
 
 
 # ---------------------------------------------------------------------------------------------

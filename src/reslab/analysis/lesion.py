@@ -30,6 +30,7 @@ from reslab.models import CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.schema import Count, Fraction, NonNegative, OfRun, Record
 from reslab.summary import pct as pc
 
 
@@ -101,6 +102,36 @@ def random_deletions(
         std = (sum((e - mean) ** 2 for e in errors) / max(1, len(errors) - 1)) ** 0.5
         out.append({"k": k, "error_mean": mean, "error_std": std, "samples": len(errors)})
     return out
+
+
+class Deletion(Record):
+    """The error with one block deleted (None: a plain block that changes the shape cannot be)."""
+
+    block: Count
+    downsampling: bool
+    error: Fraction | None
+
+
+class RandomDeletions(Record):
+    k: Count
+    error_mean: Fraction
+    error_std: NonNegative
+    samples: Count
+
+
+class LesionRun(OfRun):
+    baseline: Fraction
+    blocks: Count
+    single: list[Deletion]
+    random: list[RandomDeletions]
+
+
+class Result(Record):
+    """analyses/lesion.json."""
+
+    images: Count
+    samples: Count
+    runs: list[LesionRun]
 
 
 # ---------------------------------------------------------------------------------------------

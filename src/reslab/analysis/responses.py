@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 import torch.nn as nn
+from msgspec import UNSET, UnsetType
 
 from reslab import style
 from reslab.analysis.common import (
@@ -28,6 +30,7 @@ from reslab.models import BasicBlock, CifarNet
 from reslab.options import positive_int
 from reslab.page import count, esc, figure, finding_html, table
 from reslab.plots import Figure, save, styled, subplots
+from reslab.schema import Count, Name, NonEmpty, NonNegative, OfRun, Record, Verdict
 from reslab.verdicts import mark
 
 
@@ -200,6 +203,31 @@ def findings(results: list[dict], key: str = "std") -> list[dict]:
     if reason is not None:
         out = [{**f, "holds": None, "testable": False, "text": f"{reason} (Measured: {f['text']})"} for f in out]
     return out
+
+
+class Layer(Record):
+    """A 3x3 layer's response (the std of its BN's output) and its BN's mean |gamma|."""
+
+    layer: Name
+    std: NonNegative
+    std_per_channel: NonNegative
+    gamma: NonNegative | None  # None: no BN after the conv
+    gamma_init: NonNegative | UnsetType = UNSET  # absent: written before it was recorded (1)
+
+
+class ResponsesRun(OfRun, kw_only=True):
+    iterations: Count | None = None  # None: trained elsewhere
+    layers: NonEmpty[Layer]
+
+
+class Result(Record):
+    """analyses/responses.json."""
+
+    split: Name
+    images: Count
+    runs: list[ResponsesRun]
+    findings: list[Verdict]
+    findings_per_channel: list[Verdict] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
