@@ -239,10 +239,8 @@ def guarded(name: str, exp_dir: Path) -> str | None:
         return None if result is None else analysis.load(name).section(result, exp_dir)
     except UserError as e:  # every value was checked against the analysis's Result
         reason = str(e)
-    return (
-        f'<h2>{esc(name.capitalize())}</h2><p class="note">analyses/{esc(name)}.json could not be shown '
-        f"({esc(reason[:200])}); run the analysis again to replace it.</p>"
-    )
+    note = f"analyses/{name}.json could not be shown: {reason}"
+    return f'<h2>{esc(name.capitalize())}</h2><p class="note">{esc(note)}</p>'
 
 
 def skipped_section(skipped: list[tuple[str, str]]) -> str:

@@ -76,12 +76,12 @@ def convert(value: Any, kind: type[T]) -> T:
     return built
 
 
-def read(value: Any, kind: type[T], path: object) -> T:
-    """`convert`, a misfit said as one sentence about the file at `path`."""
+def read(value: Any, kind: type[T], path: object, remedy: str = "Restore it or delete it.") -> T:
+    """`convert`, a misfit said as one sentence about the file at `path`, and what to do."""
     try:
         return convert(value, kind)
     except Invalid as e:
-        raise UserError(f"{path} is damaged: {e}; it is not a file reslab wrote. Restore it or delete it.") from None
+        raise UserError(f"{path} is damaged: {e}; it is not a file reslab wrote. {remedy}") from None
 
 
 def fits(value: Any, kind: Any) -> bool:

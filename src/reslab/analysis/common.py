@@ -112,7 +112,7 @@ def read_result(exp_dir: Path, name: str) -> dict | None:
     if not os.path.lexists(path):
         return None
     result = files.read_json(path)
-    schema.read(result, load(name).Result, path)
+    schema.read(result, load(name).Result, path, f"Run reslab analyze {name} again with --overwrite to replace it.")
     return result
 
 
