@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import msgspec
 
 from reslab.errors import UserError
-from reslab.schema import Count, Name, NonNegative, Record, Text, Verdict
+from reslab.schema import Count, Name, NonNegative, Record, Text, Verdict, convert
 
 SCALES = (1.0, 0.3, 0.1, 0.0)
 MEASURED_IMAGES = 256  # the fixed batch the branches are measured on
@@ -98,9 +98,9 @@ def run(
             scale_dir(out, scale), run_grid(scale_dir(out, scale), cfg, archs, depths, seeds, spec, backend, overwrite)
         )
     found = {"scales": scales, "archs": archs, "depths": depths, "seeds": seeds, **study(out, scales)}
-    from reslab import files, schema
+    from reslab import files
 
-    schema.convert(found, InitRecord)  # as a resume will read it
+    convert(found, InitRecord)  # as a resume will read it
     files.write_json(out / "init.json", found)
     found["report"] = write_report(out, found)
     found["grids"] = grids

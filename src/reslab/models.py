@@ -31,7 +31,7 @@ class ModelConfig:
     arch: str = "resnet"  # one of ARCHS (a registry: checked where a config.json is read)
     depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     # A: zero-pad identity, B: projection where the shape changes, C: always
-    shortcut: Annotated[str, msgspec.Meta(pattern="^[ABC]$")] = "A"
+    shortcut: Annotated[str, msgspec.Meta(pattern=f"^[{''.join(SHORTCUTS)}]$")] = "A"
     width: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16  # filters of the first stage: width, 2*width, 4*width
     num_classes: Annotated[int, msgspec.Meta(ge=2, le=1_000_000)] = 10
     in_channels: Annotated[int, msgspec.Meta(ge=1, le=4)] = 3

@@ -32,6 +32,7 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Numbers = Annotated[list[Number], msgspec.Meta(min_length=1)]
+Precision = Annotated[str, msgspec.Meta(pattern="^(fp32|bf16)$")]  # what `auto` resolved to
 
 T = TypeVar("T")
 NonEmpty = Annotated[list[T], msgspec.Meta(min_length=1)]
@@ -149,15 +150,22 @@ class MetricsRow(Record, kw_only=True):
 METRIC_FIELDS = list(MetricsRow.__struct_fields__)
 
 
-def check_rows(rows: list) -> None:
+def check_rows(rows: list[dict]) -> None:
     """Rows of metrics as training writes them (MetricsRow), each after the one before."""
+    built = []
     for i, row in enumerate(rows):
         try:
-            convert(row, MetricsRow)
+            built.append(convert(row, MetricsRow))
         except Invalid as e:
             raise ValueError(f"row {i + 1}: {e}") from None
-        if i and row["iteration"] <= rows[i - 1]["iteration"]:
-            raise ValueError(f"row {i + 1} has iteration {row['iteration']:g}, not after the last row's")
+    in_order(built)
+
+
+def in_order(rows: list[MetricsRow]) -> None:
+    """Each row of a later iteration than the one before (ValueError names the first that is not)."""
+    for i in range(1, len(rows)):
+        if rows[i].iteration <= rows[i - 1].iteration:
+            raise ValueError(f"row {i + 1} has iteration {rows[i].iteration:g}, not after the last row's")
 
 
 State = Literal["new", "running", "finished", "failed", "diverged", "interrupted"]
@@ -204,7 +212,7 @@ class Resolved(Section):
     augment: bool | None = None
     augment_pad: Count | None = None
     warmup: bool | None = None
-    precision: Annotated[str, msgspec.Meta(pattern="^(fp32|bf16)$")] | None = None
+    precision: Precision | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
     batchnorm: Text | None = None

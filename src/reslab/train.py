@@ -269,6 +269,15 @@ class LoopCounters(schema.Record):
     seen: schema.Count  # images
     seconds: schema.NonNegative
 
+    def __post_init__(self):
+        """What the counters say of each other: rows in order, none after the checkpoint's
+        iteration, the low-lr start ended at an iteration done."""
+        if self.warmup_until is not None and self.warmup_until > self.iteration:
+            raise ValueError(f"warmup_until {self.warmup_until} is not an iteration done")
+        if len(self.rows) > self.iteration or self.rows and self.rows[-1].iteration > self.iteration:
+            raise ValueError("the metrics rows are more than one per iteration, or go past the checkpoint's")
+        schema.in_order(self.rows)
+
 
 @dataclass
 class TrainState:
@@ -339,7 +348,8 @@ class TrainState:
         loop = dict(saved["loop"])
         sums = {k: loop.pop(k) for k in self.SUMS}
         counters = schema.convert(loop, LoopCounters)  # an unknown entry or a misfit is refused
-        check_loop(counters, loop["rows"], total)
+        if counters.iteration > total:
+            raise ValueError(f"iteration {counters.iteration} is outside 0..{total}")
         for k, t in sums.items():
             getattr(self.sums, k).copy_(t)
             if t.is_floating_point() and not bool(torch.isfinite(t).all() and (t >= 0).all()):
@@ -358,18 +368,6 @@ class TrainState:
         idx = self.perm[pos * plan.batch_size : (pos + 1) * plan.batch_size]
         low = self.warmup_until is None
         return idx, plan.schedule.lr_at(self.iteration, low), low, plan.schedule.phase_key(self.iteration, low)
-
-
-def check_loop(counters: LoopCounters, rows: list[dict], total: int) -> None:
-    """What a checkpoint's loop counters say of each other: an iteration within the run, rows in
-    order and none after it, the low-lr start ended at an iteration done."""
-    if counters.iteration > total:
-        raise ValueError(f"iteration {counters.iteration} is outside 0..{total}")
-    if counters.warmup_until is not None and counters.warmup_until > counters.iteration:
-        raise ValueError(f"warmup_until {counters.warmup_until} is not an iteration done")
-    if len(rows) > counters.iteration or rows and rows[-1]["iteration"] > counters.iteration:
-        raise ValueError("the metrics rows are more than one per iteration, or go past the checkpoint's")
-    schema.check_rows(rows)
 
 
 def make_step(plan: Plan, ts: TrainState) -> step.Eager:

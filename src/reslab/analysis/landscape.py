@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -30,7 +29,7 @@ from reslab.evaluate import score
 from reslab.options import number, positive_int
 from reslab.page import count, esc, figure, table
 from reslab.plots import Figure, save, styled
-from reslab.schema import Count, Fraction, NonNegative, Numbers, OfRun, Record
+from reslab.schema import Count, Fraction, NonNegative, Numbers, OfRun, Precision, Record
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -95,7 +94,7 @@ class Result(Record):
     images: Count
     resolution: Count
     span: NonNegative
-    precision: Literal["fp32", "bf16"]
+    precision: Precision
     runs: list[Surface]
 
 
